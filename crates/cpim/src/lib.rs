@@ -8,13 +8,17 @@
 //! - [`address`]: `sip:`/`sips:`, `im:`/`pres:`, XMPP JIDs; RFC 7247 §6 and XEP-0106.
 //! - [`message`]: `message/cpim` (RFC 3862) parse and serialize, byte-exact for unchanged
 //!   messages.
+//! - [`condition`]: the RFC 6120 stanza-error conditions, RFC 7247 §7 SIP status tables,
+//!   and the HTTP status mapping of the webhook side.
+//! - [`datetime`]: RFC 3339 timestamps (strict and lenient parsing).
 
 pub mod address;
+pub mod condition;
+pub mod datetime;
 pub mod message;
 
 pub use address::{Address, AddressError, Host, ImScheme, ImUri, Jid, SipUri};
-pub mod datetime;
-
+pub use condition::{Condition, ErrorType};
 pub use datetime::{Timestamp, TimestampError};
 pub use message::{CpimError, CpimMessage};
 
