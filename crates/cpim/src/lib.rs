@@ -1,1 +1,6 @@
 //! placeholder
+
+pub mod imdn;
+pub mod iscomposing;
+pub mod presence;
+pub mod xml;
