@@ -11,11 +11,20 @@
 //! - [`condition`]: the RFC 6120 stanza-error conditions, RFC 7247 §7 SIP status tables,
 //!   and the HTTP status mapping of the webhook side.
 //! - [`datetime`]: RFC 3339 timestamps (strict and lenient parsing).
+//! - [`presence`]: PIDF (RFC 3863) with person/device (RFC 4479), the RPID subset
+//!   (RFC 4480) and the XMPP `<show/>` embedding of RFC 7248.
+//! - [`imdn`]: `message/imdn+xml` and the `Disposition-Notification` header (RFC 5438).
+//! - [`iscomposing`]: `application/im-iscomposing+xml` (RFC 3994).
+//! - [`xml`]: the small namespace-aware element tree the XML formats share.
 
 pub mod address;
 pub mod condition;
 pub mod datetime;
+pub mod imdn;
+pub mod iscomposing;
 pub mod message;
+pub mod presence;
+pub mod xml;
 
 pub use address::{Address, AddressError, Host, ImScheme, ImUri, Jid, SipUri};
 pub use condition::{Condition, ErrorType};
