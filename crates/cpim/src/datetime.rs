@@ -186,6 +186,16 @@ impl Timestamp {
     }
 }
 
+/// XML Schema `dateTime` as PIDF, RPID and RFC 3994 use it: RFC 3339 with upper-case
+/// `T`/`Z`; the offset may be left out unless `offset_required` (PIDF `<timestamp>`).
+pub(crate) fn is_xsd_date_time(text: &str, offset_required: bool) -> bool {
+    if text.contains(['t', 'z']) {
+        return false;
+    }
+    Timestamp::parse(text).is_ok()
+        || (!offset_required && Timestamp::parse(&format!("{text}Z")).is_ok())
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -279,6 +289,33 @@ mod tests {
             "２００６-04-04T12:16:49Z",
         ] {
             assert!(Timestamp::parse_lenient(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn date_time_syntax() {
+        for ok in [
+            "2001-10-27T16:49:29Z",
+            "2004-10-21T13:20:00.000-05:00",
+            "2000-02-29T23:59:60+14:00",
+        ] {
+            assert!(is_xsd_date_time(ok, true), "{ok}");
+        }
+        assert!(is_xsd_date_time("2005-05-30T12:00:00", false));
+        for bad in [
+            "2005-05-30T12:00:00",
+            "2001-10-27t16:49:29z",
+            "2001-02-29T00:00:00Z",
+            "2001-13-01T00:00:00Z",
+            "2001-10-27T24:00:00Z",
+            "2001-10-27T16:49:29.Z",
+            "2001-10-27T16:49:29+5:00",
+            "2001-10-27 16:49:29Z",
+            "20011027T164929Z",
+            "2001-10-27T16:49:2éZ",
+            "",
+        ] {
+            assert!(!is_xsd_date_time(bad, true), "{bad}");
         }
     }
 

@@ -132,7 +132,7 @@ impl IsComposing {
                     set_once(&mut state, value, "state")?;
                 }
                 "lastactive" => {
-                    if !xml::is_date_time(&text, false) {
+                    if !crate::datetime::is_xsd_date_time(&text, false) {
                         return Err(ComposingError::InvalidLastActive(text));
                     }
                     set_once(&mut doc.lastactive, text, "lastactive")?;

@@ -724,7 +724,7 @@ fn set_once<T>(slot: &mut Option<T>, value: T, element: &'static str) -> Result<
 }
 
 fn date_time(text: String, offset_required: bool) -> Result<String, PresenceError> {
-    if xml::is_date_time(&text, offset_required) {
+    if crate::datetime::is_xsd_date_time(&text, offset_required) {
         Ok(text)
     } else {
         Err(PresenceError::InvalidTimestamp(text))

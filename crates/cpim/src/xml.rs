@@ -334,68 +334,6 @@ pub(crate) fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
-/// Whether `text` is an XML Schema `dateTime`: `YYYY-MM-DDThh:mm:ss[.f+]` followed by `Z` or
-/// `±hh:mm`, which is mandatory when `offset_required` (the RFC 3339 `date-time` used by
-/// PIDF). Capital `T` and `Z` only, as RFC 3863 §4.1.7 requires. Checks field ranges
-/// (including days per month and leap years); never reads a clock.
-pub(crate) fn is_date_time(text: &str, offset_required: bool) -> bool {
-    fn num(s: &str, range: std::ops::RangeInclusive<u32>) -> Option<u32> {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok().filter(|n| range.contains(n))
-    }
-    let b = text.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
-        return false;
-    }
-    if b[16] != b':' {
-        return false;
-    }
-    // Every byte checked so far is ASCII, so these slices are on char boundaries.
-    let (Some(year), Some(month), Some(day)) = (
-        num(&text[0..4], 0..=9999),
-        num(&text[5..7], 1..=12),
-        num(&text[8..10], 1..=31),
-    ) else {
-        return false;
-    };
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    if day > month_days
-        || num(&text[11..13], 0..=23).is_none()
-        || num(&text[14..16], 0..=59).is_none()
-        || text.get(17..19).and_then(|s| num(s, 0..=60)).is_none()
-    {
-        return false;
-    }
-    let mut rest = text.get(19..).unwrap_or("");
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return false;
-        }
-        rest = &fraction[digits..];
-    }
-    match rest {
-        "" => !offset_required,
-        "Z" => true,
-        _ => {
-            let ob = rest.as_bytes();
-            ob.len() == 6
-                && matches!(ob[0], b'+' | b'-')
-                && ob[3] == b':'
-                && num(&rest[1..3], 0..=23).is_some()
-                && num(&rest[4..6], 0..=59).is_some()
-        }
-    }
-}
-
 fn reader_error(error: quick_xml::Error) -> XmlError {
     match error {
         quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(_, name)) => {
@@ -846,33 +784,6 @@ pub(crate) mod tests {
         let e =
             parse(b"\xEF\xBB\xBF<?xml version='1.0'?><!-- c --><r><?pi x?>a<!--c-->b</r>").unwrap();
         assert_eq!(e.text(), "ab");
-    }
-
-    #[test]
-    fn date_time_syntax() {
-        for ok in [
-            "2001-10-27T16:49:29Z",
-            "2004-10-21T13:20:00.000-05:00",
-            "2000-02-29T23:59:60+14:00",
-        ] {
-            assert!(is_date_time(ok, true), "{ok}");
-        }
-        assert!(is_date_time("2005-05-30T12:00:00", false));
-        for bad in [
-            "2005-05-30T12:00:00",
-            "2001-10-27t16:49:29z",
-            "2001-02-29T00:00:00Z",
-            "2001-13-01T00:00:00Z",
-            "2001-10-27T24:00:00Z",
-            "2001-10-27T16:49:29.Z",
-            "2001-10-27T16:49:29+5:00",
-            "2001-10-27 16:49:29Z",
-            "20011027T164929Z",
-            "2001-10-27T16:49:2éZ",
-            "",
-        ] {
-            assert!(!is_date_time(bad, true), "{bad}");
-        }
     }
 
     pub(crate) fn arb_element() -> impl Strategy<Value = Element> {
