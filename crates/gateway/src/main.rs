@@ -1,1 +1,56 @@
-fn main() {}
+//! `cpim-gateway`: the gateway's command-line entry point.
+//!
+//! ```text
+//! cpim-gateway [--log-format text|json] check --config FILE
+//! cpim-gateway [--log-format text|json] run --config FILE
+//! ```
+//!
+//! Logs go to standard error; `RUST_LOG` sets the level (default `info`).
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (`check`: the configuration is valid); also `--help` and `--version` |
+//! | 1 | an unexpected failure, such as being unable to write to standard output |
+//! | 2 | the configuration file cannot be read or is invalid; also a command-line usage error |
+//! | 3 | `run`: the configuration needs adapters that are not built yet in this version |
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use cpim_gateway::cli::{Cli, Command, LogFormat};
+use cpim_gateway::commands;
+use cpim_gateway::error::Error;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Run(args) => commands::run(&args.config),
+        Command::Check(args) => commands::check(&args.config, &mut std::io::stdout().lock()),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

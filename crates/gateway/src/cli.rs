@@ -1,0 +1,85 @@
+//! The command line, as clap derive types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// An instant-messaging gateway between SIP/SIMPLE, XMPP and a JSON webhook protocol.
+///
+/// Logs go to standard error; set the level with RUST_LOG (default `info`).
+#[derive(Debug, Parser)]
+#[command(name = "cpim-gateway", version, propagate_version = true)]
+pub struct Cli {
+    /// The format of log lines on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the configuration and run the gateway (in this version the protocol adapters are
+    /// not built yet: it validates, reports them and exits with code 3).
+    Run(ConfigArgs),
+    /// Validate the configuration and print a summary of it.
+    Check(ConfigArgs),
+}
+
+/// The arguments of commands that read a configuration file.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The configuration file (TOML), e.g. gateway.toml.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn log_format_is_global_and_defaults_to_text() {
+        let cli = Cli::try_parse_from(["cpim-gateway", "check", "--config", "g.toml"])
+            .expect("valid command line");
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let cli = Cli::try_parse_from([
+            "cpim-gateway",
+            "run",
+            "-c",
+            "g.toml",
+            "--log-format",
+            "json",
+        ])
+        .expect("valid command line");
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert!(
+            matches!(cli.command, Command::Run(ConfigArgs { config }) if config == Path::new("g.toml"))
+        );
+    }
+
+    #[test]
+    fn config_is_required() {
+        assert!(Cli::try_parse_from(["cpim-gateway", "check"]).is_err());
+    }
+}

@@ -1,0 +1,349 @@
+//! `gateway.toml`: the configuration file, its types, loading and validation.
+//!
+//! Loading is strict. The file is parsed with every table's unknown keys rejected, `${VAR}`
+//! references in strings are expanded from the environment (see [`expand`]), and then the
+//! semantic rules that types cannot express are checked (see `docs/configuration.md`). Every
+//! problem is reported as a [`Problem`] with the file's line and column, the key path and a hint
+//! on how to fix it; a [`Config`] only exists if there were none.
+//!
+//! Secrets ([`Secret`]) never appear in `Debug` or `Display` output.
+
+mod adapters;
+mod de;
+mod domain;
+mod env;
+mod source;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use serde::{Deserialize, Deserializer};
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+pub use adapters::{
+    AdapterConfig, AdapterKind, HostPort, SipConfig, SipListener, SipTransport, WebhookApp,
+    WebhookConfig, XmppComponent, XmppConfig, XmppMessageType,
+};
+pub use domain::{Domain, DomainError};
+pub use env::{expand, ConfigString, ExpandError, Secret};
+pub use source::Location;
+
+/// A loaded and validated `gateway.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The `[gateway]` table.
+    pub gateway: GatewaySection,
+    /// The `[admin]` table; no admin listener when absent.
+    pub admin: Option<AdminSection>,
+    /// The `[adapters.<name>]` tables, by name.
+    pub adapters: BTreeMap<String, AdapterConfig>,
+    source: PathBuf,
+}
+
+/// The `[gateway]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Where the gateway keeps its state (spool, presence cache); relative paths are relative
+    /// to the directory of the configuration file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: ConfigString,
+    /// How many gateways a message may cross before it is dropped as a loop (RFC 3860
+    /// `MaxForwards`).
+    #[serde(
+        default = "default_max_hops",
+        deserialize_with = "deserialize_max_hops"
+    )]
+    pub max_hops: u8,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            data_dir: default_data_dir(),
+            max_hops: default_max_hops(),
+        }
+    }
+}
+
+/// The `[admin]` table: the HTTP listener for health and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// The address and port to listen on.
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, expanding `${VAR}` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, env::process_env)
+    }
+
+    /// Reads and validates the file at `path`, reading variables through `env`.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String> + 'static,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path, env)
+    }
+
+    /// Parses and validates `text`, the content of the file at `path` (used in messages and to
+    /// resolve relative paths), reading variables through `env`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String> + 'static,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        };
+        let document = DeTable::parse(text)
+            .map_err(|error| invalid(vec![Problem::from_toml(text, None, &error)]))?;
+        let lookup: Rc<env::Lookup> = Rc::new(env);
+        let mut config = env::with_lookup(lookup, || deserialize(&document))
+            .map_err(|error| invalid(vec![Problem::from_toml(text, Some(&document), &error)]))?;
+        config.source = path.to_owned();
+        let findings = validate::validate(&config);
+        if findings.is_empty() {
+            Ok(config)
+        } else {
+            let problems = findings
+                .into_iter()
+                .map(|finding| Problem {
+                    location: source::span_of(&document, &finding.path)
+                        .map(|span| Location::of_offset(text, span.start)),
+                    key: (!finding.path.is_root()).then(|| finding.path.to_string()),
+                    message: finding.message,
+                    hint: Some(finding.hint),
+                })
+                .collect();
+            Err(invalid(problems))
+        }
+    }
+
+    /// The file this configuration was read from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// The data directory, relative paths resolved against the configuration file's directory.
+    pub fn data_dir(&self) -> PathBuf {
+        let base = self.source.parent().unwrap_or(Path::new(""));
+        base.join(self.gateway.data_dir.as_str())
+    }
+}
+
+/// Why a configuration file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read the configuration file: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid: bad TOML, wrong types, unknown keys or broken rules.
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Everything wrong with it (at least one).
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// The problems found in the file (empty when it could not be read).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+/// One thing wrong with a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where in the file, when known.
+    pub location: Option<Location>,
+    /// The key path, e.g. `adapters.sip.listen[1].address`, when known.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+impl Problem {
+    fn from_toml(
+        text: &str,
+        document: Option<&Spanned<DeTable<'_>>>,
+        error: &toml::de::Error,
+    ) -> Problem {
+        let span = error.span();
+        let message = error.message().trim_end().to_owned();
+        let hint = match document {
+            None => "this is not valid TOML syntax; see https://toml.io and docs/configuration.md"
+                .to_owned(),
+            Some(_) => hint_for(&message),
+        };
+        Problem {
+            location: span
+                .as_ref()
+                .map(|span| Location::of_offset(text, span.start)),
+            key: document
+                .zip(span)
+                .and_then(|(document, span)| source::path_at(document, span.start))
+                .map(|path| path.to_string()),
+            message,
+            hint: Some(hint),
+        }
+    }
+
+    /// Writes the problem as `file:line:col: key: message`, then an indented hint line.
+    fn render(&self, path: &Path, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", path.display())?;
+        if let Some(location) = self.location {
+            write!(f, ":{location}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+fn render_problems<'a>(path: &'a Path, problems: &'a [Problem]) -> impl fmt::Display + 'a {
+    struct Render<'a>(&'a Path, &'a [Problem]);
+    impl fmt::Display for Render<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            for (index, problem) in self.1.iter().enumerate() {
+                if index > 0 {
+                    f.write_str("\n")?;
+                }
+                problem.render(self.0, f)?;
+            }
+            Ok(())
+        }
+    }
+    Render(path, problems)
+}
+
+/// A hint for an error reported by the TOML deserializer, chosen by its message.
+fn hint_for(message: &str) -> String {
+    let quoted = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned)
+    };
+    if message.starts_with("unknown field") {
+        "check the spelling of the key; the keys allowed in this table are listed above and \
+         described in docs/configuration.md"
+            .to_owned()
+    } else if let Some(field) = quoted("missing field `") {
+        if field == "type" {
+            "add `type = \"sip\"`, `type = \"xmpp\"` or `type = \"webhook\"` to this adapter"
+                .to_owned()
+        } else {
+            format!("add `{field} = ...` to this table; docs/configuration.md describes it")
+        }
+    } else if message.starts_with("unknown variant") {
+        "use one of the values listed above".to_owned()
+    } else if message.contains("environment variable") || message.contains('$') {
+        "strings may use ${VAR}, ${VAR:-default} and $$ for a literal $; see \
+         docs/configuration.md"
+            .to_owned()
+    } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        "this key takes a different type; docs/configuration.md lists the type of every key"
+            .to_owned()
+    } else {
+        "see docs/configuration.md".to_owned()
+    }
+}
+
+/// The top level with each adapter reduced to its `type`; the adapters themselves are
+/// deserialized afterwards from their own tables, so that errors inside them keep exact
+/// positions (serde's internally tagged enums would buffer the table and lose them).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Head {
+    #[serde(default)]
+    gateway: GatewaySection,
+    #[serde(default)]
+    admin: Option<AdminSection>,
+    #[serde(default)]
+    adapters: BTreeMap<String, AdapterHead>,
+}
+
+#[derive(Deserialize)]
+struct AdapterHead {
+    #[serde(rename = "type")]
+    kind: AdapterKind,
+}
+
+fn deserialize(document: &Spanned<DeTable<'_>>) -> Result<Config, toml::de::Error> {
+    let head = Head::deserialize(toml::de::Deserializer::from(document.clone()))?;
+    let tables = document
+        .get_ref()
+        .get("adapters")
+        .and_then(|adapters| adapters.get_ref().as_table());
+    let mut adapters = BTreeMap::new();
+    for (name, AdapterHead { kind }) in head.adapters {
+        // `Head` was read from this document, so every adapter name is a key of `tables`.
+        let Some(mut table) = tables.and_then(|tables| tables.get(name.as_str())).cloned() else {
+            continue;
+        };
+        if let DeValue::Table(keys) = table.get_mut() {
+            keys.remove("type");
+        }
+        let table = ValueDeserializer::from(table);
+        let adapter = match kind {
+            AdapterKind::Sip => AdapterConfig::Sip(SipConfig::deserialize(table)?),
+            AdapterKind::Xmpp => AdapterConfig::Xmpp(XmppConfig::deserialize(table)?),
+            AdapterKind::Webhook => AdapterConfig::Webhook(WebhookConfig::deserialize(table)?),
+        };
+        adapters.insert(name, adapter);
+    }
+    Ok(Config {
+        gateway: head.gateway,
+        admin: head.admin,
+        adapters,
+        source: PathBuf::new(),
+    })
+}
+
+fn default_data_dir() -> ConfigString {
+    ConfigString::from("data")
+}
+
+fn default_max_hops() -> u8 {
+    70
+}
+
+fn deserialize_max_hops<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u8, D::Error> {
+    de::int_in_range(deserializer, "max_hops", 1, 255, "hops")
+}
+
+#[cfg(test)]
+mod tests;

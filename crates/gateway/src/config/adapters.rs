@@ -1,0 +1,360 @@
+//! The configuration of each kind of adapter: one struct per `type`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::config::de::{int_in_range, parse_str};
+use crate::config::domain::Domain;
+use crate::config::env::{ConfigString, Secret};
+
+/// The protocol an adapter speaks: the `type` key of an `[adapters.<name>]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterKind {
+    /// SIP/SIMPLE (RFC 3428 MESSAGE, RFC 3856 presence).
+    Sip,
+    /// XMPP, as an external component of an XMPP server (XEP-0114).
+    Xmpp,
+    /// The JSON webhook protocol.
+    Webhook,
+}
+
+impl AdapterKind {
+    /// The name used for this kind in `type = "..."`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdapterKind::Sip => "sip",
+            AdapterKind::Xmpp => "xmpp",
+            AdapterKind::Webhook => "webhook",
+        }
+    }
+}
+
+impl fmt::Display for AdapterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One `[adapters.<name>]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdapterConfig {
+    /// `type = "sip"`.
+    Sip(SipConfig),
+    /// `type = "xmpp"`.
+    Xmpp(XmppConfig),
+    /// `type = "webhook"`.
+    Webhook(WebhookConfig),
+}
+
+impl AdapterConfig {
+    /// The adapter's protocol.
+    pub fn kind(&self) -> AdapterKind {
+        match self {
+            AdapterConfig::Sip(_) => AdapterKind::Sip,
+            AdapterConfig::Xmpp(_) => AdapterKind::Xmpp,
+            AdapterConfig::Webhook(_) => AdapterKind::Webhook,
+        }
+    }
+
+    /// Every domain this adapter owns: messages to users of these domains are routed to it.
+    pub fn domains(&self) -> Vec<&Domain> {
+        match self {
+            AdapterConfig::Sip(sip) => sip.domains.iter().collect(),
+            AdapterConfig::Xmpp(xmpp) => xmpp
+                .components
+                .iter()
+                .map(|component| &component.domain)
+                .chain(&xmpp.user_domains)
+                .collect(),
+            AdapterConfig::Webhook(webhook) => {
+                webhook.apps.iter().flat_map(|app| &app.domains).collect()
+            }
+        }
+    }
+}
+
+/// `type = "sip"`: a SIP/SIMPLE endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// The SIP domains served by this adapter (at least one).
+    #[serde(default)]
+    pub domains: Vec<Domain>,
+    /// The sockets to listen on (at least one).
+    #[serde(default)]
+    pub listen: Vec<SipListener>,
+    /// Where to send out-of-dialog requests, as a SIP URI; direct (RFC 3263) when absent.
+    #[serde(default)]
+    pub outbound_proxy: Option<ConfigString>,
+    /// The largest MESSAGE sent over UDP, in bytes; larger ones need a congestion-controlled
+    /// transport (RFC 3428 §8).
+    #[serde(
+        default = "default_max_udp_message",
+        deserialize_with = "deserialize_max_udp_message"
+    )]
+    pub max_udp_message: u16,
+}
+
+/// One `listen = [...]` entry of a SIP adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipListener {
+    /// The transport protocol.
+    pub transport: SipTransport,
+    /// The local address and port.
+    pub address: SocketAddr,
+    /// PEM certificate chain file (`tls` only).
+    #[serde(default)]
+    pub certificate: Option<ConfigString>,
+    /// PEM private key file (`tls` only).
+    #[serde(default)]
+    pub private_key: Option<ConfigString>,
+}
+
+/// A SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SipTransport {
+    /// SIP over UDP.
+    Udp,
+    /// SIP over TCP.
+    Tcp,
+    /// SIP over TLS (over TCP).
+    Tls,
+}
+
+impl SipTransport {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SipTransport::Udp => "udp",
+            SipTransport::Tcp => "tcp",
+            SipTransport::Tls => "tls",
+        }
+    }
+}
+
+impl fmt::Display for SipTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `type = "xmpp"`: external components (XEP-0114) of one XMPP server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppConfig {
+    /// The server's component port.
+    pub server: HostPort,
+    /// Domains whose users live on that server (at least one).
+    #[serde(default)]
+    pub user_domains: Vec<Domain>,
+    /// The `type` of `<message/>` stanzas sent to XMPP users.
+    #[serde(default)]
+    pub message_type: XmppMessageType,
+    /// Seconds between keepalive pings (XEP-0199) on the component stream.
+    #[serde(
+        default = "default_ping_interval_secs",
+        deserialize_with = "deserialize_ping_interval_secs"
+    )]
+    pub ping_interval_secs: u32,
+    /// The component domains to connect as (at least one).
+    #[serde(default)]
+    pub components: Vec<XmppComponent>,
+}
+
+/// One `[[adapters.<name>.components]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppComponent {
+    /// The component's domain, as configured on the XMPP server.
+    pub domain: Domain,
+    /// The component's shared secret (XEP-0114 handshake).
+    pub secret: Secret,
+}
+
+/// The `type` attribute of outgoing XMPP messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XmppMessageType {
+    /// `type="normal"`: a single message outside a conversation; the RFC 7572 §5 default for
+    /// a SIP MESSAGE without a session.
+    #[default]
+    Normal,
+    /// `type="chat"`: part of a one-to-one conversation.
+    Chat,
+}
+
+impl XmppMessageType {
+    /// The name used in the config file and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XmppMessageType::Normal => "normal",
+            XmppMessageType::Chat => "chat",
+        }
+    }
+}
+
+/// `type = "webhook"`: the JSON webhook protocol for applications.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The HTTP listener of the inbound API.
+    pub listen: SocketAddr,
+    /// The applications allowed to use the API (at least one).
+    #[serde(default)]
+    pub apps: Vec<WebhookApp>,
+}
+
+/// One `[[adapters.<name>.apps]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookApp {
+    /// The app's name (`[a-z0-9_-]+`, unique within the adapter).
+    pub name: String,
+    /// The domains whose addresses belong to this app (at least one).
+    #[serde(default)]
+    pub domains: Vec<Domain>,
+    /// The bearer token the app presents.
+    pub token: Secret,
+    /// Where outbound events for this app are sent; none means the app polls.
+    #[serde(default)]
+    pub url: Option<ConfigString>,
+}
+
+/// A `host:port` pair; the host is a name or an IP address (IPv6 in brackets).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    /// The host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Ok(address) = text.parse::<SocketAddr>() {
+            return Ok(HostPort {
+                host: address.ip().to_string(),
+                port: address.port(),
+            });
+        }
+        let expected = || format!("`{text}` is not host:port; write for example `127.0.0.1:5347`");
+        let (host, port) = text.rsplit_once(':').ok_or_else(expected)?;
+        let port = port.parse::<u16>().map_err(|_| expected())?;
+        if host.is_empty() || host.contains(':') || host.contains('[') {
+            return Err(expected());
+        }
+        let host = Domain::parse(host).map_err(|error| error.to_string())?;
+        Ok(HostPort {
+            host: host.as_str().to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        parse_str(deserializer, "host:port", HostPort::from_str)
+    }
+}
+
+fn default_max_udp_message() -> u16 {
+    1300
+}
+
+fn deserialize_max_udp_message<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u16, D::Error> {
+    int_in_range(deserializer, "max_udp_message", 512, 65507, "bytes")
+}
+
+fn default_ping_interval_secs() -> u32 {
+    30
+}
+
+fn deserialize_ping_interval_secs<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    int_in_range(deserializer, "ping_interval_secs", 1, 3600, "seconds")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_parses_names_and_addresses() {
+        let parsed = "127.0.0.1:5347".parse::<HostPort>();
+        assert_eq!(
+            parsed.as_ref().map(|h| h.to_string()).as_deref(),
+            Ok("127.0.0.1:5347")
+        );
+        let parsed = "[::1]:5347".parse::<HostPort>();
+        assert_eq!(
+            parsed.as_ref().map(|h| h.to_string()).as_deref(),
+            Ok("[::1]:5347")
+        );
+        let parsed = "xmpp.localhost:5347".parse::<HostPort>();
+        assert_eq!(
+            parsed,
+            Ok(HostPort {
+                host: "xmpp.localhost".to_owned(),
+                port: 5347
+            })
+        );
+    }
+
+    #[test]
+    fn host_port_rejects_missing_or_bad_parts() {
+        for text in [
+            "xmpp.localhost",
+            ":5347",
+            "host:99999",
+            "::1:5347",
+            "Bad_Host:1",
+            "",
+        ] {
+            assert!(
+                text.parse::<HostPort>().is_err(),
+                "{text} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn xmpp_owns_component_and_user_domains() {
+        let xmpp = AdapterConfig::Xmpp(XmppConfig {
+            server: HostPort {
+                host: "127.0.0.1".to_owned(),
+                port: 5347,
+            },
+            user_domains: vec![Domain::parse("xmpp.localhost").expect("valid domain")],
+            message_type: XmppMessageType::Normal,
+            ping_interval_secs: 30,
+            components: vec![XmppComponent {
+                domain: Domain::parse("gw.xmpp.localhost").expect("valid domain"),
+                secret: Secret::new("s"),
+            }],
+        });
+        let domains: Vec<&str> = xmpp.domains().iter().map(|d| d.as_str()).collect();
+        assert_eq!(domains, ["gw.xmpp.localhost", "xmpp.localhost"]);
+        assert_eq!(xmpp.kind(), AdapterKind::Xmpp);
+    }
+}

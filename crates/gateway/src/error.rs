@@ -1,0 +1,52 @@
+//! The errors of the `cpim-gateway` binary and their exit codes.
+
+use crate::config::{AdapterKind, ConfigError};
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration file could not be read or is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The configuration asks for adapters that this version does not contain.
+    #[error(
+        "cannot run: the configured protocol adapters are not built yet in this version ({})\n\
+         {}\n\
+         The configuration is valid (`cpim-gateway check` summarizes it); nothing was started.",
+        env!("CARGO_PKG_VERSION"),
+        describe_adapters(adapters)
+    )]
+    AdaptersNotBuilt {
+        /// The adapters that are missing: name and type.
+        adapters: Vec<(String, AdapterKind)>,
+    },
+    /// Every configured adapter is available but the broker that connects them is not.
+    #[error(
+        "cannot run: the broker that connects adapters is not built yet in this version ({})",
+        env!("CARGO_PKG_VERSION")
+    )]
+    BrokerNotBuilt,
+    /// Writing to standard output failed.
+    #[error("cannot write to standard output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+impl Error {
+    /// The process exit code for this error (see the binary's documentation).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Output(_) => 1,
+            Error::Config(_) => 2,
+            Error::AdaptersNotBuilt { .. } | Error::BrokerNotBuilt => 3,
+        }
+    }
+}
+
+fn describe_adapters(adapters: &[(String, AdapterKind)]) -> String {
+    adapters
+        .iter()
+        .map(|(name, kind)| format!("  adapter `{name}` (type {kind}): not built yet"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

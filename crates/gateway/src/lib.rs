@@ -1,0 +1,12 @@
+//! cpim-gateway: an instant-messaging gateway between SIP/SIMPLE, XMPP (as an XEP-0114 external
+//! component) and a JSON webhook protocol.
+//!
+//! This library is the body of the `cpim-gateway` binary; it is a library so that integration
+//! tests can use its modules. In this version it loads and validates `gateway.toml`
+//! ([`config`]) and offers the `check` and `run` commands ([`commands`]); the protocol adapters
+//! and the broker are not built yet, and `run` says so instead of starting anything.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;

@@ -1,0 +1,182 @@
+//! Runs the real `cpim-gateway` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs the binary in the workspace root with `args`, without the secrets' variables set
+/// (unless given in `env`) and with a fixed log level.
+fn gateway(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cpim-gateway"));
+    command
+        .args(args)
+        .current_dir(workspace_root())
+        .env_remove("CPIM_XMPP_SECRET")
+        .env_remove("CPIM_WEBHOOK_TOKEN")
+        .env("RUST_LOG", "info");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("the binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn version_prints_name_and_version() {
+    let output = gateway(&["--version"], &[]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(stdout(&output).trim(), "cpim-gateway 0.1.0");
+}
+
+#[test]
+fn check_sample_config_succeeds_with_a_summary() {
+    let output = gateway(&["check", "--config", "gateway.toml"], &[]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    for expected in [
+        "configuration gateway.toml is valid",
+        "data dir:  data",
+        "max hops:  70",
+        "admin:     127.0.0.1:9090",
+        "adapters:  3",
+        "sip.localhost",
+        "udp:127.0.0.1:5060,tcp:127.0.0.1:5060",
+        "gw.xmpp.localhost,xmpp.localhost",
+        "server=127.0.0.1:5347",
+        "app.localhost",
+        "listen=http:127.0.0.1:8080",
+        "apps=demo",
+    ] {
+        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+    }
+    let sip_line = out
+        .lines()
+        .find(|line| line.trim_start().starts_with("sip "));
+    assert!(
+        sip_line.is_some_and(|line| line.contains("type=sip")),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_never_prints_secrets() {
+    let secret = "s3cret-component-value-7d1f";
+    let token = "t0ken-app-value-93ab";
+    let env = [("CPIM_XMPP_SECRET", secret), ("CPIM_WEBHOOK_TOKEN", token)];
+    for args in [
+        &["check", "--config", "gateway.toml"][..],
+        &["--log-format", "json", "run", "--config", "gateway.toml"][..],
+    ] {
+        let output = gateway(args, &env);
+        let all = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(!all.contains(secret) && !all.contains(token), "{all}");
+    }
+}
+
+#[test]
+fn check_bad_file_exits_2_with_file_line_and_column() {
+    let path = "crates/gateway/tests/data/invalid/misspelled_key.toml";
+    let output = gateway(&["check", "--config", path], &[]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(stdout(&output).is_empty());
+    assert!(
+        err.contains(&format!(
+            "{path}:9:1: adapters.sip.listn: unknown field `listn`"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("`listen`") && err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn check_unset_variable_exits_2_with_its_name() {
+    let path = "crates/gateway/tests/data/invalid/unset_variable.toml";
+    let output = gateway(&["check", "--config", path], &[]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("environment variable CPIM_TEST_VARIABLE_THAT_IS_NEVER_SET is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_missing_file_exits_2() {
+    let output = gateway(&["check", "--config", "does-not-exist.toml"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("does-not-exist.toml: cannot read the configuration file"));
+}
+
+#[test]
+fn run_exits_3_because_adapters_are_not_built_yet() {
+    let output = gateway(&["run", "--config", "gateway.toml"], &[]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(3), "{err}");
+    assert!(err.contains("not built yet in this version"), "{err}");
+    for adapter in ["sip", "xmpp", "webhook"] {
+        assert!(
+            err.contains(&format!(
+                "adapter `{adapter}` (type {adapter}): not built yet"
+            )),
+            "{err}"
+        );
+    }
+    assert!(err.contains("nothing was started"), "{err}");
+}
+
+#[test]
+fn run_logs_each_missing_adapter_with_structured_fields() {
+    let output = gateway(
+        &["--log-format", "json", "run", "--config", "gateway.toml"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(3));
+    let err = stderr(&output);
+    let records: Vec<serde_json::Value> = err
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|record: &serde_json::Value| record["level"] == "ERROR")
+        .collect();
+    let mut adapters: Vec<(String, String)> = records
+        .iter()
+        .map(|record| {
+            let fields = &record["fields"];
+            (
+                fields["adapter"].as_str().unwrap_or_default().to_owned(),
+                fields["type"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    adapters.sort();
+    let expected: Vec<(String, String)> = ["sip", "webhook", "xmpp"]
+        .iter()
+        .map(|name| ((*name).to_owned(), (*name).to_owned()))
+        .collect();
+    assert_eq!(adapters, expected, "{err}");
+}
+
+#[test]
+fn run_with_invalid_config_exits_2() {
+    let path = "crates/gateway/tests/data/invalid/domain_collision.toml";
+    let output = gateway(&["run", "--config", path], &[]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(err.contains("already owned by adapter `sip`"), "{err}");
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let output = gateway(&["check"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+}
