@@ -39,7 +39,7 @@ fn conformance_doc_names_existing_tests() {
         .filter(|n| {
             let f = n.rsplit("::").next().unwrap_or_default();
             // A test is a `fn NAME(` or a row `NAME: ...` of a table-test macro.
-            !sources.contains(&format!("fn {f}(")) && !sources.contains(&format!(" {f}: "))
+            !sources.contains(&format!("fn {f}(")) && !sources.contains(&format!(" {f}:"))
         })
         .copied()
         .collect();
