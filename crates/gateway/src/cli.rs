@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::translate::{InputFormat, OutputFormat};
+
 /// An instant-messaging gateway between SIP/SIMPLE, XMPP and a JSON webhook protocol.
 ///
 /// Logs go to standard error; set the level with RUST_LOG (default `info`).
@@ -35,6 +37,23 @@ pub enum Command {
     Run(ConfigArgs),
     /// Validate the configuration and print a summary of it.
     Check(ConfigArgs),
+    /// Parse a captured payload and print the model as JSON, or re-serialize it
+    /// (a message/cpim body that parses comes back byte-for-byte).
+    Translate(TranslateArgs),
+}
+
+/// The arguments of `translate`.
+#[derive(Debug, Args)]
+pub struct TranslateArgs {
+    /// The format of the input.
+    #[arg(long, value_enum)]
+    pub from: InputFormat,
+    /// What to print: `json` (the model, the default) or the input's own format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+    pub to: OutputFormat,
+    /// The input file; `-` (the default) reads standard input.
+    #[arg(default_value = "-", value_name = "FILE")]
+    pub input: String,
 }
 
 /// The arguments of commands that read a configuration file.

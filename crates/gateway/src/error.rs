@@ -27,6 +27,9 @@ pub enum Error {
         env!("CARGO_PKG_VERSION")
     )]
     BrokerNotBuilt,
+    /// `translate` could not read or parse its input.
+    #[error(transparent)]
+    Translate(#[from] crate::translate::TranslateError),
     /// Writing to standard output failed.
     #[error("cannot write to standard output: {0}")]
     Output(#[source] std::io::Error),
@@ -36,7 +39,7 @@ impl Error {
     /// The process exit code for this error (see the binary's documentation).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Output(_) => 1,
+            Error::Output(_) | Error::Translate(_) => 1,
             Error::Config(_) => 2,
             Error::AdaptersNotBuilt { .. } | Error::BrokerNotBuilt => 3,
         }

@@ -3,6 +3,7 @@
 //! ```text
 //! cpim-gateway [--log-format text|json] check --config FILE
 //! cpim-gateway [--log-format text|json] run --config FILE
+//! cpim-gateway translate --from cpim|pidf|imdn|iscomposing [--to json|SAME] [FILE|-]
 //! ```
 //!
 //! Logs go to standard error; `RUST_LOG` sets the level (default `info`).
@@ -12,7 +13,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success (`check`: the configuration is valid); also `--help` and `--version` |
-//! | 1 | an unexpected failure, such as being unable to write to standard output |
+//! | 1 | `translate`: the input cannot be read or is invalid; an unexpected failure, such as being unable to write to standard output |
 //! | 2 | the configuration file cannot be read or is invalid; also a command-line usage error |
 //! | 3 | `run`: the configuration needs adapters that are not built yet in this version |
 
@@ -24,6 +25,7 @@ use tracing_subscriber::EnvFilter;
 use cpim_gateway::cli::{Cli, Command, LogFormat};
 use cpim_gateway::commands;
 use cpim_gateway::error::Error;
+use cpim_gateway::translate;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,6 +43,11 @@ fn dispatch(command: Command) -> Result<(), Error> {
     match command {
         Command::Run(args) => commands::run(&args.config),
         Command::Check(args) => commands::check(&args.config, &mut std::io::stdout().lock()),
+        Command::Translate(args) => {
+            let input = translate::read_input(&args.input)?;
+            let output = translate::translate(args.from, args.to, &input)?;
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &output).map_err(Error::Output)
+        }
     }
 }
 

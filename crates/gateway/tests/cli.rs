@@ -180,3 +180,127 @@ fn usage_error_exits_2() {
     let output = gateway(&["check"], &[]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+fn vector(name: &str) -> Vec<u8> {
+    std::fs::read(workspace_root().join("tests/vectors").join(name)).expect("test vector")
+}
+
+#[test]
+fn translate_rfc3862_example_round_trips_byte_for_byte() {
+    for name in ["rfc3862-5.1.cpim", "rfc5438-7.1.1.cpim"] {
+        let path = format!("tests/vectors/{name}");
+        let output = gateway(&["translate", "--from", "cpim", "--to", "cpim", &path], &[]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(output.stdout, vector(name), "{name} changed");
+    }
+}
+
+#[test]
+fn translate_cpim_to_json_prints_the_model() {
+    let output = gateway(
+        &[
+            "translate",
+            "--from",
+            "cpim",
+            "tests/vectors/rfc3862-5.1.cpim",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let json = stdout(&output);
+    assert!(json.contains("\"display_name\": \"MR SANDERS\""), "{json}");
+    assert!(json.contains("\"lang\": \"fr\""), "{json}");
+    assert!(
+        json.contains("mid:MessageFeatures@id.foo.com#VitalMessageOption"),
+        "{json}"
+    );
+}
+
+#[test]
+fn translate_xml_formats_to_json_and_back() {
+    for (format, name, needle) in [
+        ("pidf", "rfc3863-4.3.1.pidf", "bs35r9"),
+        ("imdn", "rfc5438-7.2.1.1.imdn", "34jk324j"),
+        ("iscomposing", "rfc3994-5-active.xml", "\"refresh\": 90"),
+    ] {
+        let path = format!("tests/vectors/{name}");
+        let output = gateway(&["translate", "--from", format, "--to", "json", &path], &[]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert!(
+            stdout(&output).contains(needle),
+            "{format}: {}",
+            stdout(&output)
+        );
+        let xml = gateway(&["translate", "--from", format, "--to", format, &path], &[]);
+        assert_eq!(xml.status.code(), Some(0), "{}", stderr(&xml));
+        assert!(stdout(&xml).contains(needle.trim_start_matches("\"refresh\": ")));
+    }
+}
+
+#[test]
+fn translate_reads_standard_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cpim-gateway"))
+        .args(["translate", "--from", "cpim", "--to", "cpim", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let input = vector("rfc3862-5.1.cpim");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&input)
+        .expect("write");
+    let output = child.wait_with_output().expect("exit");
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(output.stdout, input);
+}
+
+#[test]
+fn translate_rejects_malformed_input_with_one_line() {
+    for (format, name) in [
+        ("cpim", "invalid-header.cpim"),
+        ("pidf", "invalid-basic.pidf"),
+        ("imdn", "rfc3862-5.1.cpim"),
+        ("iscomposing", "rfc3863-4.3.1.pidf"),
+    ] {
+        let path = format!("tests/vectors/{name}");
+        let output = gateway(&["translate", "--from", format, &path], &[]);
+        assert_eq!(output.status.code(), Some(1), "{format} {name}");
+        assert!(output.stdout.is_empty());
+        let err = stderr(&output);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: invalid "), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn translate_refuses_cross_format_conversion() {
+    let output = gateway(
+        &[
+            "translate",
+            "--from",
+            "pidf",
+            "--to",
+            "cpim",
+            "tests/vectors/rfc3863-4.3.1.pidf",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("use --to json or --to pidf"));
+}
+
+#[test]
+fn translate_missing_file_is_an_error() {
+    let output = gateway(
+        &["translate", "--from", "cpim", "tests/vectors/nope.cpim"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("cannot read tests/vectors/nope.cpim"));
+}
