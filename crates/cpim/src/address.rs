@@ -569,18 +569,7 @@ impl Jid {
             Some((l, d)) => (Some(l), d),
             None => (None, bare),
         };
-        if let Some(l) = local {
-            Self::check_local(l)?;
-        }
-        Self::check_domain(domain)?;
-        if let Some(r) = resource {
-            Self::check_resource(r)?;
-        }
-        Ok(Jid {
-            local: local.map(str::to_owned),
-            domain: domain.to_ascii_lowercase(),
-            resource: resource.map(str::to_owned),
-        })
+        Self::from_parts(local, domain, resource)
     }
 
     fn check_local(l: &str) -> Result<(), AddressError> {
