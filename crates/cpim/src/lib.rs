@@ -15,11 +15,14 @@
 //!   (RFC 4480) and the XMPP `<show/>` embedding of RFC 7248.
 //! - [`imdn`]: `message/imdn+xml` and the `Disposition-Notification` header (RFC 5438).
 //! - [`iscomposing`]: `application/im-iscomposing+xml` (RFC 3994).
+//! - [`event`]: the events adapters exchange through the broker (message, presence,
+//!   subscription operation, delivery notification, composing).
 //! - [`xml`]: the small namespace-aware element tree the XML formats share.
 
 pub mod address;
 pub mod condition;
 pub mod datetime;
+pub mod event;
 pub mod imdn;
 pub mod iscomposing;
 pub mod message;
@@ -53,6 +56,40 @@ pub fn base64_encode(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes standard base64 with padding; `None` when the text is not valid base64.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for (i, chunk) in bytes.chunks(4).enumerate() {
+        let last = i + 1 == bytes.len() / 4;
+        let pad = chunk.iter().rev().take_while(|&&b| b == b'=').count();
+        if pad > 2 || (pad > 0 && !last) {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let decoded = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&decoded[..3 - pad]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -68,6 +105,21 @@ mod tests {
         ];
         for (i, o) in cases {
             assert_eq!(super::base64_encode(i.as_bytes()), o);
+            assert_eq!(super::base64_decode(o).unwrap_or_default(), i.as_bytes());
+        }
+    }
+
+    #[test]
+    fn base64_rejects_garbage() {
+        for bad in ["Zg=", "Z===", "Zg==Zg==", "Zm9v!", "===="] {
+            assert_eq!(super::base64_decode(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_base64_round_trip(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100)) {
+            proptest::prop_assert_eq!(super::base64_decode(&super::base64_encode(&bytes)), Some(bytes));
         }
     }
 }
