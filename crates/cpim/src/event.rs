@@ -67,7 +67,11 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread: Option<String>,
     /// A received `message/cpim` body, carried byte-for-byte (RFC 3862 §6).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes_as_text")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_bytes_as_text"
+    )]
     pub cpim: Option<Vec<u8>>,
     /// Which notifications the sender asked for (RFC 5438 §6.2, XEP-0184, XEP-0333).
     #[serde(default, skip_serializing_if = "Receipts::is_none")]
@@ -251,17 +255,33 @@ mod tests {
     fn json_round_trip_of_each_kind() {
         let events = [
             Event::Message(Message {
-                subjects: vec![LangText { lang: Some("fr".into()), text: "salut".into() }],
+                subjects: vec![LangText {
+                    lang: Some("fr".into()),
+                    text: "salut".into(),
+                }],
                 thread: Some("t1".into()),
-                receipts: Receipts { delivered: true, failed: true, displayed: false },
+                receipts: Receipts {
+                    delivered: true,
+                    failed: true,
+                    displayed: false,
+                },
                 ..Message::text("hello")
             }),
-            Event::Subscription(Subscription { op: SubscriptionOp::Subscribe, expires_secs: Some(3600) }),
+            Event::Subscription(Subscription {
+                op: SubscriptionOp::Subscribe,
+                expires_secs: Some(3600),
+            }),
             Event::Notification(Notification {
                 message_id: "m1".into(),
-                status: NotificationStatus::Failed { condition: Condition::ItemNotFound, text: None },
+                status: NotificationStatus::Failed {
+                    condition: Condition::ItemNotFound,
+                    text: None,
+                },
             }),
-            Event::Composing(Composing { state: ComposingState::Active, refresh_secs: Some(60) }),
+            Event::Composing(Composing {
+                state: ComposingState::Active,
+                refresh_secs: Some(60),
+            }),
         ];
         for e in events {
             let json = serde_json::to_string(&e).unwrap();
