@@ -329,6 +329,24 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
     root.ok_or(XmlError::MissingRoot)
 }
 
+/// Checks an element or attribute name against the Namespaces in XML `NCName`
+/// production (ASCII letters, digits, `_`, `-`, `.`, and any non-ASCII character; not
+/// starting with a digit, `-` or `.`), so that whatever parses can be written again.
+fn check_name(local: &str, prefix: Option<&str>) -> Result<(), XmlError> {
+    let ncname = |n: &str| {
+        let n = n.as_bytes();
+        n.first()
+            .is_some_and(|&b| b.is_ascii_alphabetic() || b == b'_' || b >= 0x80)
+            && n.iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') || b >= 0x80)
+    };
+    if ncname(local) && prefix.is_none_or(ncname) {
+        Ok(())
+    } else {
+        Err(XmlError::Syntax(format!("invalid name `{local}`")))
+    }
+}
+
 /// Whether `c` matches the XML 1.0 `Char` production.
 pub(crate) fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
@@ -362,6 +380,7 @@ fn start_element(
 ) -> Result<Element, XmlError> {
     let qname = start.name();
     let (local, prefix) = qname.decompose();
+    check_name(local.into_inner(), prefix.map(|p| p.into_inner()))?;
     let mut attributes: Vec<Attribute> = Vec::new();
     for attribute in start.attributes() {
         let attribute = attribute.map_err(|e| XmlError::Syntax(e.to_string()))?;
@@ -378,6 +397,7 @@ fn start_element(
             return Err(XmlError::InvalidCharacter(u32::from(c)));
         }
         let name = local.into_inner();
+        check_name(name, key.prefix().map(|p| p.into_inner()))?;
         if attributes
             .iter()
             .any(|a| a.namespace == namespace && a.name == name)
@@ -777,6 +797,26 @@ pub(crate) mod tests {
         assert!(parse_str(&ok).is_ok());
         let big = vec![b' '; MAX_DOCUMENT_BYTES + 1];
         assert!(matches!(parse(&big), Err(XmlError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn rejects_invalid_names() {
+        // Found by the xml_tree fuzz target: quick-xml reads `< \r/>` as an element
+        // with an empty name, which cannot be written back.
+        for bad in [
+            &b"< \r\r\r/>\t"[..],
+            b"<1a/>",
+            b"<a 1b='x'/>",
+            b"<a:/>",
+            b"<-a/>",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(XmlError::Syntax(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(parse("<\u{e9}l\u{e8}ve x.y-z='1'/>".as_bytes()).is_ok());
     }
 
     #[test]
