@@ -810,11 +810,7 @@ pub(crate) mod tests {
             b"<a:/>",
             b"<-a/>",
         ] {
-            assert!(
-                matches!(parse(bad), Err(XmlError::Syntax(_))),
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(parse("<\u{e9}l\u{e8}ve x.y-z='1'/>".as_bytes()).is_ok());
     }
