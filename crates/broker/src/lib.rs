@@ -1,11 +1,27 @@
 //! `cpim-broker` — joins the protocol adapters.
 //!
+//! - [`adapter`]: the `Adapter` trait, its context and delivery policy.
+//! - [`envelope`]: what adapters submit ([`Inbound`]) and receive ([`Envelope`]).
 //! - [`identity`]: who a user is, whatever network writes the address.
+//! - [`core`]: the pure delivery core (routing, per-destination FIFO, bounded queues,
+//!   dedup, loop guard, failure notifications), driven by [`runtime`].
+//! - [`runtime`]: the tokio task around the core; [`Submitter`] for adapters.
+//! - [`metrics`]: the per-adapter metrics, Prometheus text format.
+//! - [`testing`]: an in-memory adapter for tests without networks.
 //!
 //! The broker never looks at a wire format and never matches on a protocol: adapters
 //! are `dyn Adapter`, addresses are [`cpim::Address`] values written in an adapter's
-//! [`identity::AddressStyle`].
+//! [`AddressStyle`].
 
+pub mod adapter;
+pub mod core;
+pub mod envelope;
 pub mod identity;
+pub mod metrics;
+pub mod runtime;
+pub mod testing;
 
+pub use adapter::{Adapter, AdapterContext, DeliveryPolicy};
+pub use envelope::{Accepted, DeliveryOutcome, Envelope, Inbound, MessageId, Rejected};
 pub use identity::{AddressStyle, Identity};
+pub use runtime::{Broker, BrokerHandle, Submitter};

@@ -1,0 +1,63 @@
+//! The one boundary between the broker and the protocol adapters.
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::envelope::{DeliveryOutcome, Envelope};
+use crate::identity::AddressStyle;
+use crate::metrics::AdapterMetrics;
+use crate::runtime::Submitter;
+
+/// How the broker may hand envelopes to an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// How many deliveries to the same destination address may be in flight at once.
+    /// `1` keeps strict order through peers that may reorder concurrent requests (SIP
+    /// requires it: RFC 3428 §8, one pending MESSAGE per destination). Other
+    /// destinations always proceed in parallel.
+    pub max_in_flight_per_destination: usize,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        DeliveryPolicy {
+            max_in_flight_per_destination: 1,
+        }
+    }
+}
+
+/// A protocol adapter: turns its wire protocol into [`crate::envelope::Inbound`]
+/// submissions and delivers [`Envelope`]s back onto the wire.
+#[async_trait]
+pub trait Adapter: Send + Sync + 'static {
+    /// The adapter's configured name.
+    fn name(&self) -> &str;
+
+    /// How this network writes addresses.
+    fn style(&self) -> AddressStyle;
+
+    /// The domains this adapter owns (its users' home domains and the gateway domains
+    /// foreign users appear under).
+    fn domains(&self) -> Vec<String>;
+
+    /// Delivery constraints; the default is one in flight per destination.
+    fn policy(&self) -> DeliveryPolicy {
+        DeliveryPolicy::default()
+    }
+
+    /// Delivers one envelope and reports the outcome. Called concurrently for
+    /// different destinations; for one destination at most
+    /// [`DeliveryPolicy::max_in_flight_per_destination`] at a time, in acceptance order.
+    async fn deliver(&self, envelope: Envelope) -> DeliveryOutcome;
+}
+
+/// What an adapter gets when it is built: how to submit, when to stop, where to count.
+#[derive(Debug, Clone)]
+pub struct AdapterContext {
+    /// Submits inbound events to the broker on behalf of this adapter.
+    pub submitter: Submitter,
+    /// Becomes `true` when the gateway stops.
+    pub shutdown: watch::Receiver<bool>,
+    /// This adapter's metrics.
+    pub metrics: AdapterMetrics,
+}

@@ -1,0 +1,275 @@
+//! The same metrics for every adapter, rendered in the Prometheus text format.
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `cpim_received_total` | counter | `adapter` | events the adapter submitted and the broker accepted |
+//! | `cpim_rejected_total` | counter | `adapter`, `condition` | events the broker refused at submission (no route, loop, back-pressure, …) |
+//! | `cpim_delivered_total` | counter | `adapter` | events the adapter delivered or handed on |
+//! | `cpim_failed_total` | counter | `adapter`, `condition` | deliveries by the adapter that failed for good |
+//! | `cpim_queue_depth` | gauge | `adapter` | events waiting for or in delivery by the adapter |
+//! | `cpim_delivery_latency_seconds` | histogram | `adapter` | from reception at the origin to the destination adapter's outcome |
+//! | `cpim_adapter_connected` | gauge | `adapter` | 1 when the adapter's link or listener is up |
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cpim::Condition;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
+/// One adapter's metrics. Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct AdapterMetrics(Arc<Inner>);
+
+#[derive(Debug, Default)]
+struct Inner {
+    received: AtomicU64,
+    delivered: AtomicU64,
+    queue_depth: AtomicI64,
+    connected: AtomicBool,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+    failed: Mutex<BTreeMap<&'static str, u64>>,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_micros: AtomicU64,
+}
+
+impl AdapterMetrics {
+    /// Counts an accepted submission.
+    pub fn received(&self) {
+        self.0.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refused submission.
+    pub fn rejected(&self, condition: Condition) {
+        bump(&self.0.rejected, condition);
+    }
+
+    /// Counts a delivered (or handed-on) event and its latency.
+    pub fn delivered(&self, latency: Duration) {
+        self.0.delivered.fetch_add(1, Ordering::Relaxed);
+        self.observe(latency);
+    }
+
+    /// Counts a failed delivery and its latency.
+    pub fn failed(&self, condition: Condition, latency: Duration) {
+        bump(&self.0.failed, condition);
+        self.observe(latency);
+    }
+
+    /// Sets the queue depth.
+    pub fn set_queue_depth(&self, depth: usize) {
+        self.0
+            .queue_depth
+            .store(i64::try_from(depth).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Records whether the adapter's link or listener is up.
+    pub fn set_connected(&self, up: bool) {
+        self.0.connected.store(up, Ordering::Relaxed);
+    }
+
+    /// Whether the adapter reported itself connected.
+    pub fn is_connected(&self) -> bool {
+        self.0.connected.load(Ordering::Relaxed)
+    }
+
+    /// Accepted submissions so far.
+    pub fn received_count(&self) -> u64 {
+        self.0.received.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries so far.
+    pub fn delivered_count(&self) -> u64 {
+        self.0.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Failed deliveries with `condition` so far.
+    pub fn failed_count(&self, condition: Condition) -> u64 {
+        count(&self.0.failed, condition)
+    }
+
+    /// Refused submissions with `condition` so far.
+    pub fn rejected_count(&self, condition: Condition) -> u64 {
+        count(&self.0.rejected, condition)
+    }
+
+    /// The current queue depth.
+    pub fn queue_depth(&self) -> i64 {
+        self.0.queue_depth.load(Ordering::Relaxed)
+    }
+
+    fn observe(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        for (bucket, bound) in self.0.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            if secs <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.0.latency_count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.0
+            .latency_sum_micros
+            .fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+fn bump(map: &Mutex<BTreeMap<&'static str, u64>>, condition: Condition) {
+    let mut m = map.lock().unwrap_or_else(PoisonError::into_inner);
+    *m.entry(condition.as_str()).or_insert(0) += 1;
+}
+
+fn count(map: &Mutex<BTreeMap<&'static str, u64>>, condition: Condition) -> u64 {
+    let m = map.lock().unwrap_or_else(PoisonError::into_inner);
+    m.get(condition.as_str()).copied().unwrap_or(0)
+}
+
+/// All adapters' metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics(Arc<Mutex<BTreeMap<String, AdapterMetrics>>>);
+
+impl Metrics {
+    /// The metrics of `adapter`, created on first use.
+    pub fn adapter(&self, adapter: &str) -> AdapterMetrics {
+        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        m.entry(adapter.to_owned()).or_default().clone()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every metric.
+    pub fn render(&self) -> String {
+        let adapters: Vec<(String, AdapterMetrics)> = {
+            let m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let mut out = String::new();
+        let simple = |out: &mut String,
+                      name: &str,
+                      kind: &str,
+                      help: &str,
+                      value: &dyn Fn(&Inner) -> String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (a, m) in &adapters {
+                let _ = writeln!(out, "{name}{{adapter=\"{}\"}} {}", escape(a), value(&m.0));
+            }
+        };
+        simple(
+            &mut out,
+            "cpim_received_total",
+            "counter",
+            "Events submitted by the adapter and accepted.",
+            &|m| m.received.load(Ordering::Relaxed).to_string(),
+        );
+        simple(
+            &mut out,
+            "cpim_delivered_total",
+            "counter",
+            "Events delivered or handed on by the adapter.",
+            &|m| m.delivered.load(Ordering::Relaxed).to_string(),
+        );
+        simple(
+            &mut out,
+            "cpim_queue_depth",
+            "gauge",
+            "Events waiting for or in delivery by the adapter.",
+            &|m| m.queue_depth.load(Ordering::Relaxed).to_string(),
+        );
+        simple(
+            &mut out,
+            "cpim_adapter_connected",
+            "gauge",
+            "1 when the adapter's link or listener is up.",
+            &|m| u8::from(m.connected.load(Ordering::Relaxed)).to_string(),
+        );
+        for (name, help, pick) in [
+            (
+                "cpim_rejected_total",
+                "Submissions refused by the broker, by condition.",
+                (|m: &Inner| &m.rejected) as fn(&Inner) -> &Mutex<BTreeMap<&'static str, u64>>,
+            ),
+            (
+                "cpim_failed_total",
+                "Deliveries that failed for good, by condition.",
+                |m: &Inner| &m.failed,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (a, m) in &adapters {
+                let map = pick(&m.0).lock().unwrap_or_else(PoisonError::into_inner);
+                for (condition, n) in map.iter() {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{adapter=\"{}\",condition=\"{condition}\"}} {n}",
+                        escape(a)
+                    );
+                }
+            }
+        }
+        let name = "cpim_delivery_latency_seconds";
+        let _ = writeln!(out, "# HELP {name} From reception at the origin to the destination's outcome.\n# TYPE {name} histogram");
+        for (a, m) in &adapters {
+            let a = escape(a);
+            for (bucket, bound) in m.0.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{adapter=\"{a}\",le=\"{bound}\"}} {}",
+                    bucket.load(Ordering::Relaxed)
+                );
+            }
+            let n = m.0.latency_count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{adapter=\"{a}\",le=\"+Inf\"}} {n}");
+            let sum = m.0.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "{name}_sum{{adapter=\"{a}\"}} {sum}\n{name}_count{{adapter=\"{a}\"}} {n}"
+            );
+        }
+        out
+    }
+}
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_every_metric_for_every_adapter() {
+        let metrics = Metrics::default();
+        let sip = metrics.adapter("sip");
+        sip.received();
+        sip.delivered(Duration::from_millis(2));
+        sip.failed(Condition::ItemNotFound, Duration::from_millis(40));
+        sip.rejected(Condition::ResourceConstraint);
+        sip.set_queue_depth(7);
+        sip.set_connected(true);
+        metrics.adapter("xmpp");
+        let text = metrics.render();
+        for line in [
+            "cpim_received_total{adapter=\"sip\"} 1",
+            "cpim_received_total{adapter=\"xmpp\"} 0",
+            "cpim_delivered_total{adapter=\"sip\"} 1",
+            "cpim_failed_total{adapter=\"sip\",condition=\"item-not-found\"} 1",
+            "cpim_rejected_total{adapter=\"sip\",condition=\"resource-constraint\"} 1",
+            "cpim_queue_depth{adapter=\"sip\"} 7",
+            "cpim_adapter_connected{adapter=\"sip\"} 1",
+            "cpim_delivery_latency_seconds_bucket{adapter=\"sip\",le=\"0.0025\"} 1",
+            "cpim_delivery_latency_seconds_bucket{adapter=\"sip\",le=\"0.05\"} 2",
+            "cpim_delivery_latency_seconds_bucket{adapter=\"sip\",le=\"+Inf\"} 2",
+            "cpim_delivery_latency_seconds_count{adapter=\"sip\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+    }
+}

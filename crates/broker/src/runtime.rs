@@ -1,0 +1,281 @@
+//! The thin tokio driver around [`Core`].
+//!
+//! One task owns the core. Adapters submit through a bounded channel and wait for the
+//! answer (accepted with an id, or refused with a condition), which they turn into their
+//! protocol's response. Each dispatched envelope is delivered in its own task, whose
+//! outcome comes back to the core task. Time is `tokio::time::Instant` (so tests can
+//! pause and advance it) measured from the broker's start.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use cpim::Condition;
+
+use crate::adapter::{Adapter, AdapterContext};
+use crate::core::{Core, CoreConfig, Report, Router};
+use crate::envelope::{Accepted, AdapterName, DeliveryOutcome, Inbound, MessageId, Rejected};
+use crate::metrics::{AdapterMetrics, Metrics};
+
+/// Capacity of the submission channel; beyond it submitters wait (their own peers then
+/// wait too), which bounds memory.
+const SUBMIT_CHANNEL: usize = 1024;
+
+enum Command {
+    Submit {
+        origin: AdapterName,
+        inbound: Box<Inbound>,
+        reply: oneshot::Sender<Result<Accepted, Rejected>>,
+    },
+    SetRouter(Arc<dyn Router>),
+}
+
+/// Submits inbound events on behalf of one adapter. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    origin: AdapterName,
+    tx: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Submit { origin, .. } => write!(f, "Submit from {origin}"),
+            Command::SetRouter(_) => f.write_str("SetRouter"),
+        }
+    }
+}
+
+impl Submitter {
+    /// Hands `inbound` to the broker and waits until it is accepted (queued for its
+    /// destination) or refused.
+    pub async fn submit(&self, inbound: Inbound) -> Result<Accepted, Rejected> {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Submit {
+            origin: self.origin.clone(),
+            inbound: Box::new(inbound),
+            reply,
+        };
+        let stopped = || Rejected::new(Condition::ServiceUnavailable, "the gateway is stopping");
+        self.tx.send(command).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// The adapter this submitter speaks for.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+/// Controls a running broker.
+#[derive(Debug, Clone)]
+pub struct BrokerHandle {
+    tx: mpsc::Sender<Command>,
+    shutdown: watch::Sender<bool>,
+    metrics: Metrics,
+}
+
+impl BrokerHandle {
+    /// Replaces the address map; envelopes already accepted are not affected.
+    pub async fn set_router(&self, router: Arc<dyn Router>) -> bool {
+        self.tx.send(Command::SetRouter(router)).await.is_ok()
+    }
+
+    /// All adapters' metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Asks the broker to stop: new submissions are refused, deliveries in flight may
+    /// finish until the deadline given to [`Broker::run`]'s stop.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// A broker being assembled: create it, give each adapter its context, add the
+/// adapters, then [`Broker::start`].
+pub struct Broker {
+    core: Core,
+    rx: mpsc::Receiver<Command>,
+    handle: BrokerHandle,
+    adapters: HashMap<AdapterName, (Arc<dyn Adapter>, AdapterMetrics)>,
+    shutdown_rx: watch::Receiver<bool>,
+    drain_deadline: Duration,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("core", &self.core)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker routing with `router`. The id seed is taken from the wall clock so that
+    /// gateway ids stay unique across restarts.
+    pub fn new(mut config: CoreConfig, router: Arc<dyn Router>) -> (Broker, BrokerHandle) {
+        if config.id_seed == CoreConfig::default().id_seed {
+            let ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+            config.id_seed = ms << 16;
+        }
+        let (tx, rx) = mpsc::channel(SUBMIT_CHANNEL);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let handle = BrokerHandle {
+            tx,
+            shutdown,
+            metrics: Metrics::default(),
+        };
+        let broker = Broker {
+            core: Core::new(config, router),
+            rx,
+            handle: handle.clone(),
+            adapters: HashMap::new(),
+            shutdown_rx,
+            drain_deadline: Duration::from_secs(10),
+        };
+        (broker, handle)
+    }
+
+    /// The context for building the adapter named `name`.
+    pub fn context(&self, name: &str) -> AdapterContext {
+        AdapterContext {
+            submitter: Submitter {
+                origin: Arc::from(name),
+                tx: self.handle.tx.clone(),
+            },
+            shutdown: self.shutdown_rx.clone(),
+            metrics: self.handle.metrics.adapter(name),
+        }
+    }
+
+    /// Adds a built adapter.
+    pub fn add_adapter(&mut self, adapter: Arc<dyn Adapter>) {
+        let name: AdapterName = Arc::from(adapter.name());
+        self.core.register_adapter(&name, adapter.policy());
+        let metrics = self.handle.metrics.adapter(&name);
+        self.adapters.insert(name, (adapter, metrics));
+    }
+
+    /// How long deliveries in flight may take to finish after a stop.
+    pub fn with_drain_deadline(mut self, deadline: Duration) -> Self {
+        self.drain_deadline = deadline;
+        self
+    }
+
+    /// Starts the broker task.
+    pub fn start(self) -> JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    async fn run(mut self) {
+        let start = Instant::now();
+        let now = move || start.elapsed();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(MessageId, DeliveryOutcome)>();
+        let mut shutdown = self.shutdown_rx.clone();
+        let mut stopping: Option<Instant> = None;
+        loop {
+            self.dispatch(&done_tx);
+            self.publish_reports();
+            if let Some(since) = stopping {
+                if self.core.in_flight() == 0 || since.elapsed() >= self.drain_deadline {
+                    break;
+                }
+            }
+            let deadline = self.core.poll_timeout().map(|t| start + t);
+            tokio::select! {
+                biased;
+                Some((id, outcome)) = done_rx.recv() => self.core.complete(now(), id, outcome),
+                _ = shutdown.changed(), if stopping.is_none() => {
+                    stopping = Some(Instant::now());
+                    self.rx.close();
+                    while let Ok(Command::Submit { reply, .. }) = self.rx.try_recv() {
+                        let _ = reply.send(Err(Rejected::new(Condition::ServiceUnavailable, "the gateway is stopping")));
+                    }
+                }
+                command = self.rx.recv(), if stopping.is_none() => match command {
+                    Some(Command::Submit { origin, inbound, reply }) => {
+                        let result = self.core.accept(now(), &origin, *inbound);
+                        let _ = reply.send(result);
+                    }
+                    Some(Command::SetRouter(router)) => {
+                        self.core.set_router(router);
+                        tracing::info!("address map replaced");
+                    }
+                    None => stopping = Some(Instant::now()),
+                },
+                _ = sleep_until(deadline) => self.core.handle_timeout(now()),
+                _ = tokio::time::sleep(Duration::from_millis(50)), if stopping.is_some() => {}
+            }
+        }
+        tracing::info!(
+            in_flight = self.core.in_flight(),
+            queued = self.core.queued_total(),
+            "broker stopped"
+        );
+    }
+
+    fn dispatch(&mut self, done: &mpsc::UnboundedSender<(MessageId, DeliveryOutcome)>) {
+        while let Some(envelope) = self.core.poll_dispatch() {
+            let id = envelope.id;
+            match self.adapters.get(&envelope.destination) {
+                Some((adapter, _)) => {
+                    let adapter = adapter.clone();
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        let outcome = adapter.deliver(envelope).await;
+                        let _ = done.send((id, outcome));
+                    });
+                }
+                None => self.core.complete(
+                    Duration::ZERO,
+                    id,
+                    DeliveryOutcome::Failed {
+                        condition: Condition::ServiceUnavailable,
+                        text: Some("destination adapter is not running".to_owned()),
+                    },
+                ),
+            }
+        }
+    }
+
+    fn publish_reports(&mut self) {
+        while let Some(report) = self.core.poll_report() {
+            let metrics = |a: &AdapterName| self.handle.metrics.adapter(a);
+            match &report {
+                Report::Received { adapter } => metrics(adapter).received(),
+                Report::Rejected { adapter, condition } => {
+                    tracing::debug!(adapter = %adapter, condition = %condition, "submission refused");
+                    metrics(adapter).rejected(*condition);
+                }
+                Report::Delivered { adapter, latency } => metrics(adapter).delivered(*latency),
+                Report::Failed {
+                    adapter,
+                    condition,
+                    latency,
+                    id,
+                } => {
+                    tracing::info!(adapter = %adapter, msg_id = %id, condition = %condition, "delivery failed");
+                    metrics(adapter).failed(*condition, *latency);
+                }
+            }
+        }
+        for (name, (_, metrics)) in &self.adapters {
+            metrics.set_queue_depth(self.core.queue_depth(name));
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
