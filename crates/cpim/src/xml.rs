@@ -368,7 +368,11 @@ fn owned_namespace(resolved: ResolveResult<'_>) -> Result<Option<String>, XmlErr
     match resolved {
         ResolveResult::Unbound => Ok(None),
         ResolveResult::Bound(ns) if ns.0.is_empty() => Ok(None),
-        ResolveResult::Bound(ns) => Ok(Some(ns.0.to_owned())),
+        // The resolver keeps the declaration's value as written; undo its escapes so
+        // that `xmlns="a&amp;b"` names the namespace `a&b`.
+        ResolveResult::Bound(ns) => quick_xml::escape::unescape(ns.0)
+            .map(|n| Some(n.into_owned()))
+            .map_err(|e| XmlError::Syntax(e.to_string())),
         ResolveResult::Unknown(prefix) => Err(XmlError::UnboundPrefix(prefix)),
     }
 }
@@ -384,6 +388,10 @@ fn start_element(
     let mut attributes: Vec<Attribute> = Vec::new();
     for attribute in start.attributes() {
         let attribute = attribute.map_err(|e| XmlError::Syntax(e.to_string()))?;
+        if attribute.value.contains('<') {
+            // XML 1.0 AttValue: a literal `<` is not allowed (quick-xml lets it pass).
+            return Err(XmlError::Syntax("`<` in an attribute value".to_owned()));
+        }
         let key = attribute.key;
         if key.as_namespace_binding().is_some() {
             continue;
@@ -813,6 +821,16 @@ pub(crate) mod tests {
             assert!(parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
         assert!(parse("<\u{e9}l\u{e8}ve x.y-z='1'/>".as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn namespace_declarations_are_unescaped_and_lt_refused() {
+        // Found by the xml_tree fuzz target.
+        let e = parse(b"<a xmlns='urn:x?a&amp;b&#x3c;'/>").unwrap();
+        assert_eq!(e.namespace.as_deref(), Some("urn:x?a&b<"));
+        assert_eq!(parse(e.to_document().as_bytes()).unwrap(), e);
+        assert!(parse("<\u{feff}\txmlns=\"b/><\u{feff}\t\"blns=\"\"/>".as_bytes()).is_err());
+        assert!(parse(b"<a b='<'/>").is_err());
     }
 
     #[test]
