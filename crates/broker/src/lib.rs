@@ -7,5 +7,6 @@
 //! [`identity::AddressStyle`].
 
 pub mod identity;
+pub mod presence;
 
 pub use identity::{AddressStyle, Identity};
