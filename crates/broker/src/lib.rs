@@ -6,6 +6,8 @@
 //! - [`core`]: the pure delivery core (routing, per-destination FIFO, bounded queues,
 //!   dedup, loop guard, failure notifications), driven by [`runtime`].
 //! - [`runtime`]: the tokio task around the core; [`Submitter`] for adapters.
+//! - [`presence`]: the presence hub (pure): subscriptions, aggregation, cached state,
+//!   coalesced fan-out, expiry, probes.
 //! - [`metrics`]: the per-adapter metrics, Prometheus text format.
 //! - [`testing`]: an in-memory adapter for tests without networks.
 //!
@@ -18,6 +20,7 @@ pub mod core;
 pub mod envelope;
 pub mod identity;
 pub mod metrics;
+pub mod presence;
 pub mod runtime;
 pub mod testing;
 
