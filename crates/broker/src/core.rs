@@ -32,7 +32,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpim::event::{Event, Notification, NotificationStatus};
+use cpim::event::{
+    Event, Notification, NotificationStatus, PresenceUpdate, Subscription, SubscriptionOp,
+};
 use cpim::{Address, Condition};
 
 use crate::adapter::DeliveryPolicy;
@@ -40,6 +42,7 @@ use crate::envelope::{
     Accepted, AdapterName, DeliveryOutcome, Envelope, Inbound, MessageId, Rejected,
 };
 use crate::identity::Identity;
+use crate::presence::{HubConfig, Output, PresenceHub, SubscriptionState, TerminationReason};
 
 /// Where an address goes: the owner adapter and the canonical identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +67,9 @@ pub trait Router: Send + Sync {
         instance: Option<&str>,
         on_adapter: &str,
     ) -> Result<Address, String>;
+
+    /// The adapter whose network `identity` lives on, if any adapter owns its domain.
+    fn owner(&self, identity: &Identity) -> Option<String>;
 }
 
 /// Limits and defaults of the core.
@@ -87,6 +93,8 @@ pub struct CoreConfig {
     /// The first id; the runtime seeds it from the wall clock so ids stay unique across
     /// restarts.
     pub id_seed: u64,
+    /// The presence hub's settings (coalescing interval, limits).
+    pub hub: HubConfig,
 }
 
 impl Default for CoreConfig {
@@ -100,6 +108,7 @@ impl Default for CoreConfig {
             retry_after_hint: Duration::from_secs(5),
             max_delivery_attempts: 10,
             id_seed: 1,
+            hub: HubConfig::default(),
         }
     }
 }
@@ -178,6 +187,9 @@ pub struct Core {
     next_id: u64,
     queued_total: usize,
     reports: VecDeque<Report>,
+    hub: PresenceHub<Identity>,
+    /// The watcher named as subscriber of each shared upstream subscription.
+    upstream_subscriber: HashMap<Identity, Identity>,
 }
 
 impl std::fmt::Debug for Core {
@@ -195,7 +207,10 @@ impl Core {
     /// A core routing with `router`.
     pub fn new(config: CoreConfig, router: Arc<dyn Router>) -> Self {
         let next_id = config.id_seed;
+        let hub = PresenceHub::new(config.hub.clone());
         Core {
+            hub,
+            upstream_subscriber: HashMap::new(),
             config,
             router,
             adapters: HashMap::new(),
@@ -330,6 +345,18 @@ impl Core {
         let to_address = present(&to.identity, to.instance.as_deref(), "recipient")?;
         let from_address = present(&sender.0, sender.1.as_deref(), "sender")?;
 
+        if matches!(inbound.event, Event::Subscription(_) | Event::Presence(_)) {
+            let id = self.allocate_id();
+            self.presence_input(now, &sender.0, &to.identity, inbound.event)?;
+            if let Some(key) = dedup {
+                self.remember(now, key, id);
+            }
+            return Ok(Accepted {
+                id,
+                duplicate: false,
+            });
+        }
+
         let key: DestKey = (destination.clone(), to_address.to_string());
         let waiting = self.destinations.get(&key).map_or(0, |d| d.waiting.len());
         if waiting >= self.config.max_queued_per_destination
@@ -358,22 +385,222 @@ impl Core {
             received_at_ms: inbound.received_at_ms,
         };
         if let Some(key) = dedup {
-            self.dedup.insert(key.clone(), (id, now));
-            self.dedup_order.push_back((now, key));
-            while self.dedup.len() > self.config.dedup_capacity {
-                match self.dedup_order.pop_front() {
-                    Some((_, old)) => {
-                        self.dedup.remove(&old);
-                    }
-                    None => break,
-                }
-            }
+            self.remember(now, key, id);
         }
         self.enqueue(key, envelope, now);
         Ok(Accepted {
             id,
             duplicate: false,
         })
+    }
+
+    fn remember(&mut self, now: Duration, key: (AdapterName, String), id: MessageId) {
+        self.dedup.insert(key.clone(), (id, now));
+        self.dedup_order.push_back((now, key));
+        while self.dedup.len() > self.config.dedup_capacity {
+            match self.dedup_order.pop_front() {
+                Some((_, old)) => {
+                    self.dedup.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Feeds a subscription operation or a presence state to the presence hub and
+    /// queues what the hub says.
+    fn presence_input(
+        &mut self,
+        now: Duration,
+        sender: &Identity,
+        recipient: &Identity,
+        event: Event,
+    ) -> Result<(), Rejected> {
+        let refused = |e: crate::presence::HubError| Rejected {
+            condition: Condition::ResourceConstraint,
+            text: e.to_string(),
+            retry_after: Some(self.config.retry_after_hint),
+        };
+        let (s, r) = (sender.clone(), recipient.clone());
+        match event {
+            Event::Presence(PresenceUpdate { presence }) => {
+                self.hub.handle_publish(now, s, presence)
+            }
+            Event::Subscription(sub) => match sub.op {
+                SubscriptionOp::Subscribe => {
+                    let expires = sub.expires_secs.map(|x| Duration::from_secs(u64::from(x)));
+                    self.hub
+                        .handle_subscribe(now, s, r, expires)
+                        .map_err(refused)?;
+                }
+                SubscriptionOp::Unsubscribe => self.hub.handle_unsubscribe(s, r),
+                SubscriptionOp::Approve => self.hub.handle_approve(s, r).map_err(refused)?,
+                SubscriptionOp::Deny if sub.aggregate => {
+                    let reason = sub
+                        .reason
+                        .as_deref()
+                        .and_then(TerminationReason::from_token)
+                        .unwrap_or(TerminationReason::Deactivated);
+                    self.hub.handle_upstream_terminated(s, reason);
+                }
+                SubscriptionOp::Deny => self.hub.handle_deny(s, r),
+                SubscriptionOp::Probe => {
+                    self.hub
+                        .handle_probe(now, s.clone(), r.clone())
+                        .map_err(refused)?;
+                    self.drain_hub(now, Some((&s, &r)));
+                    return Ok(());
+                }
+            },
+            _ => {}
+        }
+        self.drain_hub(now, None);
+        Ok(())
+    }
+
+    /// Turns the hub's outputs into envelopes. `prober` is the (watcher, presentity) of
+    /// the probe being handled, named as sender of a forwarded probe.
+    fn drain_hub(&mut self, now: Duration, prober: Option<(&Identity, &Identity)>) {
+        while let Some(output) = self.hub.poll_output() {
+            let sub = |op: SubscriptionOp| Subscription::new(op);
+            let (event, from, to) = match output {
+                Output::AuthorizationRequest {
+                    presentity,
+                    watcher,
+                } => (
+                    Event::Subscription(sub(SubscriptionOp::Subscribe)),
+                    watcher,
+                    presentity,
+                ),
+                Output::Notify {
+                    watcher,
+                    presentity,
+                    state,
+                    presence,
+                } => match (state, presence) {
+                    (SubscriptionState::Active, Some(presence)) => (
+                        Event::Presence(PresenceUpdate { presence }),
+                        presentity,
+                        watcher,
+                    ),
+                    (SubscriptionState::Active, None) => (
+                        Event::Subscription(sub(SubscriptionOp::Approve)),
+                        presentity,
+                        watcher,
+                    ),
+                    (SubscriptionState::Terminated(reason), _) => (
+                        Event::Subscription(Subscription {
+                            reason: Some(reason.as_str().to_owned()),
+                            ..sub(SubscriptionOp::Deny)
+                        }),
+                        presentity,
+                        watcher,
+                    ),
+                    // The watcher's own adapter answered its request as pending already.
+                    (SubscriptionState::Pending, _) => continue,
+                },
+                Output::UpstreamSubscribe { presentity } => {
+                    let Some(watcher) = self.first_watcher(&presentity) else {
+                        continue;
+                    };
+                    self.upstream_subscriber
+                        .insert(presentity.clone(), watcher.clone());
+                    let event = Subscription {
+                        aggregate: true,
+                        ..sub(SubscriptionOp::Subscribe)
+                    };
+                    (Event::Subscription(event), watcher, presentity)
+                }
+                Output::UpstreamUnsubscribe { presentity } => {
+                    let Some(watcher) = self.upstream_subscriber.remove(&presentity) else {
+                        continue;
+                    };
+                    let event = Subscription {
+                        aggregate: true,
+                        ..sub(SubscriptionOp::Unsubscribe)
+                    };
+                    (Event::Subscription(event), watcher, presentity)
+                }
+                Output::ProbeUpstream { presentity } => {
+                    let watcher = match prober {
+                        Some((w, p)) if *p == presentity => w.clone(),
+                        _ => continue,
+                    };
+                    (
+                        Event::Subscription(sub(SubscriptionOp::Probe)),
+                        watcher,
+                        presentity,
+                    )
+                }
+                Output::ProbeResult {
+                    watcher,
+                    presentity,
+                    presence,
+                } => match presence {
+                    Some(presence) => (
+                        Event::Presence(PresenceUpdate { presence }),
+                        presentity,
+                        watcher,
+                    ),
+                    // Nothing known: the watcher hears nothing, as for an unanswered probe.
+                    None => continue,
+                },
+            };
+            self.send_generated(now, event, &from, &to);
+        }
+    }
+
+    fn first_watcher(&self, presentity: &Identity) -> Option<Identity> {
+        self.hub
+            .watchers(presentity)
+            .find(|(_, state)| *state == SubscriptionState::Active)
+            .map(|(w, _)| w.clone())
+    }
+
+    /// Queues an event the broker itself generated, from `from` to `to`, on the
+    /// network `to` lives on.
+    fn send_generated(&mut self, now: Duration, event: Event, from: &Identity, to: &Identity) {
+        let Some(destination) = self
+            .router
+            .owner(to)
+            .and_then(|o| self.adapters.get(o.as_str()).map(|a| a.name.clone()))
+        else {
+            tracing::debug!(to = %to, "no running adapter owns the recipient of a presence event");
+            return;
+        };
+        let origin = self
+            .router
+            .owner(from)
+            .and_then(|o| self.adapters.get(o.as_str()).map(|a| a.name.clone()))
+            .unwrap_or_else(|| destination.clone());
+        let on = |adapter: &AdapterName| {
+            let f = self.router.present(from, None, adapter).ok()?;
+            let t = self.router.present(to, None, adapter).ok()?;
+            Some((f, t))
+        };
+        let Some((from_address, to_address)) = on(&destination) else {
+            return;
+        };
+        let (origin_from, origin_to) =
+            on(&origin).unwrap_or_else(|| (from_address.clone(), to_address.clone()));
+        let id = self.allocate_id();
+        let envelope = Envelope {
+            id,
+            event,
+            from: from_address,
+            to: to_address,
+            sender: from.clone(),
+            recipient: to.clone(),
+            origin,
+            destination: destination.clone(),
+            origin_from,
+            origin_to,
+            protocol_ids: Vec::new(),
+            hops: self.config.max_hops,
+            received_at_ms: 0,
+        };
+        let key = (destination, envelope.to.to_string());
+        self.enqueue(key, envelope, now);
     }
 
     fn allocate_id(&mut self) -> MessageId {
@@ -579,10 +806,10 @@ impl Core {
             .dedup_order
             .front()
             .map(|(t, _)| *t + self.config.dedup_window);
-        match (timer, dedup) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timer, dedup, self.hub.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs the timers due at `now`: blocked destinations resume, old dedup keys go.
@@ -602,6 +829,13 @@ impl Core {
             self.schedule(&key);
         }
         self.expire_dedup(now);
+        self.hub.handle_timeout(now);
+        self.drain_hub(now, None);
+    }
+
+    /// The presence hub, for introspection.
+    pub fn presence(&self) -> &PresenceHub<Identity> {
+        &self.hub
     }
 
     fn expire_dedup(&mut self, now: Duration) {
@@ -666,6 +900,14 @@ pub(crate) mod tests {
             style(on)
                 .render(id.local(), id.domain(), inst)
                 .map_err(|e| e.to_string())
+        }
+
+        fn owner(&self, id: &Identity) -> Option<String> {
+            match id.domain() {
+                "sip.test" => Some("sip".to_owned()),
+                "xmpp.test" => Some("xmpp".to_owned()),
+                _ => None,
+            }
         }
     }
 
@@ -1141,6 +1383,9 @@ pub(crate) mod tests {
             fn present(&self, _: &Identity, _: Option<&str>, _: &str) -> Result<Address, String> {
                 Err("empty map".into())
             }
+            fn owner(&self, _: &Identity) -> Option<String> {
+                None
+            }
         }
         let mut c = core();
         c.accept(
@@ -1158,6 +1403,262 @@ pub(crate) mod tests {
             )
             .is_err());
         assert_eq!(body(&c.poll_dispatch().unwrap()), "kept");
+    }
+
+    fn presence_of(entity: &str, note: &str) -> cpim::presence::Presence {
+        let xml = format!(
+            "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='{entity}'><tuple id='t'><status><basic>open</basic></status><note>{note}</note></tuple></presence>"
+        );
+        cpim::presence::Presence::parse(xml.as_bytes()).unwrap()
+    }
+
+    fn sub(op: SubscriptionOp, from: &str, to: &str) -> Inbound {
+        Inbound::new(
+            Event::Subscription(Subscription::new(op)),
+            addr(from),
+            addr(to),
+        )
+    }
+
+    fn drain(c: &mut Core) -> Vec<(String, String, String, String)> {
+        let mut out = Vec::new();
+        while let Some(e) = c.poll_dispatch() {
+            let what = match &e.event {
+                Event::Subscription(s) => {
+                    format!("{:?}{}", s.op, if s.aggregate { "*" } else { "" })
+                }
+                Event::Presence(_) => "Presence".to_owned(),
+                other => other.kind().to_owned(),
+            };
+            out.push((
+                e.destination.to_string(),
+                what,
+                e.from.to_string(),
+                e.to.to_string(),
+            ));
+            c.complete(T0, e.id, DeliveryOutcome::Accepted);
+        }
+        out
+    }
+
+    fn row(d: &str, w: &str, f: &str, t: &str) -> (String, String, String, String) {
+        (d.to_owned(), w.to_owned(), f.to_owned(), t.to_owned())
+    }
+
+    #[test]
+    fn presence_flows_through_the_hub_with_one_upstream_subscription() {
+        let mut c = core();
+        // alice (SIP) asks to watch bob (XMPP): bob is asked to authorize.
+        c.accept(
+            T0,
+            "sip",
+            sub(
+                SubscriptionOp::Subscribe,
+                "sip:alice@sip.test",
+                "sip:bob@xmpp.test",
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            drain(&mut c),
+            [row("xmpp", "Subscribe", "alice@sip.test", "bob@xmpp.test")]
+        );
+        // bob approves: alice learns it, and the gateway subscribes upstream once.
+        c.accept(
+            T0,
+            "xmpp",
+            sub(SubscriptionOp::Approve, "bob@xmpp.test", "alice@sip.test"),
+        )
+        .unwrap();
+        let mut out = drain(&mut c);
+        out.sort();
+        assert_eq!(
+            out,
+            [
+                row("sip", "Approve", "sip:bob@xmpp.test", "sip:alice@sip.test"),
+                row("xmpp", "Subscribe*", "alice@sip.test", "bob@xmpp.test"),
+            ]
+        );
+        // bob's state reaches alice.
+        let p = presence_of("pres:bob@xmpp.test", "here");
+        c.accept(
+            T0,
+            "xmpp",
+            Inbound::new(
+                Event::Presence(PresenceUpdate {
+                    presence: p.clone(),
+                }),
+                addr("bob@xmpp.test"),
+                addr("alice@sip.test"),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            drain(&mut c),
+            [row(
+                "sip",
+                "Presence",
+                "sip:bob@xmpp.test",
+                "sip:alice@sip.test"
+            )]
+        );
+        // carol joins: no second upstream subscription; she gets the state at once.
+        c.accept(
+            T0,
+            "sip",
+            sub(
+                SubscriptionOp::Subscribe,
+                "sip:carol@sip.test",
+                "sip:bob@xmpp.test",
+            ),
+        )
+        .unwrap();
+        drain(&mut c);
+        c.accept(
+            T0,
+            "xmpp",
+            sub(SubscriptionOp::Approve, "bob@xmpp.test", "carol@sip.test"),
+        )
+        .unwrap();
+        assert_eq!(
+            drain(&mut c),
+            [row(
+                "sip",
+                "Presence",
+                "sip:bob@xmpp.test",
+                "sip:carol@sip.test"
+            )]
+        );
+        assert_eq!(
+            c.presence().cached(&Identity::new("bob", "xmpp.test")),
+            Some(&p)
+        );
+        // Both leave: one upstream unsubscribe, named after the subscriber it was made for.
+        c.accept(
+            T0,
+            "sip",
+            sub(
+                SubscriptionOp::Unsubscribe,
+                "sip:alice@sip.test",
+                "sip:bob@xmpp.test",
+            ),
+        )
+        .unwrap();
+        let after_alice = drain(&mut c);
+        assert!(after_alice.iter().all(|r| r.1 != "Unsubscribe*"));
+        c.accept(
+            T0,
+            "sip",
+            sub(
+                SubscriptionOp::Unsubscribe,
+                "sip:carol@sip.test",
+                "sip:bob@xmpp.test",
+            ),
+        )
+        .unwrap();
+        let after_carol = drain(&mut c);
+        assert!(
+            after_carol.contains(&row(
+                "xmpp",
+                "Unsubscribe*",
+                "alice@sip.test",
+                "bob@xmpp.test"
+            )),
+            "{after_carol:?}"
+        );
+        assert_eq!(
+            c.presence().cached(&Identity::new("bob", "xmpp.test")),
+            None
+        );
+    }
+
+    #[test]
+    fn rfc3856_6_10_presence_bursts_are_coalesced_by_the_core_timers() {
+        let mut c = core();
+        c.accept(
+            T0,
+            "sip",
+            sub(
+                SubscriptionOp::Subscribe,
+                "sip:alice@sip.test",
+                "sip:bob@xmpp.test",
+            ),
+        )
+        .unwrap();
+        c.accept(
+            T0,
+            "xmpp",
+            sub(SubscriptionOp::Approve, "bob@xmpp.test", "alice@sip.test"),
+        )
+        .unwrap();
+        drain(&mut c);
+        let publish = |c: &mut Core, at: u64, note: &str| {
+            let p = presence_of("pres:bob@xmpp.test", note);
+            c.accept(
+                Duration::from_millis(at),
+                "xmpp",
+                Inbound::new(
+                    Event::Presence(PresenceUpdate { presence: p }),
+                    addr("bob@xmpp.test"),
+                    addr("alice@sip.test"),
+                ),
+            )
+            .unwrap();
+        };
+        for (i, at) in [0u64, 100, 200, 300].into_iter().enumerate() {
+            publish(&mut c, at, &format!("n{i}"));
+        }
+        assert_eq!(
+            drain(&mut c).len(),
+            1,
+            "first change at once, the rest held"
+        );
+        assert_eq!(c.poll_timeout(), Some(Duration::from_secs(5)));
+        c.handle_timeout(Duration::from_secs(5));
+        let mut last = None;
+        while let Some(e) = c.poll_dispatch() {
+            last = Some(e.event.clone());
+            c.complete(T0, e.id, DeliveryOutcome::Accepted);
+        }
+        assert_eq!(
+            last,
+            Some(Event::Presence(PresenceUpdate {
+                presence: presence_of("pres:bob@xmpp.test", "n3")
+            }))
+        );
+    }
+
+    #[test]
+    fn presence_hub_limits_refuse_with_resource_constraint() {
+        let mut c = core_with(CoreConfig {
+            hub: HubConfig {
+                max_subscriptions: 1,
+                ..HubConfig::default()
+            },
+            ..CoreConfig::default()
+        });
+        c.accept(
+            T0,
+            "sip",
+            sub(
+                SubscriptionOp::Subscribe,
+                "sip:alice@sip.test",
+                "sip:bob@xmpp.test",
+            ),
+        )
+        .unwrap();
+        let r = c
+            .accept(
+                T0,
+                "sip",
+                sub(
+                    SubscriptionOp::Subscribe,
+                    "sip:carol@sip.test",
+                    "sip:bob@xmpp.test",
+                ),
+            )
+            .unwrap_err();
+        assert_eq!(r.condition, Condition::ResourceConstraint);
     }
 
     proptest! {

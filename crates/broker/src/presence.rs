@@ -80,6 +80,24 @@ impl TerminationReason {
         )
     }
 
+    /// Every reason, in RFC 6665 §4.2.2 order.
+    pub const ALL: [TerminationReason; 7] = [
+        TerminationReason::Deactivated,
+        TerminationReason::Probation,
+        TerminationReason::Rejected,
+        TerminationReason::Timeout,
+        TerminationReason::Giveup,
+        TerminationReason::Noresource,
+        TerminationReason::Invariant,
+    ];
+
+    /// The reason for an RFC 6665 token (case-insensitive); `None` when unknown.
+    pub fn from_token(token: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(token))
+    }
+
     /// The RFC 6665 token, e.g. `"noresource"`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -42,6 +42,17 @@ impl Router for DomainRouter {
             .render(id.local(), id.domain(), inst)
             .map_err(|e| e.to_string())
     }
+
+    fn owner(&self, id: &Identity) -> Option<String> {
+        Some(
+            if id.domain() == "sip.test" {
+                "sip"
+            } else {
+                "xmpp"
+            }
+            .to_owned(),
+        )
+    }
 }
 
 fn addr(s: &str) -> Address {
@@ -260,6 +271,9 @@ async fn router_swap_and_stop() {
         }
         fn present(&self, _: &Identity, _: Option<&str>, _: &str) -> Result<Address, String> {
             Err("empty".into())
+        }
+        fn owner(&self, _: &Identity) -> Option<String> {
+            None
         }
     }
     let s = setup(CoreConfig::default());

@@ -143,13 +143,34 @@ pub enum SubscriptionOp {
 }
 
 /// A subscription operation with its requested duration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     /// The operation.
     pub op: SubscriptionOp,
     /// Requested duration in seconds (SIP `Expires`); `None` is "until cancelled".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_secs: Option<u32>,
+    /// `true` for the gateway's one shared subscription to a presentity on behalf of
+    /// all its watchers on other networks (RFC 7248 §4: the gateway owns it); `false`
+    /// for one watcher's own request, which the presentity approves or denies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aggregate: bool,
+    /// Why a subscription ended (an RFC 6665 §4.2.2 reason: `deactivated`,
+    /// `probation`, `rejected`, `timeout`, `giveup`, `noresource`, `invariant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Subscription {
+    /// A watcher's own operation without expiry or reason.
+    pub fn new(op: SubscriptionOp) -> Self {
+        Subscription {
+            op,
+            expires_secs: None,
+            aggregate: false,
+            reason: None,
+        }
+    }
 }
 
 /// What happened to an earlier message.
@@ -268,8 +289,13 @@ mod tests {
                 ..Message::text("hello")
             }),
             Event::Subscription(Subscription {
-                op: SubscriptionOp::Subscribe,
                 expires_secs: Some(3600),
+                ..Subscription::new(SubscriptionOp::Subscribe)
+            }),
+            Event::Subscription(Subscription {
+                aggregate: true,
+                reason: Some("probation".into()),
+                ..Subscription::new(SubscriptionOp::Deny)
             }),
             Event::Notification(Notification {
                 message_id: "m1".into(),
