@@ -7,5 +7,6 @@
 //! [`identity::AddressStyle`].
 
 pub mod identity;
+pub mod map;
 
 pub use identity::{AddressStyle, Identity};
