@@ -1,6 +1,7 @@
 //! Routing hot path: messages per second through the broker.
 //!
-//! - `core/accept_dispatch_complete`: the pure core alone (map, queue, dispatch, outcome).
+//! - `core/accept_dispatch_complete`: the pure core alone with the real address map
+//!   (resolve, present, queue, dispatch, outcome).
 //! - `runtime/submit_to_delivery`: the broker task with in-memory adapters, from
 //!   `Submitter::submit` to the destination adapter's `deliver`, 10 000 messages over
 //!   100 destinations per iteration.
@@ -14,36 +15,34 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use cpim::event::{Event, Message};
 use cpim::Address;
-use cpim_broker::core::{Core, CoreConfig, Resolved, Router};
+use cpim_broker::core::{Core, CoreConfig};
+use cpim_broker::map::{AdapterMapConfig, AddressMap, MapConfig};
 use cpim_broker::testing::MemoryAdapter;
-use cpim_broker::{AddressStyle, Broker, DeliveryOutcome, DeliveryPolicy, Identity, Inbound};
+use cpim_broker::{AddressStyle, Broker, DeliveryOutcome, DeliveryPolicy, Inbound};
 
-struct DomainRouter;
-
-impl Router for DomainRouter {
-    fn resolve(&self, _on: &str, address: &Address) -> Result<Resolved, String> {
-        let (local, domain) = address
-            .identity()
-            .map_err(|e| e.to_string())?
-            .ok_or("no user")?;
-        let owner = if domain == "sip.test" { "sip" } else { "xmpp" };
-        Ok(Resolved {
-            owner: owner.to_owned(),
-            identity: Identity::new(&local, &domain),
-            instance: None,
-        })
-    }
-
-    fn present(&self, id: &Identity, inst: Option<&str>, on: &str) -> Result<Address, String> {
-        let style = if on == "sip" {
-            AddressStyle::Sip
-        } else {
-            AddressStyle::Xmpp
-        };
-        style
-            .render(id.local(), id.domain(), inst)
-            .map_err(|e| e.to_string())
-    }
+/// The sample deployment's shape: SIP users at `sip.test`, XMPP users at `xmpp.test`,
+/// SIP users seen from XMPP under the alias `sip.gw.xmpp.test`.
+fn address_map() -> Arc<AddressMap> {
+    let adapter = |name: &str, style, home: &str, alias: Vec<(String, String)>| AdapterMapConfig {
+        name: name.to_owned(),
+        style,
+        home_domains: vec![home.to_owned()],
+        alias_domains: alias,
+        escape_domains: Vec::new(),
+    };
+    let config = MapConfig {
+        adapters: vec![
+            adapter("sip", AddressStyle::Sip, "sip.test", Vec::new()),
+            adapter(
+                "xmpp",
+                AddressStyle::Xmpp,
+                "xmpp.test",
+                vec![("sip.gw.xmpp.test".to_owned(), "sip.test".to_owned())],
+            ),
+        ],
+        users: Vec::new(),
+    };
+    Arc::new(AddressMap::new(config).expect("valid map"))
 }
 
 fn inbound(i: usize, destinations: &[Address], from: &Address) -> Inbound {
@@ -62,7 +61,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("core");
     group.throughput(Throughput::Elements(1));
-    let mut core = Core::new(CoreConfig::default(), Arc::new(DomainRouter));
+    let mut core = Core::new(CoreConfig::default(), address_map());
     core.register_adapter("sip", DeliveryPolicy::default());
     core.register_adapter("xmpp", DeliveryPolicy::default());
     let mut i = 0usize;
@@ -84,7 +83,7 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let (submitter, sink) = rt.block_on(async {
-        let (mut broker, _handle) = Broker::new(CoreConfig::default(), Arc::new(DomainRouter));
+        let (mut broker, _handle) = Broker::new(CoreConfig::default(), address_map());
         let sip = MemoryAdapter::new("sip", AddressStyle::Sip, &["sip.test"]);
         let xmpp = MemoryAdapter::new("xmpp", AddressStyle::Xmpp, &["xmpp.test"]);
         let submitter = broker.context("sip").submitter;

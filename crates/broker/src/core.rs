@@ -42,23 +42,14 @@ use crate::envelope::{
     Accepted, AdapterName, DeliveryOutcome, Envelope, Inbound, MessageId, Rejected,
 };
 use crate::identity::Identity;
+use crate::map::{AddressMap, Route};
 use crate::presence::{HubConfig, Output, PresenceHub, SubscriptionState, TerminationReason};
 
-/// Where an address goes: the owner adapter and the canonical identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
-    /// The adapter that owns the identity.
-    pub owner: String,
-    /// The user.
-    pub identity: Identity,
-    /// SIP `gr` / XMPP resource, when the address named one instance.
-    pub instance: Option<String>,
-}
-
-/// The address map as the core uses it (implemented by the configured address map).
+/// The address map as the core uses it: implemented by [`AddressMap`], and by simpler
+/// maps in tests.
 pub trait Router: Send + Sync {
     /// The owner and identity of `address` as written on `on_adapter`'s network.
-    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Resolved, String>;
+    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Route, String>;
 
     /// How `identity` is written on `on_adapter`'s network.
     fn present(
@@ -70,6 +61,25 @@ pub trait Router: Send + Sync {
 
     /// The adapter whose network `identity` lives on, if any adapter owns its domain.
     fn owner(&self, identity: &Identity) -> Option<String>;
+}
+
+impl Router for AddressMap {
+    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Route, String> {
+        AddressMap::resolve(self, on_adapter, address).map_err(|e| e.to_string())
+    }
+
+    fn present(
+        &self,
+        identity: &Identity,
+        instance: Option<&str>,
+        on_adapter: &str,
+    ) -> Result<Address, String> {
+        AddressMap::present(self, identity, instance, on_adapter).map_err(|e| e.to_string())
+    }
+
+    fn owner(&self, identity: &Identity) -> Option<String> {
+        AddressMap::owner(self, identity).map(str::to_owned)
+    }
 }
 
 /// Limits and defaults of the core.
@@ -879,7 +889,7 @@ pub(crate) mod tests {
     }
 
     impl Router for TestRouter {
-        fn resolve(&self, _on: &str, address: &Address) -> Result<Resolved, String> {
+        fn resolve(&self, _on: &str, address: &Address) -> Result<Route, String> {
             let (local, domain) = address
                 .identity()
                 .map_err(|e| e.to_string())?
@@ -889,7 +899,7 @@ pub(crate) mod tests {
                 "xmpp.test" => "xmpp",
                 other => return Err(format!("no adapter owns {other}")),
             };
-            Ok(Resolved {
+            Ok(Route {
                 owner: owner.to_owned(),
                 identity: Identity::new(&local, &domain),
                 instance: crate::identity::instance_of(address),
@@ -1377,7 +1387,7 @@ pub(crate) mod tests {
     fn router_swap_keeps_accepted_envelopes() {
         struct Nothing;
         impl Router for Nothing {
-            fn resolve(&self, _: &str, _: &Address) -> Result<Resolved, String> {
+            fn resolve(&self, _: &str, _: &Address) -> Result<Route, String> {
                 Err("empty map".into())
             }
             fn present(&self, _: &Identity, _: Option<&str>, _: &str) -> Result<Address, String> {

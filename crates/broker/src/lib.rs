@@ -3,6 +3,8 @@
 //! - [`adapter`]: the `Adapter` trait, its context and delivery policy.
 //! - [`envelope`]: what adapters submit ([`Inbound`]) and receive ([`Envelope`]).
 //! - [`identity`]: who a user is, whatever network writes the address.
+//! - [`map`]: the address map (home, alias and escape domains, explicit user entries):
+//!   `resolve`, `present`, `explain`.
 //! - [`core`]: the pure delivery core (routing, per-destination FIFO, bounded queues,
 //!   dedup, loop guard, failure notifications), driven by [`runtime`].
 //! - [`runtime`]: the tokio task around the core; [`Submitter`] for adapters.
@@ -19,6 +21,7 @@ pub mod adapter;
 pub mod core;
 pub mod envelope;
 pub mod identity;
+pub mod map;
 pub mod metrics;
 pub mod presence;
 pub mod runtime;
@@ -27,4 +30,5 @@ pub mod testing;
 pub use adapter::{Adapter, AdapterContext, DeliveryPolicy};
 pub use envelope::{Accepted, DeliveryOutcome, Envelope, Inbound, MessageId, Rejected};
 pub use identity::{AddressStyle, Identity};
+pub use map::AddressMap;
 pub use runtime::{Broker, BrokerHandle, Submitter};

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use cpim::event::{Event, Message, NotificationStatus};
 use cpim::{Address, Condition};
-use cpim_broker::core::{CoreConfig, Resolved, Router};
+use cpim_broker::core::{CoreConfig, Router};
+use cpim_broker::map::Route;
 use cpim_broker::testing::{Behavior, MemoryAdapter};
 use cpim_broker::{AddressStyle, Broker, Identity, Inbound, Submitter};
 
@@ -15,7 +16,7 @@ use cpim_broker::{AddressStyle, Broker, Identity, Inbound, Submitter};
 struct DomainRouter;
 
 impl Router for DomainRouter {
-    fn resolve(&self, _on: &str, address: &Address) -> Result<Resolved, String> {
+    fn resolve(&self, _on: &str, address: &Address) -> Result<Route, String> {
         let (local, domain) = address
             .identity()
             .map_err(|e| e.to_string())?
@@ -25,7 +26,7 @@ impl Router for DomainRouter {
             "xmpp.test" => "xmpp",
             other => return Err(format!("no adapter owns {other}")),
         };
-        Ok(Resolved {
+        Ok(Route {
             owner: owner.to_owned(),
             identity: Identity::new(&local, &domain),
             instance: None,
@@ -266,7 +267,7 @@ async fn retry_later_waits_the_given_time() {
 async fn router_swap_and_stop() {
     struct Empty;
     impl Router for Empty {
-        fn resolve(&self, _: &str, a: &Address) -> Result<Resolved, String> {
+        fn resolve(&self, _: &str, a: &Address) -> Result<Route, String> {
             Err(format!("{a} is not in the new map"))
         }
         fn present(&self, _: &Identity, _: Option<&str>, _: &str) -> Result<Address, String> {

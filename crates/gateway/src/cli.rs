@@ -37,6 +37,9 @@ pub enum Command {
     Run(ConfigArgs),
     /// Validate the configuration and print a summary of it.
     Check(ConfigArgs),
+    /// Explain how the gateway routes an address: which adapter owns it, the user it names and
+    /// how that user is written on every adapter (exit 1 when it cannot be routed).
+    Explain(ExplainArgs),
     /// Parse a captured payload and print the model as JSON, or re-serialize it
     /// (a message/cpim body that parses comes back byte-for-byte).
     Translate(TranslateArgs),
@@ -54,6 +57,18 @@ pub struct TranslateArgs {
     /// The input file; `-` (the default) reads standard input.
     #[arg(default_value = "-", value_name = "FILE")]
     pub input: String,
+}
+
+/// The arguments of `explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The configuration file (TOML), e.g. gateway.toml.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    /// The address, as written on any network: `sip:alice@sip.example.com`,
+    /// `alice@xmpp.example.com` (an XMPP address), `im:bot@app.example.com`.
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
 }
 
 /// The arguments of commands that read a configuration file.
@@ -95,6 +110,22 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Run(ConfigArgs { config }) if config == Path::new("g.toml"))
         );
+    }
+
+    #[test]
+    fn explain_takes_config_and_address() {
+        let cli = Cli::try_parse_from([
+            "cpim-gateway",
+            "explain",
+            "--config",
+            "g.toml",
+            "alice@x.example",
+        ])
+        .expect("valid command line");
+        assert!(
+            matches!(cli.command, Command::Explain(ExplainArgs { address, .. }) if address == "alice@x.example")
+        );
+        assert!(Cli::try_parse_from(["cpim-gateway", "explain", "-c", "g.toml"]).is_err());
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! The `check` and `run` commands.
+//! The `check`, `run` and `explain` commands.
 
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
+
+use cpim::Address;
+use cpim_broker::map::{AddressMap, MapError};
+use cpim_broker::Identity;
 
 use crate::config::{AdapterConfig, AdapterKind, Config};
 use crate::error::Error;
@@ -44,6 +48,42 @@ pub fn run(path: &Path) -> Result<(), Error> {
         return Err(Error::AdaptersNotBuilt { adapters: missing });
     }
     Err(Error::BrokerNotBuilt)
+}
+
+/// `explain`: loads the configuration at `path` and writes to `out` how the gateway reads
+/// `address`: the adapter that owns it, the user it names and how that user is written on every
+/// adapter. An address that no adapter can route is explained too, and then reported as
+/// [`Error::Unroutable`].
+pub fn explain(path: &Path, address: &str, out: &mut impl Write) -> Result<(), Error> {
+    let config = Config::load(path)?;
+    let map = config.address_map()?;
+    let parsed = Address::parse(address.trim()).map_err(|source| Error::BadAddress {
+        text: address.to_owned(),
+        source,
+    })?;
+    let explanation = map.explain(&parsed);
+    out.write_all(explanation.to_string().as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(Error::Output)?;
+    if explanation.is_routable() {
+        return Ok(());
+    }
+    let reason = explanation
+        .readings
+        .iter()
+        .map(|reading| match &reading.result {
+            Err(MapError::NoRoute { reason, .. }) => {
+                format!("on adapter {}: {reason}", reading.adapter)
+            }
+            Err(error) => format!("on adapter {}: {error}", reading.adapter),
+            Ok(_) => String::new(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::Unroutable {
+        address: parsed.to_string(),
+        reason,
+    })
 }
 
 /// A human-readable summary of a valid configuration; secrets are never included.
@@ -121,7 +161,57 @@ pub fn summary(config: &Config) -> String {
         }
         text.push('\n');
     }
+    match config.address_map() {
+        Ok(map) => routing_summary(&map, &mut text),
+        Err(error) => {
+            let _ = writeln!(text, "routing:   {error}");
+        }
+    }
     text
+}
+
+/// The routing rules: how the users of every home domain are written on every adapter, shown
+/// for a user named `user`, then the explicit user entries.
+fn routing_summary(map: &AddressMap, text: &mut String) {
+    let aliases: usize = map.adapters().iter().map(|a| a.alias_domains.len()).sum();
+    let escapes: usize = map.adapters().iter().map(|a| a.escape_domains.len()).sum();
+    let _ = writeln!(
+        text,
+        "routing:   {aliases} alias domain(s), {escapes} escape domain(s), {} user entr{}; \
+         a user `user` of each home domain is written:",
+        map.users().len(),
+        if map.users().len() == 1 { "y" } else { "ies" }
+    );
+    let width = map
+        .adapters()
+        .iter()
+        .map(|adapter| adapter.name.len())
+        .max()
+        .unwrap_or(0);
+    for home in map.adapters() {
+        for domain in &home.home_domains {
+            let _ = writeln!(text, "  users of {domain} (adapter {}):", home.name);
+            let identity = Identity::new("user", domain);
+            for adapter in map.adapters() {
+                let name = &adapter.name;
+                match map.present_with_rule(&identity, None, name) {
+                    Ok((address, rule)) => {
+                        let _ = writeln!(text, "    on {name:width$}  {address}  ({rule})");
+                    }
+                    Err(error) => {
+                        let _ = writeln!(text, "    on {name:width$}  none: {error}");
+                    }
+                }
+            }
+        }
+    }
+    for user in map.users() {
+        let _ = writeln!(
+            text,
+            "  user {} on {}: {}",
+            user.identity, user.adapter, user.address
+        );
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod adapters;
 mod de;
 mod domain;
 mod env;
+mod routing;
 mod source;
 mod validate;
 
@@ -31,6 +32,7 @@ pub use adapters::{
 };
 pub use domain::{Domain, DomainError};
 pub use env::{expand, ConfigString, ExpandError, Secret};
+pub use routing::{style_of, AliasRule, UserRule};
 pub use source::Location;
 
 /// A loaded and validated `gateway.toml`.
@@ -42,6 +44,10 @@ pub struct Config {
     pub admin: Option<AdminSection>,
     /// The `[adapters.<name>]` tables, by name.
     pub adapters: BTreeMap<String, AdapterConfig>,
+    /// The `[[aliases]]` tables: pattern aliases of home domains on other adapters.
+    pub aliases: Vec<AliasRule>,
+    /// The `[[users]]` tables: explicit per-user addresses.
+    pub users: Vec<UserRule>,
     source: PathBuf,
 }
 
@@ -294,6 +300,10 @@ struct Head {
     admin: Option<AdminSection>,
     #[serde(default)]
     adapters: BTreeMap<String, AdapterHead>,
+    #[serde(default)]
+    aliases: Vec<AliasRule>,
+    #[serde(default)]
+    users: Vec<UserRule>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +339,8 @@ fn deserialize(document: &Spanned<DeTable<'_>>) -> Result<Config, toml::de::Erro
         gateway: head.gateway,
         admin: head.admin,
         adapters,
+        aliases: head.aliases,
+        users: head.users,
         source: PathBuf::new(),
     })
 }

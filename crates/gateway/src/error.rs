@@ -27,6 +27,25 @@ pub enum Error {
         env!("CARGO_PKG_VERSION")
     )]
     BrokerNotBuilt,
+    /// `explain` was given text that is not an address.
+    #[error("`{text}` is not an address: {source}")]
+    BadAddress {
+        /// The text given.
+        text: String,
+        /// Why it does not parse.
+        source: cpim::AddressError,
+    },
+    /// `explain`: no adapter can route the address.
+    #[error("{address} cannot be routed: {reason}")]
+    Unroutable {
+        /// The address.
+        address: String,
+        /// Why, as read on each adapter tried.
+        reason: String,
+    },
+    /// The address map could not be built from a configuration that passed validation.
+    #[error("the address map cannot be built: {0}")]
+    Map(#[from] cpim_broker::map::MapError),
     /// `translate` could not read or parse its input.
     #[error(transparent)]
     Translate(#[from] crate::translate::TranslateError),
@@ -39,8 +58,11 @@ impl Error {
     /// The process exit code for this error (see the binary's documentation).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Output(_) | Error::Translate(_) => 1,
-            Error::Config(_) => 2,
+            Error::Output(_)
+            | Error::Translate(_)
+            | Error::BadAddress { .. }
+            | Error::Unroutable { .. } => 1,
+            Error::Config(_) | Error::Map(_) => 2,
             Error::AdaptersNotBuilt { .. } | Error::BrokerNotBuilt => 3,
         }
     }

@@ -3,6 +3,7 @@
 //! ```text
 //! cpim-gateway [--log-format text|json] check --config FILE
 //! cpim-gateway [--log-format text|json] run --config FILE
+//! cpim-gateway explain --config FILE ADDRESS
 //! cpim-gateway translate --from cpim|pidf|imdn|iscomposing [--to json|SAME] [FILE|-]
 //! ```
 //!
@@ -13,7 +14,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success (`check`: the configuration is valid); also `--help` and `--version` |
-//! | 1 | `translate`: the input cannot be read or is invalid; an unexpected failure, such as being unable to write to standard output |
+//! | 1 | `explain`: the address cannot be parsed or routed; `translate`: the input cannot be read or is invalid; an unexpected failure, such as being unable to write to standard output |
 //! | 2 | the configuration file cannot be read or is invalid; also a command-line usage error |
 //! | 3 | `run`: the configuration needs adapters that are not built yet in this version |
 
@@ -43,6 +44,9 @@ fn dispatch(command: Command) -> Result<(), Error> {
     match command {
         Command::Run(args) => commands::run(&args.config),
         Command::Check(args) => commands::check(&args.config, &mut std::io::stdout().lock()),
+        Command::Explain(args) => {
+            commands::explain(&args.config, &args.address, &mut std::io::stdout().lock())
+        }
         Command::Translate(args) => {
             let input = translate::read_input(&args.input)?;
             let output = translate::translate(args.from, args.to, &input)?;

@@ -304,3 +304,128 @@ fn translate_missing_file_is_an_error() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("cannot read tests/vectors/nope.cpim"));
 }
+
+#[test]
+fn explain_sip_address_shows_its_user_on_every_adapter() {
+    let output = gateway(
+        &[
+            "explain",
+            "--config",
+            "gateway.toml",
+            "sip:alice@sip.localhost;gr=p1",
+        ],
+        &[],
+    );
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    for expected in [
+        "on adapter sip: sip.localhost is a home domain of this adapter",
+        "identity: alice@sip.localhost",
+        "owner:    adapter sip",
+        "instance: p1",
+        "sip      sip:alice@sip.localhost;gr=p1  (home domain)",
+        "webhook  im:alice@sip.localhost  (foreign home domain, as is)",
+        "xmpp     alice@sip.gw.xmpp.localhost/p1  (alias domain sip.gw.xmpp.localhost)",
+    ] {
+        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn explain_xmpp_alias_address() {
+    let output = gateway(
+        &[
+            "explain",
+            "-c",
+            "gateway.toml",
+            "alice@sip.gw.xmpp.localhost",
+        ],
+        &[],
+    );
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        out.contains(
+            "on adapter xmpp: alias domain sip.gw.xmpp.localhost stands for sip.localhost"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("identity: alice@sip.localhost"), "{out}");
+    assert!(out.contains("owner:    adapter sip"), "{out}");
+}
+
+#[test]
+fn explain_escaped_address() {
+    let output = gateway(
+        &[
+            "explain",
+            "-c",
+            "gateway.toml",
+            r"bot\40app.localhost@gw.xmpp.localhost",
+        ],
+        &[],
+    );
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    for expected in [
+        "on adapter xmpp: escape domain gw.xmpp.localhost",
+        "identity: bot@app.localhost",
+        "owner:    adapter webhook",
+        "webhook  im:bot@app.localhost  (home domain)",
+        "sip      sip:bot@app.localhost",
+    ] {
+        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn explain_unroutable_address_exits_1_with_the_reason() {
+    let output = gateway(
+        &["explain", "-c", "gateway.toml", "sip:carol@nowhere.example"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("not routable: no adapter owns domain nowhere.example"));
+    assert!(stderr(&output).contains(
+        "error: sip:carol@nowhere.example cannot be routed: on adapter sip: no adapter owns \
+         domain nowhere.example"
+    ));
+    let output = gateway(
+        &["explain", "-c", "gateway.toml", "carol@gw.xmpp.localhost"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("has no @"), "{}", stderr(&output));
+}
+
+#[test]
+fn explain_bad_address_exits_1_and_bad_config_exits_2() {
+    let output = gateway(&["explain", "-c", "gateway.toml", "mailto:x@y"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("`mailto:x@y` is not an address"));
+    let output = gateway(
+        &[
+            "explain",
+            "-c",
+            "/nonexistent/gateway.toml",
+            "sip:a@sip.localhost",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn check_summary_lists_the_routing_rules() {
+    let output = gateway(&["check", "--config", "gateway.toml"], &[]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    for expected in [
+        "routing:   1 alias domain(s), 1 escape domain(s), 0 user entries",
+        "users of sip.localhost (adapter sip):",
+        "on xmpp     user@sip.gw.xmpp.localhost  (alias domain sip.gw.xmpp.localhost)",
+        r"on xmpp     user\40app.localhost@gw.xmpp.localhost",
+    ] {
+        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+    }
+}

@@ -743,3 +743,250 @@ fn unreadable_file_names_the_path() {
         .to_string()
         .starts_with("/nonexistent/cpim/gateway.toml: cannot read"));
 }
+
+// ----- routing: [[aliases]] and [[users]]
+
+/// `BASE` with a second XMPP component `sip.gw.xmpp.localhost` and `extra` appended.
+fn routing(extra: &str) -> String {
+    let with_component = base_with(
+        "[adapters.webhook]",
+        "[[adapters.xmpp.components]]\ndomain = \"sip.gw.xmpp.localhost\"\nsecret = \"s\"\n\n\
+         [adapters.webhook]",
+    );
+    format!("{with_component}\n{extra}")
+}
+
+const SIP_ON_XMPP: &str =
+    "[[aliases]]\ndomain = \"sip.localhost\"\non = \"xmpp\"\nas = \"sip.gw.xmpp.localhost\"\n";
+
+#[test]
+fn sample_routes_sip_users_through_an_alias_and_others_through_escaping() {
+    let path = workspace_root().join("gateway.toml");
+    let config = Config::load_with_env(&path, no_env).expect("the sample is valid");
+    let map = config.map_config();
+    let xmpp = map
+        .adapters
+        .iter()
+        .find(|adapter| adapter.name == "xmpp")
+        .expect("xmpp adapter");
+    assert_eq!(
+        xmpp.alias_domains,
+        [(
+            "sip.gw.xmpp.localhost".to_owned(),
+            "sip.localhost".to_owned()
+        )]
+    );
+    assert_eq!(xmpp.escape_domains, ["gw.xmpp.localhost"]);
+    assert_eq!(xmpp.home_domains, ["xmpp.localhost"]);
+    assert!(config.address_map().is_ok());
+}
+
+#[test]
+fn aliases_and_users_are_read() {
+    let text = routing(&format!(
+        "{SIP_ON_XMPP}\n[[users]]\nidentity = \"alice@xmpp.localhost\"\non = \"sip\"\n\
+         as = \"sip:+15551234567@carrier.example\"\n"
+    ));
+    let config = parse(&text).expect("valid");
+    assert_eq!(config.aliases.len(), 1);
+    assert_eq!(config.aliases[0].alias.as_str(), "sip.gw.xmpp.localhost");
+    assert_eq!(config.users[0].identity.to_string(), "alice@xmpp.localhost");
+    let map = config.address_map().expect("map builds");
+    let address = cpim::Address::parse("sip:+15551234567@carrier.example").expect("address");
+    let route = map.resolve("sip", &address).expect("routable");
+    assert_eq!(route.identity.to_string(), "alice@xmpp.localhost");
+    assert_eq!(route.owner, "xmpp");
+}
+
+#[test]
+fn aliases_and_users_reject_unknown_keys() {
+    let text = routing("[[aliases]]\ndomain = \"sip.localhost\"\non = \"xmpp\"\nalias = \"x\"\n");
+    assert_contains(
+        &error(&text),
+        &["unknown field `alias`, expected one of `domain`, `on`, `as`"],
+    );
+    let text = routing("[[users]]\nidentity = \"a@sip.localhost\"\nadapter = \"xmpp\"\n");
+    assert_contains(
+        &error(&text),
+        &["users[0].adapter: unknown field `adapter`"],
+    );
+}
+
+#[test]
+fn rule_alias_on_unknown_adapter() {
+    let text = routing(&SIP_ON_XMPP.replace("on = \"xmpp\"", "on = \"jabber\""));
+    let line = line_of(&text, "on = \"jabber\"");
+    assert_contains(
+        &error(&text),
+        &[
+            &format!("gateway.toml:{line}:6: aliases[0].on: no adapter is named `jabber`"),
+            "hint: set `on` to one of the configured adapters: `sip`, `webhook`, `xmpp`",
+        ],
+    );
+}
+
+#[test]
+fn rule_xmpp_alias_must_be_a_component_domain() {
+    let text =
+        routing(&SIP_ON_XMPP.replace("as = \"sip.gw.xmpp.localhost\"", "as = \"sip.gw.example\""));
+    let line = line_of(&text, "as = \"sip.gw.example\"");
+    assert_contains(
+        &error(&text),
+        &[
+            &format!(
+                "gateway.toml:{line}:6: aliases[0].as: alias domain `sip.gw.example` is not a \
+                 component domain of xmpp adapter `xmpp`"
+            ),
+            "hint: on an xmpp adapter the alias domain must be one of its",
+        ],
+    );
+}
+
+#[test]
+fn rule_alias_domain_must_be_a_home_domain() {
+    let text =
+        routing(&SIP_ON_XMPP.replace("domain = \"sip.localhost\"", "domain = \"nowhere.example\""));
+    let line = line_of(&text, "\"nowhere.example\"");
+    assert_contains(
+        &error(&text),
+        &[
+            &format!(
+                "gateway.toml:{line}:10: aliases[0].domain: alias domain sip.gw.xmpp.localhost on \
+                 adapter xmpp stands for nowhere.example, which is not a home domain of any adapter"
+            ),
+            "hint: `domain` must be a home domain",
+        ],
+    );
+}
+
+#[test]
+fn rule_alias_on_its_own_adapter() {
+    let text =
+        routing(&SIP_ON_XMPP.replace("domain = \"sip.localhost\"", "domain = \"xmpp.localhost\""));
+    assert_contains(
+        &error(&text),
+        &[
+            "aliases[0].on: alias domain sip.gw.xmpp.localhost on adapter xmpp stands for \
+             xmpp.localhost, a home domain of the same adapter",
+            "hint: an alias shows the users of one adapter on another",
+        ],
+    );
+}
+
+#[test]
+fn rule_alias_domain_must_not_be_owned() {
+    let text = routing(
+        "[[aliases]]\ndomain = \"xmpp.localhost\"\non = \"sip\"\nas = \"gw.xmpp.localhost\"\n",
+    );
+    let line = line_of(&text, "as = \"gw.xmpp.localhost\"");
+    assert_contains(
+        &error(&text),
+        &[
+            &format!(
+                "gateway.toml:{line}:6: aliases[0].as: domain gw.xmpp.localhost is the alias \
+                 domain of adapter sip but already the escape domain of adapter xmpp"
+            ),
+            "hint: an alias domain must be used for nothing else",
+        ],
+    );
+}
+
+#[test]
+fn rule_user_identity_and_address_syntax() {
+    let text = routing("[[users]]\nidentity = \"alice\"\non = \"sip\"\nas = \"sip:a@c.example\"\n");
+    let line = line_of(&text, "\"alice\"");
+    assert_contains(
+        &error(&text),
+        &[&format!(
+            "gateway.toml:{line}:12: users[0].identity: `alice` is not user@domain"
+        )],
+    );
+    let text = routing(
+        "[[users]]\nidentity = \"alice@xmpp.localhost\"\non = \"sip\"\nas = \"sip:a@bad host\"\n",
+    );
+    let line = line_of(&text, "\"sip:a@bad host\"");
+    assert_contains(
+        &error(&text),
+        &[&format!(
+            "gateway.toml:{line}:6: users[0].as: `sip:a@bad host` is not an address"
+        )],
+    );
+}
+
+#[test]
+fn rule_user_on_unknown_adapter() {
+    let text = routing(
+        "[[users]]\nidentity = \"alice@xmpp.localhost\"\non = \"irc\"\nas = \"sip:a@c.example\"\n",
+    );
+    assert_contains(&error(&text), &["users[0].on: no adapter is named `irc`"]);
+}
+
+#[test]
+fn rule_user_must_be_at_a_home_domain() {
+    let text = routing(
+        "[[users]]\nidentity = \"alice@gw.xmpp.localhost\"\non = \"sip\"\n\
+         as = \"sip:a@c.example\"\n",
+    );
+    assert_contains(
+        &error(&text),
+        &[
+            "users[0].identity: user alice@gw.xmpp.localhost is not at a home domain",
+            "hint: write the user at their home domain",
+        ],
+    );
+}
+
+#[test]
+fn rule_user_address_in_the_adapters_style() {
+    let text = routing(
+        "[[users]]\nidentity = \"alice@xmpp.localhost\"\non = \"sip\"\n\
+         as = \"im:alice@c.example\"\n",
+    );
+    let line = line_of(&text, "\"im:alice@c.example\"");
+    assert_contains(
+        &error(&text),
+        &[&format!(
+            "gateway.toml:{line}:6: users[0].as: address im:alice@c.example of user \
+             alice@xmpp.localhost on adapter sip is not written in the adapter's style"
+        )],
+    );
+    let text = routing(
+        "[[users]]\nidentity = \"alice@xmpp.localhost\"\non = \"sip\"\n\
+         as = \"sip:alice@sip.localhost\"\n",
+    );
+    assert_contains(
+        &error(&text),
+        &[
+            "users[0].as: address sip:alice@sip.localhost",
+            "the home domain of adapter sip",
+        ],
+    );
+}
+
+#[test]
+fn rule_user_entries_are_unique_both_ways() {
+    let entry = |identity: &str, address: &str| {
+        format!("[[users]]\nidentity = \"{identity}\"\non = \"sip\"\nas = \"{address}\"\n\n")
+    };
+    let text = routing(&format!(
+        "{}{}",
+        entry("alice@xmpp.localhost", "sip:1@c.example"),
+        entry("alice@xmpp.localhost", "sip:2@c.example")
+    ));
+    assert_contains(
+        &error(&text),
+        &["users[1]: user alice@xmpp.localhost has two entries on adapter sip"],
+    );
+    let text = routing(&format!(
+        "{}{}",
+        entry("alice@xmpp.localhost", "sip:1@c.example"),
+        entry("bob@xmpp.localhost", "sip:1@c.example")
+    ));
+    assert_contains(
+        &error(&text),
+        &[
+            "users[1].as: address sip:1@c.example on adapter sip is given to both \
+           alice@xmpp.localhost and bob@xmpp.localhost",
+        ],
+    );
+}

@@ -8,6 +8,7 @@ use crate::config::adapters::{
     AdapterConfig, AdapterKind, SipConfig, SipTransport, WebhookConfig, XmppConfig,
 };
 use crate::config::domain::{is_valid_name, Domain};
+use crate::config::routing;
 use crate::config::source::KeyPath;
 use crate::config::Config;
 
@@ -69,6 +70,10 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
             AdapterConfig::Webhook(webhook) => check.webhook(name, &path, webhook),
         }
     }
+    let earlier_findings = !check.findings.is_empty();
+    check
+        .findings
+        .extend(routing::validate(config, earlier_findings));
     check.findings
 }
 
