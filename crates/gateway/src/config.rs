@@ -66,6 +66,33 @@ pub struct GatewaySection {
         deserialize_with = "deserialize_max_hops"
     )]
     pub max_hops: u8,
+    /// Messages waiting for one destination address, at most; beyond it senders are
+    /// told to retry later (SIP 503, HTTP 429, XMPP `resource-constraint`).
+    #[serde(
+        default = "default_queue_per_destination",
+        deserialize_with = "deserialize_queue_per_destination"
+    )]
+    pub queue_per_destination: u32,
+    /// Messages waiting in the whole gateway, at most.
+    #[serde(
+        default = "default_queue_total",
+        deserialize_with = "deserialize_queue_total"
+    )]
+    pub queue_total: u32,
+    /// Seconds during which a retransmitted message (same protocol id from the same
+    /// adapter) is recognised and not delivered twice.
+    #[serde(
+        default = "default_dedup_window_secs",
+        deserialize_with = "deserialize_dedup_window_secs"
+    )]
+    pub dedup_window_secs: u32,
+    /// At most one presence notification per presentity per this many seconds (RFC 3856
+    /// §6.10); the latest state is always sent at the end of the interval.
+    #[serde(
+        default = "default_presence_interval_secs",
+        deserialize_with = "deserialize_presence_interval_secs"
+    )]
+    pub presence_interval_secs: u32,
 }
 
 impl Default for GatewaySection {
@@ -73,6 +100,10 @@ impl Default for GatewaySection {
         GatewaySection {
             data_dir: default_data_dir(),
             max_hops: default_max_hops(),
+            queue_per_destination: default_queue_per_destination(),
+            queue_total: default_queue_total(),
+            dedup_window_secs: default_dedup_window_secs(),
+            presence_interval_secs: default_presence_interval_secs(),
         }
     }
 }
@@ -355,6 +386,38 @@ fn default_max_hops() -> u8 {
 
 fn deserialize_max_hops<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u8, D::Error> {
     de::int_in_range(deserializer, "max_hops", 1, 255, "hops")
+}
+
+fn default_queue_per_destination() -> u32 {
+    1_000
+}
+
+fn deserialize_queue_per_destination<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de::int_in_range(d, "queue_per_destination", 1, 1_000_000, "messages")
+}
+
+fn default_queue_total() -> u32 {
+    100_000
+}
+
+fn deserialize_queue_total<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de::int_in_range(d, "queue_total", 1, 100_000_000, "messages")
+}
+
+fn default_dedup_window_secs() -> u32 {
+    600
+}
+
+fn deserialize_dedup_window_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de::int_in_range(d, "dedup_window_secs", 0, 86_400, "seconds")
+}
+
+fn default_presence_interval_secs() -> u32 {
+    5
+}
+
+fn deserialize_presence_interval_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de::int_in_range(d, "presence_interval_secs", 0, 3_600, "seconds")
 }
 
 #[cfg(test)]

@@ -302,7 +302,7 @@ fn misspelled_key_in_gateway_table_lists_its_keys() {
         &message,
         &[
             "gateway.toml:2:1: gateway.max_hop: unknown field `max_hop`",
-            "expected `data_dir` or `max_hops`",
+            "expected one of `data_dir`, `max_hops`, `queue_per_destination`, `queue_total`, `dedup_window_secs`, `presence_interval_secs`",
         ],
     );
 }
