@@ -3,13 +3,15 @@
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use cpim::Address;
 use cpim_broker::map::{AddressMap, MapError};
-use cpim_broker::Identity;
+use cpim_broker::{Adapter, Broker, Identity};
 
 use crate::config::{AdapterConfig, AdapterKind, Config};
 use crate::error::Error;
+use crate::serve;
 
 /// Whether this version contains the adapter for `kind`. The one place to change when an
 /// adapter is built.
@@ -47,7 +49,22 @@ pub fn run(path: &Path) -> Result<(), Error> {
     if !missing.is_empty() {
         return Err(Error::AdaptersNotBuilt { adapters: missing });
     }
-    Err(Error::BrokerNotBuilt)
+    let runtime = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
+    runtime.block_on(async {
+        let running = serve::start(&config, |broker| build_adapters(&config, broker))?;
+        let (_status, _reloader) = serve::reload_on_sighup(path.to_owned(), running.broker.clone())
+            .map_err(Error::Runtime)?;
+        serve::stop_signal().await.map_err(Error::Runtime)?;
+        running.stop().await;
+        Ok(())
+    })
+}
+
+/// Builds the configured adapters, each with its context from the broker. Every adapter
+/// kind for which [`adapter_built`] is true has its constructor here; `run` refuses to
+/// start before reaching this point while any configured kind is missing.
+fn build_adapters(_config: &Config, _broker: &Broker) -> Vec<Arc<dyn Adapter>> {
+    Vec::new()
 }
 
 /// `explain`: loads the configuration at `path` and writes to `out` how the gateway reads

@@ -21,12 +21,12 @@ pub enum Error {
         /// The adapters that are missing: name and type.
         adapters: Vec<(String, AdapterKind)>,
     },
-    /// Every configured adapter is available but the broker that connects them is not.
-    #[error(
-        "cannot run: the broker that connects adapters is not built yet in this version ({})",
-        env!("CARGO_PKG_VERSION")
-    )]
-    BrokerNotBuilt,
+    /// The broker stopped while it was being asked something.
+    #[error("the broker has stopped")]
+    Stopped,
+    /// The async runtime or a signal handler could not be set up.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// `explain` was given text that is not an address.
     #[error("`{text}` is not an address: {source}")]
     BadAddress {
@@ -63,7 +63,8 @@ impl Error {
             | Error::BadAddress { .. }
             | Error::Unroutable { .. } => 1,
             Error::Config(_) | Error::Map(_) => 2,
-            Error::AdaptersNotBuilt { .. } | Error::BrokerNotBuilt => 3,
+            Error::Stopped | Error::Runtime(_) => 1,
+            Error::AdaptersNotBuilt { .. } => 3,
         }
     }
 }

@@ -11,4 +11,5 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod serve;
 pub mod translate;

@@ -1,0 +1,135 @@
+//! Running the gateway: the broker with its adapters, address-map reload on SIGHUP, stop on
+//! SIGTERM/SIGINT.
+//!
+//! A reload reads the configuration file again and replaces the address map (domains,
+//! `[[aliases]]`, `[[users]]`). Messages already accepted keep the addresses they were given;
+//! a configuration that does not load or validate is rejected with an error in the log and
+//! the current map stays. Adapter sections themselves (listeners, servers, secrets) take
+//! effect on restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use cpim_broker::core::CoreConfig;
+use cpim_broker::presence::HubConfig;
+use cpim_broker::{Adapter, Broker, BrokerHandle};
+
+use crate::config::Config;
+use crate::error::Error;
+
+/// The broker limits that `[gateway]` sets.
+pub fn core_config(config: &Config) -> CoreConfig {
+    let g = &config.gateway;
+    CoreConfig {
+        max_hops: g.max_hops,
+        dedup_window: Duration::from_secs(u64::from(g.dedup_window_secs)),
+        max_queued_per_destination: g.queue_per_destination as usize,
+        max_queued_total: g.queue_total as usize,
+        hub: HubConfig {
+            coalesce_interval: Duration::from_secs(u64::from(g.presence_interval_secs)),
+            ..HubConfig::default()
+        },
+        ..CoreConfig::default()
+    }
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    /// Controls the broker.
+    pub broker: BrokerHandle,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the broker (deliveries in flight may finish) and waits for it.
+    pub async fn stop(self) {
+        self.broker.stop();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the broker for `config` with the adapters `build` makes; `build` gets the
+/// broker so that it can hand each adapter its context.
+pub fn start(
+    config: &Config,
+    build: impl FnOnce(&Broker) -> Vec<Arc<dyn Adapter>>,
+) -> Result<Running, Error> {
+    let map = config.address_map()?;
+    let (mut broker, handle) = Broker::new(core_config(config), Arc::new(map));
+    for adapter in build(&broker) {
+        tracing::info!(adapter = adapter.name(), domains = ?adapter.domains(), "adapter started");
+        broker.add_adapter(adapter);
+    }
+    let task = broker.start();
+    Ok(Running {
+        broker: handle,
+        task,
+    })
+}
+
+/// The outcome of the reloads so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadStatus {
+    /// Reloads that replaced the map.
+    pub applied: u64,
+    /// Reloads that were rejected (the map stayed).
+    pub rejected: u64,
+    /// Why the last rejected reload was rejected.
+    pub last_error: Option<String>,
+}
+
+/// Reads `path` again and replaces the broker's address map. On error nothing changes.
+pub async fn reload(path: &Path, broker: &BrokerHandle) -> Result<(), Error> {
+    let config = Config::load(path)?;
+    let map = config.address_map()?;
+    if !broker.set_router(Arc::new(map)).await {
+        return Err(Error::Stopped);
+    }
+    Ok(())
+}
+
+/// Reloads the address map from `path` on every SIGHUP; the returned receiver follows
+/// the outcomes (also logged).
+pub fn reload_on_sighup(
+    path: PathBuf,
+    broker: BrokerHandle,
+) -> std::io::Result<(watch::Receiver<ReloadStatus>, JoinHandle<()>)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    let (tx, rx) = watch::channel(ReloadStatus::default());
+    let task = tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match reload(&path, &broker).await {
+                Ok(()) => {
+                    tracing::info!(config = %path.display(), "SIGHUP: address map reloaded");
+                    tx.send_modify(|s| s.applied += 1);
+                }
+                Err(error) => {
+                    tracing::error!(config = %path.display(), %error, "SIGHUP: reload rejected; the current address map stays");
+                    tx.send_modify(|s| {
+                        s.rejected += 1;
+                        s.last_error = Some(error.to_string());
+                    });
+                }
+            }
+        }
+    });
+    Ok((rx, task))
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    Ok(())
+}
