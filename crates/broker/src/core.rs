@@ -162,10 +162,9 @@ type DestKey = (AdapterName, String);
 
 #[derive(Debug, Default)]
 struct Destination {
-    waiting: VecDeque<(Envelope, Duration)>,
+    waiting: VecDeque<Waiting>,
     in_flight: usize,
     blocked_until: Option<Duration>,
-    attempts: u32,
     scheduled: bool,
 }
 
@@ -176,12 +175,25 @@ struct AdapterSlot {
     queued: usize,
 }
 
+/// An envelope waiting for its destination. Ids grow with acceptance, so the queue is
+/// kept in id order, also when a retried envelope goes back in.
+#[derive(Debug)]
+struct Waiting {
+    envelope: Envelope,
+    accepted_at: Duration,
+    attempts: u32,
+}
+
 #[derive(Debug)]
 struct InFlight {
     key: DestKey,
     envelope: Envelope,
     accepted_at: Duration,
+    attempts: u32,
 }
+
+/// The longest retry delay honoured; a peer's larger `Retry-After` is capped.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// The delivery core. See the module documentation.
 pub struct Core {
@@ -356,6 +368,13 @@ impl Core {
         let from_address = present(&sender.0, sender.1.as_deref(), "sender")?;
 
         if matches!(inbound.event, Event::Subscription(_) | Event::Presence(_)) {
+            if self.queued_total >= self.config.max_queued_total {
+                return Err(Rejected {
+                    condition: Condition::ResourceConstraint,
+                    text: "the gateway is busy; try again later".to_owned(),
+                    retry_after: Some(self.config.retry_after_hint),
+                });
+            }
             let id = self.allocate_id();
             self.presence_input(now, &sender.0, &to.identity, inbound.event)?;
             if let Some(key) = dedup {
@@ -440,8 +459,11 @@ impl Core {
                 SubscriptionOp::Subscribe => {
                     let expires = sub.expires_secs.map(|x| Duration::from_secs(u64::from(x)));
                     self.hub
-                        .handle_subscribe(now, s, r, expires)
+                        .handle_subscribe(now, s.clone(), r.clone(), expires)
                         .map_err(refused)?;
+                    // `Expires: 0` for a new pair is a fetch, which may go upstream as a probe.
+                    self.drain_hub(now, Some((&s, &r)));
+                    return Ok(());
                 }
                 SubscriptionOp::Unsubscribe => self.hub.handle_unsubscribe(s, r),
                 SubscriptionOp::Approve => self.hub.handle_approve(s, r).map_err(refused)?,
@@ -451,6 +473,9 @@ impl Core {
                         .as_deref()
                         .and_then(TerminationReason::from_token)
                         .unwrap_or(TerminationReason::Deactivated);
+                    if !reason.is_transient() {
+                        self.upstream_subscriber.remove(&s);
+                    }
                     self.hub.handle_upstream_terminated(s, reason);
                 }
                 SubscriptionOp::Deny => self.hub.handle_deny(s, r),
@@ -593,6 +618,16 @@ impl Core {
         };
         let (origin_from, origin_to) =
             on(&origin).unwrap_or_else(|| (from_address.clone(), to_address.clone()));
+        let key = (destination.clone(), to_address.to_string());
+        let waiting = self.destinations.get(&key).map_or(0, |d| d.waiting.len());
+        if waiting >= self.config.max_queued_per_destination
+            || self.queued_total >= self.config.max_queued_total
+        {
+            // Presence is soft state: under back-pressure an update is dropped rather than
+            // queued without bound; the next change or refresh carries the state again.
+            tracing::warn!(to = %to_address, kind = event.kind(), "queue full: presence event dropped");
+            return;
+        }
         let id = self.allocate_id();
         let envelope = Envelope {
             id,
@@ -609,7 +644,6 @@ impl Core {
             hops: self.config.max_hops,
             received_at_ms: 0,
         };
-        let key = (destination, envelope.to.to_string());
         self.enqueue(key, envelope, now);
     }
 
@@ -625,7 +659,11 @@ impl Core {
         }
         self.queued_total += 1;
         let dest = self.destinations.entry(key.clone()).or_default();
-        dest.waiting.push_back((envelope, now));
+        dest.waiting.push_back(Waiting {
+            envelope,
+            accepted_at: now,
+            attempts: 0,
+        });
         self.schedule(&key);
     }
 
@@ -657,7 +695,12 @@ impl Core {
             if dest.blocked_until.is_some() {
                 continue;
             }
-            let Some((envelope, accepted_at)) = dest.waiting.pop_front() else {
+            let Some(Waiting {
+                envelope,
+                accepted_at,
+                attempts,
+            }) = dest.waiting.pop_front()
+            else {
                 continue;
             };
             dest.in_flight += 1;
@@ -667,6 +710,7 @@ impl Core {
                     key: key.clone(),
                     envelope: envelope.clone(),
                     accepted_at,
+                    attempts,
                 },
             );
             self.schedule(&key);
@@ -681,6 +725,7 @@ impl Core {
             key,
             envelope,
             accepted_at,
+            attempts,
         }) = self.in_flight.remove(&id)
         else {
             return;
@@ -691,12 +736,25 @@ impl Core {
         }
         match outcome {
             DeliveryOutcome::RetryLater { after } => {
-                let attempts = self.destinations.get(&key).map_or(0, |d| d.attempts) + 1;
+                let attempts = attempts + 1;
                 if attempts < self.config.max_delivery_attempts {
                     if let Some(dest) = self.destinations.get_mut(&key) {
-                        dest.attempts = attempts;
-                        dest.waiting.push_front((envelope, accepted_at));
-                        let until = now + after;
+                        let at = dest
+                            .waiting
+                            .iter()
+                            .position(|w| w.envelope.id > envelope.id)
+                            .unwrap_or(dest.waiting.len());
+                        dest.waiting.insert(
+                            at,
+                            Waiting {
+                                envelope,
+                                accepted_at,
+                                attempts,
+                            },
+                        );
+                        let until = now.saturating_add(after.min(MAX_RETRY_AFTER));
+                        // Another in-flight envelope's retry never shortens a block.
+                        let until = dest.blocked_until.map_or(until, |b| b.max(until));
                         dest.blocked_until = Some(until);
                         self.timers.push(Reverse((until, key)));
                     }
@@ -738,9 +796,6 @@ impl Core {
             slot.queued = slot.queued.saturating_sub(1);
         }
         self.queued_total = self.queued_total.saturating_sub(1);
-        if let Some(dest) = self.destinations.get_mut(key) {
-            dest.attempts = 0;
-        }
         let is_message = matches!(envelope.event, Event::Message(_));
         let notify = match (&result, &envelope.event) {
             (Ok(true), Event::Message(m)) if m.receipts.delivered => {
@@ -1636,6 +1691,90 @@ pub(crate) mod tests {
                 presence: presence_of("pres:bob@xmpp.test", "n3")
             }))
         );
+    }
+
+    #[test]
+    fn retries_keep_acceptance_order_with_several_in_flight() {
+        let mut c = core();
+        c.register_adapter(
+            "xmpp",
+            DeliveryPolicy {
+                max_in_flight_per_destination: 2,
+            },
+        );
+        for b in ["a", "b", "c"] {
+            c.accept(T0, "sip", msg(b, "sip:alice@sip.test", "sip:bob@xmpp.test"))
+                .unwrap();
+        }
+        let a = c.poll_dispatch().unwrap();
+        let b = c.poll_dispatch().unwrap();
+        // b asks for a long wait first, then a for a short one: a goes back before b and the
+        // shorter retry does not shorten the block.
+        c.complete(
+            T0,
+            b.id,
+            DeliveryOutcome::RetryLater {
+                after: Duration::from_secs(10),
+            },
+        );
+        c.complete(
+            T0,
+            a.id,
+            DeliveryOutcome::RetryLater {
+                after: Duration::from_secs(1),
+            },
+        );
+        c.handle_timeout(Duration::from_secs(1));
+        assert_eq!(c.poll_dispatch(), None, "still blocked by the 10 s retry");
+        c.handle_timeout(Duration::from_secs(10));
+        let order: Vec<String> = std::iter::from_fn(|| c.poll_dispatch())
+            .map(|e| body(&e))
+            .collect();
+        assert_eq!(order, ["a", "b"]);
+    }
+
+    #[test]
+    fn rfc6665_fetch_with_zero_expiry_is_probed_upstream() {
+        let mut c = core();
+        let fetch = Inbound::new(
+            Event::Subscription(Subscription {
+                expires_secs: Some(0),
+                ..Subscription::new(SubscriptionOp::Subscribe)
+            }),
+            addr("sip:alice@sip.test"),
+            addr("sip:bob@xmpp.test"),
+        );
+        c.accept(T0, "sip", fetch).unwrap();
+        assert_eq!(
+            drain(&mut c),
+            [row("xmpp", "Probe", "alice@sip.test", "bob@xmpp.test")]
+        );
+    }
+
+    #[test]
+    fn presence_is_refused_when_the_gateway_queue_is_full() {
+        let mut c = core_with(CoreConfig {
+            max_queued_total: 1,
+            ..CoreConfig::default()
+        });
+        c.accept(
+            T0,
+            "sip",
+            msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test"),
+        )
+        .unwrap();
+        let r = c
+            .accept(
+                T0,
+                "sip",
+                sub(
+                    SubscriptionOp::Subscribe,
+                    "sip:alice@sip.test",
+                    "sip:bob@xmpp.test",
+                ),
+            )
+            .unwrap_err();
+        assert_eq!(r.condition, Condition::ResourceConstraint);
     }
 
     #[test]

@@ -182,7 +182,14 @@ impl Broker {
         let mut shutdown = self.shutdown_rx.clone();
         let mut stopping: Option<Instant> = None;
         loop {
-            self.dispatch(&done_tx);
+            // Timers first: a steady stream of submissions must not starve them.
+            if self.core.poll_timeout().is_some_and(|t| t <= now()) {
+                self.core.handle_timeout(now());
+            }
+            // While stopping, only deliveries already in flight finish; nothing new starts.
+            if stopping.is_none() {
+                self.dispatch(&done_tx, now());
+            }
             self.publish_reports();
             if let Some(since) = stopping {
                 if self.core.in_flight() == 0 || since.elapsed() >= self.drain_deadline {
@@ -196,8 +203,10 @@ impl Broker {
                 _ = shutdown.changed(), if stopping.is_none() => {
                     stopping = Some(Instant::now());
                     self.rx.close();
-                    while let Ok(Command::Submit { reply, .. }) = self.rx.try_recv() {
-                        let _ = reply.send(Err(Rejected::new(Condition::ServiceUnavailable, "the gateway is stopping")));
+                    while let Ok(command) = self.rx.try_recv() {
+                        if let Command::Submit { reply, .. } = command {
+                            let _ = reply.send(Err(Rejected::new(Condition::ServiceUnavailable, "the gateway is stopping")));
+                        }
                     }
                 }
                 command = self.rx.recv(), if stopping.is_none() => match command {
@@ -222,20 +231,27 @@ impl Broker {
         );
     }
 
-    fn dispatch(&mut self, done: &mpsc::UnboundedSender<(MessageId, DeliveryOutcome)>) {
+    fn dispatch(
+        &mut self,
+        done: &mpsc::UnboundedSender<(MessageId, DeliveryOutcome)>,
+        now: Duration,
+    ) {
         while let Some(envelope) = self.core.poll_dispatch() {
             let id = envelope.id;
             match self.adapters.get(&envelope.destination) {
                 Some((adapter, _)) => {
                     let adapter = adapter.clone();
-                    let done = done.clone();
+                    let guard = Completion {
+                        id,
+                        done: Some(done.clone()),
+                    };
                     tokio::spawn(async move {
                         let outcome = adapter.deliver(envelope).await;
-                        let _ = done.send((id, outcome));
+                        guard.finish(outcome);
                     });
                 }
                 None => self.core.complete(
-                    Duration::ZERO,
+                    now,
                     id,
                     DeliveryOutcome::Failed {
                         condition: Condition::ServiceUnavailable,
@@ -269,6 +285,36 @@ impl Broker {
         }
         for (name, (_, metrics)) in &self.adapters {
             metrics.set_queue_depth(self.core.queue_depth(name));
+        }
+    }
+}
+
+/// Reports a delivery's outcome; if the delivery task panics before that, the drop
+/// reports a failure, so the destination never waits for an answer that cannot come.
+struct Completion {
+    id: MessageId,
+    done: Option<mpsc::UnboundedSender<(MessageId, DeliveryOutcome)>>,
+}
+
+impl Completion {
+    fn finish(mut self, outcome: DeliveryOutcome) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send((self.id, outcome));
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            tracing::error!(msg_id = %self.id, "delivery task ended without an outcome (panic)");
+            let _ = done.send((
+                self.id,
+                DeliveryOutcome::Failed {
+                    condition: Condition::InternalServerError,
+                    text: Some("the adapter failed while delivering".to_owned()),
+                },
+            ));
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum Behavior {
     RetryLater(Duration),
     /// Never answer until [`MemoryAdapter::release`] (the delivery hangs).
     Stall,
+    /// Panic inside `deliver` (to test that the broker survives a broken adapter).
+    Panic,
 }
 
 #[derive(Debug, Default)]
@@ -142,6 +144,11 @@ impl Adapter for MemoryAdapter {
     }
 
     async fn deliver(&self, envelope: Envelope) -> DeliveryOutcome {
+        // Registered before the delivery becomes visible, so a `release` that follows a
+        // `wait_for` cannot be missed.
+        let released = self.release.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
         let (behavior, delay) = {
             let mut state = self.state();
             state.received.push(envelope);
@@ -165,9 +172,10 @@ impl Adapter for MemoryAdapter {
             },
             Behavior::RetryLater(after) => DeliveryOutcome::RetryLater { after },
             Behavior::Stall => {
-                self.release.notified().await;
+                released.await;
                 DeliveryOutcome::Delivered
             }
+            Behavior::Panic => panic!("{} told to panic", self.name),
         }
     }
 }

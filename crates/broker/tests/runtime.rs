@@ -199,6 +199,27 @@ async fn failure_on_the_far_side_reaches_the_origin() {
 }
 
 #[tokio::test]
+async fn a_panicking_adapter_fails_the_delivery_and_the_queue_moves_on() {
+    let s = setup(CoreConfig::default());
+    s.xmpp.script([Behavior::Panic]);
+    let send = |text: &str| {
+        s.submit_sip.submit(Inbound::new(
+            Event::Message(Message::text(text)),
+            addr("sip:alice@sip.test"),
+            addr("sip:bob@xmpp.test"),
+        ))
+    };
+    send("boom").await.expect("accepted");
+    send("next").await.expect("accepted");
+    assert_eq!(s.xmpp.wait_for(2, Duration::from_secs(5)).await, 2);
+    assert_eq!(s.sip.wait_for(1, Duration::from_secs(5)).await, 1);
+    assert!(matches!(
+        &s.sip.received()[0].event,
+        Event::Notification(n) if matches!(n.status, NotificationStatus::Failed { condition: Condition::InternalServerError, .. })
+    ));
+}
+
+#[tokio::test]
 async fn a_stalled_destination_pushes_back_with_a_retry_hint_others_flow() {
     let s = setup(CoreConfig {
         max_queued_per_destination: 5,

@@ -54,7 +54,11 @@ pub fn run(path: &Path) -> Result<(), Error> {
         let running = serve::start(&config, |broker| build_adapters(&config, broker))?;
         let (_status, _reloader) = serve::reload_on_sighup(path.to_owned(), running.broker.clone())
             .map_err(Error::Runtime)?;
-        serve::stop_signal().await.map_err(Error::Runtime)?;
+        let mut running = running;
+        tokio::select! {
+            stopped = serve::stop_signal() => stopped.map_err(Error::Runtime)?,
+            () = running.ended() => return Err(Error::Stopped),
+        }
         running.stop().await;
         Ok(())
     })

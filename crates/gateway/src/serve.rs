@@ -46,6 +46,13 @@ pub struct Running {
 }
 
 impl Running {
+    /// Resolves if the broker task ends by itself (it should not: only a panic does).
+    pub async fn ended(&mut self) {
+        if let Err(error) = (&mut self.task).await {
+            tracing::error!(%error, "the broker task failed");
+        }
+    }
+
     /// Stops the broker (deliveries in flight may finish) and waits for it.
     pub async fn stop(self) {
         self.broker.stop();
