@@ -4,7 +4,7 @@
 //! cpim-gateway [--log-format text|json] check --config FILE
 //! cpim-gateway [--log-format text|json] run --config FILE
 //! cpim-gateway explain --config FILE ADDRESS
-//! cpim-gateway translate --from cpim|pidf|imdn|iscomposing [--to json|SAME] [FILE|-]
+//! cpim-gateway translate --from cpim|pidf|imdn|iscomposing|xmpp [--to json|SAME] [FILE|-]
 //! ```
 //!
 //! Logs go to standard error; `RUST_LOG` sets the level (default `info`).

@@ -4,15 +4,26 @@
 //! or the payload re-serialized in its own format. A `message/cpim` body that parses
 //! and is not changed comes back byte-for-byte (RFC 3862 §6); the XML formats come back
 //! in their canonical form. Invalid input is an error, never a panic.
+//!
+//! `--from xmpp` reads one stanza of `jabber:component:accept` and runs the XMPP adapter's
+//! translation ([`cpim_xmpp::translate::inbound`]): `--to json` prints the broker
+//! submissions it gives, `--to xmpp` sends each through an envelope (gateway ids
+//! `gw-0000000000000001`, … in order) back out ([`cpim_xmpp::translate::outbound`]) and
+//! prints the resulting stanzas, one per line. A stanza the adapter refuses is an error
+//! naming the stanza-error condition the sender would get.
 
 use std::fmt;
 
 use clap::ValueEnum;
 
+use cpim::event::Event;
 use cpim::imdn::Imdn;
 use cpim::iscomposing::IsComposing;
 use cpim::presence::Presence;
-use cpim::CpimMessage;
+use cpim::{Address, CpimMessage};
+use cpim_broker::envelope::ProtocolId;
+use cpim_broker::{Envelope, Identity, Inbound, MessageId};
+use cpim_xmpp::translate as xmpp;
 
 /// What the input is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,6 +36,8 @@ pub enum InputFormat {
     Imdn,
     /// An `application/im-iscomposing+xml` document (RFC 3994).
     Iscomposing,
+    /// One XMPP stanza (`<message/>` or `<presence/>` of `jabber:component:accept`).
+    Xmpp,
 }
 
 /// What to print.
@@ -40,6 +53,8 @@ pub enum OutputFormat {
     Imdn,
     /// is-composing XML (only from `iscomposing`).
     Iscomposing,
+    /// XMPP stanzas after a round trip through the broker model (only from `xmpp`).
+    Xmpp,
 }
 
 impl InputFormat {
@@ -49,6 +64,7 @@ impl InputFormat {
             InputFormat::Pidf => "PIDF",
             InputFormat::Imdn => "IMDN",
             InputFormat::Iscomposing => "is-composing",
+            InputFormat::Xmpp => "XMPP stanza",
         }
     }
 
@@ -58,6 +74,7 @@ impl InputFormat {
             InputFormat::Pidf => OutputFormat::Pidf,
             InputFormat::Imdn => OutputFormat::Imdn,
             InputFormat::Iscomposing => OutputFormat::Iscomposing,
+            InputFormat::Xmpp => OutputFormat::Xmpp,
         }
     }
 }
@@ -170,7 +187,79 @@ pub fn translate(
                 c.to_xml().into_bytes()
             }
         }
+        InputFormat::Xmpp => {
+            let stanza = std::str::from_utf8(input)
+                .map_err(|e| invalid(from, e))?
+                .parse::<minidom::Element>()
+                .map_err(|e| invalid(from, e))?;
+            let submissions = xmpp::inbound(&stanza, 0).map_err(|e| invalid(from, e))?;
+            if as_json {
+                json(
+                    &submissions
+                        .iter()
+                        .map(InboundView::from)
+                        .collect::<Vec<_>>(),
+                )
+            } else {
+                xmpp_round_trip(submissions).map_err(|e| invalid(from, e))?
+            }
+        }
     })
+}
+
+/// An [`Inbound`] as JSON.
+#[derive(serde::Serialize)]
+struct InboundView<'a> {
+    event: &'a Event,
+    from: &'a Address,
+    to: &'a Address,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    protocol_ids: &'a [ProtocolId],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dedup_key: Option<&'a str>,
+}
+
+impl<'a> From<&'a Inbound> for InboundView<'a> {
+    fn from(inbound: &'a Inbound) -> Self {
+        InboundView {
+            event: &inbound.event,
+            from: &inbound.from,
+            to: &inbound.to,
+            protocol_ids: &inbound.protocol_ids,
+            dedup_key: inbound.dedup_key.as_deref(),
+        }
+    }
+}
+
+/// Each submission through an envelope addressed as received, back out as stanzas.
+fn xmpp_round_trip(submissions: Vec<Inbound>) -> Result<Vec<u8>, xmpp::TranslateError> {
+    let identity = |address: &Address| match address.identity() {
+        Ok(Some((local, domain))) => Identity::new(&local, &domain),
+        _ => Identity::new("", address.domain()),
+    };
+    let mut out = Vec::new();
+    for (n, inbound) in (1..).zip(submissions) {
+        let envelope = Envelope {
+            id: MessageId(n),
+            sender: identity(&inbound.from),
+            recipient: identity(&inbound.to),
+            origin: "xmpp".into(),
+            destination: "xmpp".into(),
+            origin_from: inbound.from.clone(),
+            origin_to: inbound.to.clone(),
+            from: inbound.from,
+            to: inbound.to,
+            event: inbound.event,
+            protocol_ids: inbound.protocol_ids,
+            hops: inbound.hops.unwrap_or(70),
+            received_at_ms: inbound.received_at_ms,
+        };
+        for stanza in xmpp::outbound(&envelope, &xmpp::OutboundOptions::default())? {
+            out.extend_from_slice(String::from(&stanza).as_bytes());
+            out.push(b'\n');
+        }
+    }
+    Ok(out)
 }
 
 /// Reads `path` (`-` is standard input).
@@ -200,6 +289,30 @@ mod tests {
         assert_eq!(v["from"]["uri"], "im:a@b.example");
         assert_eq!(v["subject"][0]["lang"], "en");
         assert_eq!(v["content"]["body_text"], "hello");
+    }
+
+    #[test]
+    fn xmpp_to_json_and_back() {
+        let input = b"<message xmlns='jabber:component:accept' from='a@x/r' to='b@y' id='1'>\
+<body>hi</body></message>";
+        let out = translate(InputFormat::Xmpp, OutputFormat::Json, input).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["event"]["kind"], "message");
+        assert_eq!(v[0]["event"]["body"], "hi");
+        assert_eq!(v[0]["from"], "a@x/r");
+        assert_eq!(v[0]["protocol_ids"][0]["value"], "1");
+        let out = translate(InputFormat::Xmpp, OutputFormat::Xmpp, input).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("<message xmlns='jabber:component:accept' from='a@x/r' id='gw-0000000000000001' to='b@y'><body>hi</body>"), "{out}");
+        assert_eq!(out.lines().count(), 1);
+    }
+
+    #[test]
+    fn refused_stanza_names_the_condition() {
+        let input =
+            b"<message xmlns='jabber:component:accept' from='a@x' to='b@y' type='groupchat'/>";
+        let err = translate(InputFormat::Xmpp, OutputFormat::Json, input).unwrap_err();
+        assert!(err.to_string().contains("feature-not-implemented"), "{err}");
     }
 
     #[test]

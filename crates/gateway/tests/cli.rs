@@ -266,6 +266,7 @@ fn translate_rejects_malformed_input_with_one_line() {
         ("pidf", "invalid-basic.pidf"),
         ("imdn", "rfc3862-5.1.cpim"),
         ("iscomposing", "rfc3863-4.3.1.pidf"),
+        ("xmpp", "rfc3862-5.1.cpim"),
     ] {
         let path = format!("tests/vectors/{name}");
         let output = gateway(&["translate", "--from", format, &path], &[]);
@@ -276,6 +277,95 @@ fn translate_rejects_malformed_input_with_one_line() {
         assert!(err.starts_with("error: invalid "), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+#[test]
+fn translate_xmpp_stanza_to_json() {
+    let output = gateway(
+        &[
+            "translate",
+            "--from",
+            "xmpp",
+            "tests/vectors/xmpp-message.xml",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let inbound = &json[0];
+    assert_eq!(inbound["from"], "juliet@example.com/yn0cl4bnw0yr3vym");
+    assert_eq!(inbound["to"], "romeo@example.net");
+    assert_eq!(inbound["event"]["kind"], "message");
+    assert_eq!(
+        inbound["event"]["body"],
+        "Art thou not Romeo, and a Montague?"
+    );
+    assert_eq!(inbound["event"]["lang"], "en");
+    assert_eq!(inbound["event"]["thread"], "e0ffe42b");
+    assert_eq!(inbound["event"]["subjects"][0]["text"], "Capulet");
+    assert_eq!(inbound["event"]["receipts"]["delivered"], true);
+    assert_eq!(inbound["event"]["receipts"]["displayed"], true);
+    assert_eq!(inbound["protocol_ids"][0]["kind"], "xmpp.id");
+    assert_eq!(inbound["protocol_ids"][0]["value"], "m-1");
+}
+
+#[test]
+fn translate_xmpp_round_trip_through_the_model() {
+    let output = gateway(
+        &[
+            "translate",
+            "--from",
+            "xmpp",
+            "--to",
+            "xmpp",
+            "tests/vectors/xmpp-message.xml",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    for needle in [
+        "from='juliet@example.com/yn0cl4bnw0yr3vym'",
+        "to='romeo@example.net'",
+        "id='gw-0000000000000001'",
+        "xml:lang='en'",
+        "<subject>Capulet</subject>",
+        "<thread>e0ffe42b</thread>",
+        "<body>Art thou not Romeo, and a Montague?</body>",
+        "<request xmlns='urn:xmpp:receipts'/>",
+        "<markable xmlns='urn:xmpp:chat-markers:0'/>",
+    ] {
+        assert!(out.contains(needle), "expected {needle:?} in {out}");
+    }
+}
+
+#[test]
+fn translate_xmpp_refused_stanza_names_the_condition() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cpim-gateway"))
+        .args(["translate", "--from", "xmpp", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(
+            b"<message xmlns='jabber:component:accept' from='a b@x' to='b@y'><body>hi</body></message>",
+        )
+        .expect("write");
+    let output = child.wait_with_output().expect("exit");
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.starts_with("error: invalid XMPP stanza: jid-malformed"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -4,3 +4,4 @@
 //! - `translate` (pure): stanzas ⇄ broker events, after RFC 7572 (messages) and RFC 7248
 //!   (presence), XEP-0085 chat states, XEP-0184 receipts, XEP-0333 markers.
 //! - `driver`: the component connections, keepalive, reconnect, outbound queue.
+pub mod translate;
