@@ -8,6 +8,7 @@ use std::sync::Arc;
 use cpim::Address;
 use cpim_broker::map::{AddressMap, MapError};
 use cpim_broker::{Adapter, Broker, Identity};
+use cpim_xmpp::XmppAdapter;
 
 use crate::config::{AdapterConfig, AdapterKind, Config};
 use crate::error::Error;
@@ -18,7 +19,7 @@ use crate::serve;
 pub fn adapter_built(kind: AdapterKind) -> bool {
     match kind {
         AdapterKind::Sip => false,
-        AdapterKind::Xmpp => false,
+        AdapterKind::Xmpp => true,
         AdapterKind::Webhook => false,
     }
 }
@@ -67,8 +68,48 @@ pub fn run(path: &Path) -> Result<(), Error> {
 /// Builds the configured adapters, each with its context from the broker. Every adapter
 /// kind for which [`adapter_built`] is true has its constructor here; `run` refuses to
 /// start before reaching this point while any configured kind is missing.
-fn build_adapters(_config: &Config, _broker: &Broker) -> Vec<Arc<dyn Adapter>> {
-    Vec::new()
+fn build_adapters(config: &Config, broker: &Broker) -> Vec<Arc<dyn Adapter>> {
+    config
+        .adapters
+        .iter()
+        .filter_map(|(name, adapter)| match adapter {
+            AdapterConfig::Xmpp(x) => {
+                let adapter: Arc<dyn Adapter> =
+                    XmppAdapter::start(xmpp_config(name, x), broker.context(name));
+                Some(adapter)
+            }
+            AdapterConfig::Sip(_) | AdapterConfig::Webhook(_) => None,
+        })
+        .collect()
+}
+
+/// The XMPP adapter's settings from its configuration section.
+pub fn xmpp_config(name: &str, x: &crate::config::XmppConfig) -> cpim_xmpp::XmppConfig {
+    use crate::config::XmppMessageType;
+    use cpim_xmpp::translate::{OutboundMessageType, OutboundOptions};
+    cpim_xmpp::XmppConfig {
+        name: name.to_owned(),
+        server: x.server.to_string(),
+        components: x
+            .components
+            .iter()
+            .map(|c| (c.domain.as_str().to_owned(), c.secret.expose().to_owned()))
+            .collect(),
+        user_domains: x
+            .user_domains
+            .iter()
+            .map(|d| d.as_str().to_owned())
+            .collect(),
+        outbound: OutboundOptions {
+            message_type: match x.message_type {
+                XmppMessageType::Normal => OutboundMessageType::Normal,
+                XmppMessageType::Chat => OutboundMessageType::Chat,
+            },
+        },
+        ping_interval: std::time::Duration::from_secs(u64::from(x.ping_interval_secs)),
+        min_backoff: std::time::Duration::from_millis(250),
+        max_backoff: std::time::Duration::from_secs(30),
+    }
 }
 
 /// `explain`: loads the configuration at `path` and writes to `out` how the gateway reads
@@ -240,8 +281,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_adapter_is_built_in_this_version() {
-        for kind in [AdapterKind::Sip, AdapterKind::Xmpp, AdapterKind::Webhook] {
+    fn only_the_xmpp_adapter_is_built_in_this_version() {
+        assert!(adapter_built(AdapterKind::Xmpp));
+        for kind in [AdapterKind::Sip, AdapterKind::Webhook] {
             assert!(!adapter_built(kind), "{kind} is not built yet");
         }
     }

@@ -1,7 +1,12 @@
 //! `cpim-xmpp` — the XMPP adapter: an external component (XEP-0114) of a real XMPP
 //! server (Prosody, ejabberd).
 //!
-//! - `translate` (pure): stanzas ⇄ broker events, after RFC 7572 (messages) and RFC 7248
+//! - [`translate`] (pure): stanzas ⇄ broker events, after RFC 7572 (messages) and RFC 7248
 //!   (presence), XEP-0085 chat states, XEP-0184 receipts, XEP-0333 markers.
-//! - `driver`: the component connections, keepalive, reconnect, outbound queue.
+//! - [`driver`]: the component connections, keepalive, reconnect, outbound queue; the
+//!   [`driver::XmppAdapter`] that the broker delivers to.
+
+pub mod driver;
 pub mod translate;
+
+pub use driver::{XmppAdapter, XmppConfig};

@@ -1,0 +1,537 @@
+//! The thin driver: one XEP-0114 component connection per component domain, kept alive
+//! with XEP-0199 pings, reconnected with exponential backoff and jitter, fed from an
+//! ordered outbound queue.
+//!
+//! What a server expects of a component is answered here: disco#info (identity category
+//! `gateway`; features for receipts, chat states, markers, ping and `jid\20escaping`),
+//! XEP-0199 pings, and `service-unavailable` for every other `get`/`set`, so that every
+//! request gets an answer. Messages and presence go through [`crate::translate`] to the
+//! broker; what the broker refuses is answered with an XMPP error stanza.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::{SinkExt, StreamExt};
+use minidom::rxml::NcName;
+use minidom::Element;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_xmpp::connect::{DnsConfig, TcpServerConnector};
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::Component;
+use xmpp_parsers::stanza::Stanza;
+
+use cpim::Condition;
+use cpim_broker::metrics::AdapterMetrics;
+use cpim_broker::{
+    Adapter, AdapterContext, AddressStyle, DeliveryOutcome, DeliveryPolicy, Envelope, Submitter,
+};
+
+use crate::translate::{self, IqRequest, OutboundOptions, StanzaClass, StanzaFault};
+
+/// The component namespace: stanzas on a component stream live in it.
+const NS: &str = "jabber:component:accept";
+const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const NS_PING: &str = "urn:xmpp:ping";
+const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+
+/// The features a component announces in disco#info.
+pub const FEATURES: [&str; 7] = [
+    NS_DISCO_INFO,
+    NS_PING,
+    "urn:xmpp:receipts",
+    "http://jabber.org/protocol/chatstates",
+    "urn:xmpp:chat-markers:0",
+    "jid\\20escaping",
+    "urn:xmpp:hints",
+];
+
+/// The adapter's settings (from `[adapters.NAME]` with `type = "xmpp"`).
+#[derive(Clone)]
+pub struct XmppConfig {
+    /// The adapter's name.
+    pub name: String,
+    /// `host:port` of the server's component listener.
+    pub server: String,
+    /// Component domains and their shared secrets.
+    pub components: Vec<(String, String)>,
+    /// Domains whose users live on the server.
+    pub user_domains: Vec<String>,
+    /// How messages are written (type, RFC 7572 §5).
+    pub outbound: OutboundOptions,
+    /// Interval of keepalive pings on each component stream.
+    pub ping_interval: Duration,
+    /// First reconnect delay; doubles up to `max_backoff`, with ±20 % jitter.
+    pub min_backoff: Duration,
+    /// Longest reconnect delay.
+    pub max_backoff: Duration,
+}
+
+impl std::fmt::Debug for XmppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmppConfig")
+            .field("name", &self.name)
+            .field("server", &self.server)
+            .field(
+                "components",
+                &self.components.iter().map(|(d, _)| d).collect::<Vec<_>>(),
+            )
+            .field("user_domains", &self.user_domains)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the link task is asked to write, and where it says it was written.
+struct Outgoing {
+    stanzas: Vec<Element>,
+    written: oneshot::Sender<()>,
+}
+
+/// Capacity of each link's outbound queue (the broker's queues hold the rest).
+const LINK_QUEUE: usize = 4096;
+
+/// The XMPP adapter.
+pub struct XmppAdapter {
+    name: String,
+    domains: Vec<String>,
+    outbound: OutboundOptions,
+    links: HashMap<String, mpsc::Sender<Outgoing>>,
+}
+
+impl std::fmt::Debug for XmppAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XmppAdapter")
+            .field("name", &self.name)
+            .field("domains", &self.domains)
+            .finish_non_exhaustive()
+    }
+}
+
+impl XmppAdapter {
+    /// Starts one link task per component domain and returns the adapter.
+    pub fn start(config: XmppConfig, context: AdapterContext) -> Arc<XmppAdapter> {
+        let mut links = HashMap::new();
+        let up: Arc<Vec<AtomicBool>> = Arc::new(
+            config
+                .components
+                .iter()
+                .map(|_| AtomicBool::new(false))
+                .collect(),
+        );
+        for (index, (domain, secret)) in config.components.iter().enumerate() {
+            let (tx, rx) = mpsc::channel(LINK_QUEUE);
+            links.insert(domain.to_ascii_lowercase(), tx);
+            let link = Link {
+                adapter: config.name.clone(),
+                domain: domain.clone(),
+                secret: secret.clone(),
+                server: config.server.clone(),
+                ping_interval: config.ping_interval,
+                min_backoff: config.min_backoff,
+                max_backoff: config.max_backoff,
+                submitter: context.submitter.clone(),
+                metrics: context.metrics.clone(),
+                shutdown: context.shutdown.clone(),
+                up: up.clone(),
+                index,
+                ping_counter: AtomicU64::new(0),
+                server_domain: config.user_domains.first().cloned().unwrap_or_default(),
+            };
+            tokio::spawn(link.run(rx));
+        }
+        let mut domains = config.user_domains.clone();
+        domains.extend(config.components.iter().map(|(d, _)| d.clone()));
+        Arc::new(XmppAdapter {
+            name: config.name,
+            domains,
+            outbound: config.outbound,
+            links,
+        })
+    }
+}
+
+#[async_trait]
+impl Adapter for XmppAdapter {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn style(&self) -> AddressStyle {
+        AddressStyle::Xmpp
+    }
+
+    fn domains(&self) -> Vec<String> {
+        self.domains.clone()
+    }
+
+    fn policy(&self) -> DeliveryPolicy {
+        DeliveryPolicy::default()
+    }
+
+    async fn deliver(&self, envelope: Envelope) -> DeliveryOutcome {
+        let stanzas = match translate::outbound(&envelope, &self.outbound) {
+            Ok(s) => s,
+            Err(error) => {
+                return DeliveryOutcome::Failed {
+                    condition: error.condition(),
+                    text: Some(error.to_string()),
+                }
+            }
+        };
+        if stanzas.is_empty() {
+            return DeliveryOutcome::Accepted;
+        }
+        let from_domain = envelope.from.domain().to_ascii_lowercase();
+        let Some(link) = self.links.get(&from_domain) else {
+            return DeliveryOutcome::Failed {
+                condition: Condition::NotAllowed,
+                text: Some(format!(
+                    "{} cannot send from {from_domain}: it is not one of its component domains (configure an alias or a component domain)",
+                    self.name
+                )),
+            };
+        };
+        let (written, done) = oneshot::channel();
+        if link.send(Outgoing { stanzas, written }).await.is_err() {
+            return DeliveryOutcome::RetryLater {
+                after: Duration::from_secs(5),
+            };
+        }
+        // Waits while the link is down: the stanza goes out after the reconnect, in order.
+        match done.await {
+            Ok(()) => DeliveryOutcome::Accepted,
+            Err(_) => DeliveryOutcome::RetryLater {
+                after: Duration::from_secs(5),
+            },
+        }
+    }
+}
+
+/// One component connection and its state.
+struct Link {
+    adapter: String,
+    domain: String,
+    secret: String,
+    server: String,
+    ping_interval: Duration,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    submitter: Submitter,
+    metrics: AdapterMetrics,
+    shutdown: watch::Receiver<bool>,
+    up: Arc<Vec<AtomicBool>>,
+    index: usize,
+    ping_counter: AtomicU64,
+    server_domain: String,
+}
+
+type Connection = Component<TcpServerConnector>;
+
+impl Link {
+    fn set_up(&self, up: bool) {
+        if let Some(flag) = self.up.get(self.index) {
+            flag.store(up, Ordering::Relaxed);
+        }
+        self.metrics
+            .set_connected(self.up.iter().all(|f| f.load(Ordering::Relaxed)));
+    }
+
+    async fn run(mut self, mut outgoing: mpsc::Receiver<Outgoing>) {
+        let mut pending: Option<Outgoing> = None;
+        let mut attempt: u32 = 0;
+        let mut seed = jitter_seed(&self.domain);
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let timeouts = Timeouts {
+                read_timeout: self
+                    .ping_interval
+                    .saturating_mul(2)
+                    .max(Duration::from_secs(2)),
+                response_timeout: self.ping_interval.max(Duration::from_secs(2)),
+            };
+            let connect = Component::new_plaintext(
+                &self.domain,
+                &self.secret,
+                DnsConfig::addr(&self.server),
+                timeouts,
+            );
+            let mut shutdown = self.shutdown.clone();
+            let connected = tokio::select! {
+                c = connect => c,
+                _ = shutdown.changed() => return,
+            };
+            match connected {
+                Ok(component) => {
+                    attempt = 0;
+                    self.set_up(true);
+                    tracing::info!(adapter = %self.adapter, domain = %self.domain, server = %self.server, "component connected");
+                    let stop = self.serve(component, &mut outgoing, &mut pending).await;
+                    self.set_up(false);
+                    if stop {
+                        return;
+                    }
+                    tracing::warn!(adapter = %self.adapter, domain = %self.domain, "component stream ended; reconnecting");
+                }
+                Err(error) => {
+                    self.set_up(false);
+                    tracing::warn!(adapter = %self.adapter, domain = %self.domain, server = %self.server, %error, attempt, "component connection failed");
+                }
+            }
+            let delay = backoff(attempt, self.min_backoff, self.max_backoff, &mut seed);
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Runs one connected stream; returns `true` when the gateway stops.
+    async fn serve(
+        &mut self,
+        mut component: Connection,
+        outgoing: &mut mpsc::Receiver<Outgoing>,
+        pending: &mut Option<Outgoing>,
+    ) -> bool {
+        let mut ping = tokio::time::interval(self.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        let mut shutdown = self.shutdown.clone();
+        // What was waiting when the last stream ended goes out first, in order.
+        if let Some(item) = pending.take() {
+            if let Err(item) = write(&mut component, item).await {
+                *pending = Some(item);
+                return false;
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    let _ = component.send_end().await;
+                    return true;
+                }
+                incoming = component.next() => match incoming {
+                    Some(stanza) => {
+                        for reply in self.handle(stanza).await {
+                            if component.send(reply).await.is_err() {
+                                return false;
+                            }
+                        }
+                    }
+                    None => return false,
+                },
+                item = outgoing.recv() => match item {
+                    Some(item) => {
+                        if let Err(item) = write(&mut component, item).await {
+                            *pending = Some(item);
+                            return false;
+                        }
+                    }
+                    None => return true,
+                },
+                _ = ping.tick() => {
+                    let n = self.ping_counter.fetch_add(1, Ordering::Relaxed);
+                    let id = format!("cpim-ping-{n}");
+                    let ping = element(
+                        "iq",
+                        NS,
+                        &[("type", "get"), ("id", &id), ("from", &self.domain), ("to", &self.server_domain)],
+                        vec![element("ping", NS_PING, &[], Vec::new())],
+                    );
+                    if let Some(stanza) = to_stanza(ping) {
+                        if component.send(stanza).await.is_err() {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one received stanza; returns the replies to write.
+    async fn handle(&self, stanza: Stanza) -> Vec<Stanza> {
+        let element = Element::from(stanza);
+        match translate::classify(&element) {
+            StanzaClass::Message | StanzaClass::Presence => self.handle_exchange(&element).await,
+            StanzaClass::IqRequest(request) => {
+                self.handle_iq(&element, request).into_iter().collect()
+            }
+            StanzaClass::IqResponse | StanzaClass::Unknown => Vec::new(),
+        }
+    }
+
+    async fn handle_exchange(&self, element: &Element) -> Vec<Stanza> {
+        let inbound = match translate::inbound(element, now_ms()) {
+            Ok(inbound) => inbound,
+            Err(fault) => {
+                tracing::debug!(adapter = %self.adapter, condition = %fault.condition, text = %fault.text, "stanza refused");
+                return translate::error_reply(element, &fault)
+                    .and_then(to_stanza)
+                    .into_iter()
+                    .collect();
+            }
+        };
+        let mut replies = Vec::new();
+        for item in inbound {
+            if let Err(rejected) = self.submitter.submit(item).await {
+                let fault = StanzaFault {
+                    condition: rejected.condition,
+                    text: rejected.text,
+                };
+                replies.extend(translate::error_reply(element, &fault).and_then(to_stanza));
+                break;
+            }
+        }
+        replies
+    }
+
+    fn handle_iq(&self, iq: &Element, request: IqRequest) -> Option<Stanza> {
+        let reply = |children: Vec<Element>| {
+            let mut attrs = vec![
+                ("type", "result"),
+                ("id", iq.attr("id").unwrap_or_default()),
+            ];
+            if let Some(to) = iq.attr("to") {
+                attrs.push(("from", to));
+            }
+            if let Some(from) = iq.attr("from") {
+                attrs.push(("to", from));
+            }
+            element("iq", NS, &attrs, children)
+        };
+        let answer = match request {
+            IqRequest::Ping => reply(Vec::new()),
+            IqRequest::DiscoInfo { node: None } => {
+                let identity = element(
+                    "identity",
+                    NS_DISCO_INFO,
+                    &[
+                        ("category", "gateway"),
+                        ("type", "sip"),
+                        ("name", "cpim-gateway"),
+                    ],
+                    Vec::new(),
+                );
+                let features = FEATURES
+                    .iter()
+                    .map(|f| element("feature", NS_DISCO_INFO, &[("var", f)], Vec::new()));
+                let query = element(
+                    "query",
+                    NS_DISCO_INFO,
+                    &[],
+                    std::iter::once(identity).chain(features).collect(),
+                );
+                reply(vec![query])
+            }
+            IqRequest::DiscoItems { node: None } => {
+                reply(vec![element("query", NS_DISCO_ITEMS, &[], Vec::new())])
+            }
+            IqRequest::DiscoInfo { .. } | IqRequest::DiscoItems { .. } => {
+                let fault = StanzaFault::new(Condition::ItemNotFound, "no such node");
+                translate::error_reply(iq, &fault)?
+            }
+            IqRequest::Other => {
+                let fault = StanzaFault::new(
+                    Condition::ServiceUnavailable,
+                    "not supported by this gateway",
+                );
+                translate::error_reply(iq, &fault)?
+            }
+        };
+        to_stanza(answer)
+    }
+}
+
+/// Writes every stanza of `item`; on failure gives the item back for the next stream.
+async fn write(component: &mut Connection, item: Outgoing) -> Result<(), Outgoing> {
+    if item.written.is_closed() {
+        // The delivery gave up waiting (the gateway is stopping): nothing to send.
+        return Ok(());
+    }
+    for element in &item.stanzas {
+        let Some(stanza) = to_stanza(element.clone()) else {
+            continue;
+        };
+        if component.send(stanza).await.is_err() {
+            return Err(item);
+        }
+    }
+    let _ = item.written.send(());
+    Ok(())
+}
+
+/// An element `name` in the component namespace (or `ns`) with these attributes (all names
+/// here are literals of this module and valid XML names).
+fn element(name: &str, ns: &str, attrs: &[(&str, &str)], children: Vec<Element>) -> Element {
+    let mut builder = Element::builder(name, ns);
+    for (key, value) in attrs {
+        if let Ok(key) = NcName::try_from(*key) {
+            builder = builder.attr(key, *value);
+        }
+    }
+    builder.append_all(children).build()
+}
+
+fn to_stanza(element: Element) -> Option<Stanza> {
+    match Stanza::try_from(element) {
+        Ok(stanza) => Some(stanza),
+        Err(error) => {
+            tracing::error!(%error, "a stanza the gateway built does not parse; not sent");
+            None
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn jitter_seed(domain: &str) -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    domain
+        .bytes()
+        .fold(nanos | 1, |h, b| h.rotate_left(5) ^ u64::from(b))
+}
+
+/// `min · 2^attempt`, at most `max`, times a jitter factor in [0.8, 1.2].
+pub fn backoff(attempt: u32, min: Duration, max: Duration, seed: &mut u64) -> Duration {
+    let base = min.saturating_mul(1u32 << attempt.min(16)).min(max);
+    // xorshift64: enough randomness to spread reconnects, no extra dependency.
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    let factor = 0.8 + (*seed % 401) as f64 / 1000.0;
+    base.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let mut seed = 42;
+        let min = Duration::from_millis(500);
+        let max = Duration::from_secs(30);
+        for attempt in 0..20 {
+            let d = backoff(attempt, min, max, &mut seed);
+            let base = min.saturating_mul(1 << attempt.min(16)).min(max);
+            assert!(
+                d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2),
+                "{attempt}: {d:?}"
+            );
+        }
+        let a = backoff(3, min, max, &mut seed);
+        let b = backoff(3, min, max, &mut seed);
+        assert_ne!(a, b, "jitter varies");
+    }
+}
