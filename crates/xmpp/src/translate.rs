@@ -19,7 +19,9 @@
 //!
 //! Outbound messages are `normal` (no `type`, RFC 7572 §5) unless [`OutboundOptions`] says
 //! `chat`; the stanza `id` is the gateway id (`gw-…`) so that receipts, markers and errors
-//! come back correlated; `xml:lang` sits on the stanza (RFC 7572 §8, example 7); an
+//! come back correlated; `xml:lang` is set on the stanza (RFC 7572 §8, example 7), and the
+//! typed stanza that tokio-xmpp writes carries it on `<body/>` and `<subject/>` (RFC 6120
+//! §8.1.5 allows either; the server then stamps its stream default on the stanza); an
 //! `<origin-id/>` (XEP-0359) repeats the id for archives and carbons.
 //!
 //! Bodies: any `text/*` body with no charset, `utf-8` or `us-ascii` is sent as the `<body/>`

@@ -1,0 +1,532 @@
+//! The XMPP adapter against a real Prosody, with real XMPP clients (slixmpp). The far side
+//! is the broker's in-memory adapter standing in for a SIP network (`sip.test`, seen from
+//! XMPP as `sip.gw.xmpp.test`).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpim::event::{
+    Composing, Event, Message, NotificationStatus, PresenceUpdate, Subscription, SubscriptionOp,
+};
+use cpim::iscomposing::ComposingState;
+use cpim::{Address, Condition};
+use cpim_broker::core::CoreConfig;
+use cpim_broker::map::{AdapterMapConfig, AddressMap, MapConfig};
+use cpim_broker::presence::HubConfig;
+use cpim_broker::testing::{Behavior, MemoryAdapter};
+use cpim_broker::{AddressStyle, Broker, BrokerHandle, Envelope, Inbound, Submitter};
+use cpim_xmpp::translate::OutboundOptions;
+use cpim_xmpp::{XmppAdapter, XmppConfig};
+
+use support::{MessageExtras, PresenceKind, Prosody, ProsodyOpts, XmppClient, COMPONENT, TIMEOUT};
+
+const ALIAS: &str = "sip.gw.xmpp.test";
+const ALIAS_SECRET: &str = "alias-secret";
+
+struct Gateway {
+    sip: MemoryAdapter,
+    from_sip: Submitter,
+    broker: BrokerHandle,
+}
+
+fn map() -> AddressMap {
+    AddressMap::new(MapConfig {
+        adapters: vec![
+            AdapterMapConfig {
+                name: "xmpp".into(),
+                style: AddressStyle::Xmpp,
+                home_domains: vec!["xmpp.test".into()],
+                alias_domains: vec![(ALIAS.into(), "sip.test".into())],
+                escape_domains: vec![COMPONENT.into()],
+            },
+            AdapterMapConfig {
+                name: "sip".into(),
+                style: AddressStyle::Sip,
+                home_domains: vec!["sip.test".into()],
+                alias_domains: Vec::new(),
+                escape_domains: Vec::new(),
+            },
+        ],
+        users: Vec::new(),
+    })
+    .expect("valid map")
+}
+
+async fn gateway(prosody: &Prosody) -> Gateway {
+    let config = CoreConfig {
+        hub: HubConfig {
+            coalesce_interval: Duration::from_millis(100),
+            ..HubConfig::default()
+        },
+        ..CoreConfig::default()
+    };
+    let (mut broker, handle) = Broker::new(config, Arc::new(map()));
+    let xmpp = XmppAdapter::start(
+        XmppConfig {
+            name: "xmpp".into(),
+            server: prosody.component_addr().to_string(),
+            components: vec![
+                (COMPONENT.into(), prosody.component_secret(COMPONENT).into()),
+                (ALIAS.into(), ALIAS_SECRET.into()),
+            ],
+            user_domains: vec!["xmpp.test".into()],
+            outbound: OutboundOptions::default(),
+            ping_interval: Duration::from_secs(1),
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        },
+        broker.context("xmpp"),
+    );
+    let sip = MemoryAdapter::new("sip", AddressStyle::Sip, &["sip.test"]);
+    let from_sip = broker.context("sip").submitter;
+    broker.add_adapter(xmpp);
+    broker.add_adapter(Arc::new(sip.clone()));
+    broker.start();
+    let gw = Gateway {
+        sip,
+        from_sip,
+        broker: handle,
+    };
+    gw.wait_connected(true).await;
+    gw
+}
+
+impl Gateway {
+    async fn wait_connected(&self, up: bool) {
+        let metrics = self.broker.metrics().adapter("xmpp");
+        for _ in 0..200 {
+            if metrics.is_connected() == up {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the XMPP adapter did not become {}",
+            if up { "connected" } else { "disconnected" }
+        );
+    }
+
+    /// Waits for the next envelope the far side receives that matches.
+    async fn far_side(&self, what: &str, pred: impl Fn(&Envelope) -> bool) -> Envelope {
+        for _ in 0..200 {
+            if let Some(e) = self.sip.received().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("far side never got {what}: {:#?}", self.sip.received());
+    }
+
+    async fn send_from_sip(&self, event: Event, from: &str, to: &str) {
+        let inbound = Inbound::new(event, addr(from), addr(to));
+        self.from_sip.submit(inbound).await.expect("accepted");
+    }
+}
+
+fn addr(s: &str) -> Address {
+    Address::parse(s).expect("address")
+}
+
+fn pidf(entity: &str, show: &str, note: &str) -> cpim::presence::Presence {
+    let xml = format!(
+        "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='{entity}'><tuple id='t1'><status><basic>open</basic><show xmlns='jabber:client'>{show}</show></status><note>{note}</note></tuple></presence>"
+    );
+    cpim::presence::Presence::parse(xml.as_bytes()).expect("pidf")
+}
+
+async fn setup() -> (Prosody, Gateway, XmppClient) {
+    let prosody = Prosody::start(ProsodyOpts::default().component(ALIAS, ALIAS_SECRET)).await;
+    prosody.register("alice", "alice-pass").await;
+    let gw = gateway(&prosody).await;
+    let alice = XmppClient::connect(&prosody, "alice@xmpp.test", "alice-pass").await;
+    (prosody, gw, alice)
+}
+
+/// Scenario 1: an XMPP user writes to a SIP user and gets the reply; subject, thread and
+/// language travel both ways (RFC 7572).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_and_reply_carry_subject_thread_and_language() {
+    let (_prosody, gw, mut alice) = setup().await;
+    let extras = MessageExtras {
+        subject: Some("Déjeuner".into()),
+        thread: Some("th-42".into()),
+        lang: Some("fr".into()),
+        kind: Some("chat".into()),
+        ..MessageExtras::default()
+    };
+    alice
+        .send_message("bob@sip.gw.xmpp.test", "On se voit à midi ? 🍝", extras)
+        .await;
+    let e = gw
+        .far_side("alice's message", |e| matches!(e.event, Event::Message(_)))
+        .await;
+    assert_eq!(e.to.to_string(), "sip:bob@sip.test");
+    // alice's resource travels as the GRUU instance (RFC 7247 §6.3).
+    let resource = alice
+        .full_jid()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        e.from.to_string(),
+        format!("sip:alice@xmpp.test;gr={resource}")
+    );
+    let Event::Message(m) = &e.event else {
+        unreachable!()
+    };
+    assert_eq!(m.body, "On se voit à midi ? 🍝".as_bytes());
+    assert_eq!(m.thread.as_deref(), Some("th-42"));
+    assert_eq!(m.lang.as_deref(), Some("fr"));
+    assert_eq!(m.subjects[0].text, "Déjeuner");
+
+    let mut reply = Message::text("Oui, à tout à l'heure");
+    reply.thread = Some("th-42".into());
+    reply.lang = Some("fr".into());
+    reply.subjects = vec![cpim::event::LangText {
+        lang: Some("fr".into()),
+        text: "Re: Déjeuner".into(),
+    }];
+    gw.send_from_sip(
+        Event::Message(reply),
+        "sip:bob@sip.test",
+        "sip:alice@xmpp.test",
+    )
+    .await;
+    let got = alice
+        .expect(
+            |ev| ev.kind() == "message" && ev.get("body").is_some(),
+            TIMEOUT,
+        )
+        .await;
+    assert_eq!(got.sender_bare(), Some("bob@sip.gw.xmpp.test"));
+    assert_eq!(got.get("body"), Some("Oui, à tout à l'heure"));
+    assert_eq!(got.get("thread"), Some("th-42"));
+    assert_eq!(got.get("subject"), Some("Re: Déjeuner"));
+    // The language travels on the body and subject (the typed stanza writes it there).
+    assert!(
+        got.xml().contains("<body xml:lang=\"fr\">"),
+        "{}",
+        got.xml()
+    );
+}
+
+/// Scenario 2: subscription with approval, presence both ways, unsubscribe (RFC 7248).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_subscription_with_approval_both_ways() {
+    let (_prosody, gw, mut alice) = setup().await;
+    // alice (XMPP) asks to watch bob (SIP); the SIP side is asked and approves.
+    alice
+        .send_presence(
+            PresenceKind::Subscribe,
+            Some("bob@sip.gw.xmpp.test"),
+            None,
+            None,
+        )
+        .await;
+    let ask = gw
+        .far_side("the authorization request", |e| {
+            matches!(&e.event, Event::Subscription(s) if s.op == SubscriptionOp::Subscribe && !s.aggregate)
+        })
+        .await;
+    assert_eq!(ask.from.to_string(), "sip:alice@xmpp.test");
+    gw.send_from_sip(
+        Event::Subscription(Subscription::new(SubscriptionOp::Approve)),
+        "sip:bob@sip.test",
+        "sip:alice@xmpp.test",
+    )
+    .await;
+    alice
+        .expect(
+            |ev| ev.kind() == "presence" && ev.get("type") == Some("subscribed"),
+            TIMEOUT,
+        )
+        .await;
+    gw.far_side("the gateway's upstream subscription", |e| {
+        matches!(&e.event, Event::Subscription(s) if s.op == SubscriptionOp::Subscribe && s.aggregate)
+    })
+    .await;
+    // bob's state reaches alice with show and status.
+    gw.send_from_sip(
+        Event::Presence(PresenceUpdate {
+            presence: pidf("pres:bob@sip.test", "dnd", "In a meeting"),
+        }),
+        "sip:bob@sip.test",
+        "sip:alice@xmpp.test",
+    )
+    .await;
+    let p = alice
+        .expect(
+            |ev| {
+                ev.kind() == "presence"
+                    && ev.sender_bare() == Some("bob@sip.gw.xmpp.test")
+                    && ev.get("type").is_none_or(|t| t == "available")
+            },
+            TIMEOUT,
+        )
+        .await;
+    assert!(p.xml().contains("<show>dnd</show>"), "{}", p.xml());
+    assert!(p.xml().contains("In a meeting"), "{}", p.xml());
+
+    // The other way: bob (SIP) watches alice; alice approves; her presence reaches bob.
+    gw.send_from_sip(
+        Event::Subscription(Subscription::new(SubscriptionOp::Subscribe)),
+        "sip:bob@sip.test",
+        "sip:alice@xmpp.test",
+    )
+    .await;
+    alice
+        .expect(
+            |ev| ev.kind() == "presence" && ev.get("type") == Some("subscribe"),
+            TIMEOUT,
+        )
+        .await;
+    alice
+        .send_presence(
+            PresenceKind::Subscribed,
+            Some("bob@sip.gw.xmpp.test"),
+            None,
+            None,
+        )
+        .await;
+    gw.far_side(
+        "alice's approval",
+        |e| matches!(&e.event, Event::Subscription(s) if s.op == SubscriptionOp::Approve),
+    )
+    .await;
+    alice
+        .send_presence(PresenceKind::Available, None, Some("away"), Some("Lunch"))
+        .await;
+    let seen = gw
+        .far_side("alice's away presence", |e| match &e.event {
+            Event::Presence(p) => {
+                serde_json::to_string(&p.presence).is_ok_and(|j| j.contains("away"))
+            }
+            _ => false,
+        })
+        .await;
+    assert!(
+        seen.from.to_string().starts_with("sip:alice@xmpp.test"),
+        "{}",
+        seen.from
+    );
+    assert_eq!(seen.to.to_string(), "sip:bob@sip.test");
+
+    // alice stops watching bob: the gateway's upstream subscription goes away.
+    alice
+        .send_presence(
+            PresenceKind::Unsubscribe,
+            Some("bob@sip.gw.xmpp.test"),
+            None,
+            None,
+        )
+        .await;
+    gw.far_side("the upstream unsubscribe", |e| {
+        matches!(&e.event, Event::Subscription(s) if s.op == SubscriptionOp::Unsubscribe && s.aggregate)
+    })
+    .await;
+}
+
+/// Scenario 3: receipts and chat states in both directions (XEP-0184, XEP-0085).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_and_chat_states_both_ways() {
+    let (_prosody, gw, mut alice) = setup().await;
+    // alice → bob with a receipt request; bob's side delivers end to end.
+    let extras = MessageExtras {
+        request_receipt: true,
+        kind: Some("chat".into()),
+        ..MessageExtras::default()
+    };
+    let id = alice
+        .send_message("bob@sip.gw.xmpp.test", "did you get this?", extras)
+        .await;
+    let received = alice
+        .expect(
+            |ev| {
+                ev.kind() == "message"
+                    && ev.xml().contains("urn:xmpp:receipts")
+                    && ev.xml().contains("received")
+            },
+            TIMEOUT,
+        )
+        .await;
+    assert!(
+        received.xml().contains(&id),
+        "receipt names alice's id {id}: {}",
+        received.xml()
+    );
+    assert_eq!(received.sender_bare(), Some("bob@sip.gw.xmpp.test"));
+
+    // alice is typing.
+    let typing = MessageExtras {
+        chat_state: Some("composing".into()),
+        kind: Some("chat".into()),
+        ..MessageExtras::default()
+    };
+    alice
+        .send_message("bob@sip.gw.xmpp.test", None, typing)
+        .await;
+    gw.far_side(
+        "alice's composing",
+        |e| matches!(&e.event, Event::Composing(c) if c.state == ComposingState::Active),
+    )
+    .await;
+
+    // bob → alice: alice's client confirms; the SIP side learns it was delivered.
+    gw.send_from_sip(
+        Event::Message(Message::text("yes!")),
+        "sip:bob@sip.test",
+        "sip:alice@xmpp.test",
+    )
+    .await;
+    let msg = alice
+        .expect(|ev| ev.get("body") == Some("yes!"), TIMEOUT)
+        .await;
+    assert!(
+        msg.xml().contains("urn:xmpp:receipts"),
+        "the gateway asks for a receipt: {}",
+        msg.xml()
+    );
+    let msg_id = msg.get("id").expect("stanza id").to_owned();
+    alice
+        .send_raw(&format!(
+            "<message to='bob@sip.gw.xmpp.test'><received xmlns='urn:xmpp:receipts' id='{msg_id}'/></message>"
+        ))
+        .await;
+    let note = gw
+        .far_side("the delivery receipt", |e| {
+            matches!(&e.event, Event::Notification(n) if n.status == NotificationStatus::Delivered)
+        })
+        .await;
+    let Event::Notification(n) = &note.event else {
+        unreachable!()
+    };
+    assert_eq!(
+        n.message_id, msg_id,
+        "the notification names the gateway id of bob's message"
+    );
+
+    // bob is typing.
+    gw.send_from_sip(
+        Event::Composing(Composing {
+            state: ComposingState::Active,
+            refresh_secs: None,
+        }),
+        "sip:bob@sip.test",
+        "sip:alice@xmpp.test",
+    )
+    .await;
+    alice
+        .expect(
+            |ev| ev.kind() == "message" && ev.xml().contains("<composing"),
+            TIMEOUT,
+        )
+        .await;
+}
+
+/// Scenario 4: a failure on the far side reaches the XMPP sender as the mapped stanza error,
+/// with the id of the message it answers (RFC 7247 §7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_side_failure_becomes_a_stanza_error() {
+    let (_prosody, gw, mut alice) = setup().await;
+    gw.sip.set_behavior(Behavior::Fail(Condition::ItemNotFound));
+    let id = alice
+        .send_message(
+            "nobody@sip.gw.xmpp.test",
+            "hello?",
+            MessageExtras::default(),
+        )
+        .await;
+    let err = alice
+        .expect(
+            |ev| ev.kind() == "message" && ev.get("type") == Some("error"),
+            TIMEOUT,
+        )
+        .await;
+    assert_eq!(err.get("id"), Some(id.as_str()));
+    assert!(err.xml().contains("item-not-found"), "{}", err.xml());
+    assert_eq!(err.sender_bare(), Some("nobody@sip.gw.xmpp.test"));
+    // An address no adapter owns is refused by the gateway at once.
+    let id = alice
+        .send_message(
+            "x\\40nowhere.example@gw.xmpp.test",
+            "lost",
+            MessageExtras::default(),
+        )
+        .await;
+    let err = alice
+        .expect(
+            |ev| ev.get("type") == Some("error") && ev.get("id") == Some(id.as_str()),
+            TIMEOUT,
+        )
+        .await;
+    assert!(err.xml().contains("item-not-found"), "{}", err.xml());
+}
+
+/// Scenario 5: Prosody stops and comes back; the gateway reconnects by itself and every
+/// message accepted meanwhile reaches the user once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prosody_restart_loses_nothing_and_keeps_order() {
+    let (mut prosody, gw, alice) = setup().await;
+    alice.close().await;
+    prosody.stop().await;
+    gw.wait_connected(false).await;
+    for i in 0..10 {
+        gw.send_from_sip(
+            Event::Message(Message::text(&format!("m{i}"))),
+            "sip:bob@sip.test",
+            "sip:alice@xmpp.test",
+        )
+        .await;
+    }
+    prosody.restart().await;
+    gw.wait_connected(true).await;
+    // alice was offline: Prosody stores the messages and hands them over at login.
+    let mut alice = XmppClient::connect(&prosody, "alice@xmpp.test", "alice-pass").await;
+    let mut bodies = Vec::new();
+    while bodies.len() < 10 {
+        let ev = alice.expect(|ev| ev.get("body").is_some(), TIMEOUT).await;
+        bodies.push(ev.get("body").unwrap_or_default().to_owned());
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(bodies, expected);
+    alice
+        .expect_none(|ev| ev.get("body").is_some(), Duration::from_millis(500))
+        .await;
+}
+
+/// Answers what a server expects of a component: disco#info, ping, service-unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_answers_disco_ping_and_unsupported_iqs() {
+    let (_prosody, _gw, mut alice) = setup().await;
+    alice.send_raw("<iq type='get' id='d1' to='gw.xmpp.test'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>").await;
+    let disco = alice
+        .expect(
+            |ev| ev.kind() == "iq" && ev.get("id") == Some("d1"),
+            TIMEOUT,
+        )
+        .await;
+    for needle in [
+        "category=\"gateway\"",
+        "urn:xmpp:receipts",
+        "http://jabber.org/protocol/chatstates",
+        "jid\\20escaping",
+    ] {
+        assert!(disco.xml().contains(needle), "{needle} in {}", disco.xml());
+    }
+    alice
+        .send_raw("<iq type='get' id='p1' to='gw.xmpp.test'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let pong = alice.expect(|ev| ev.get("id") == Some("p1"), TIMEOUT).await;
+    assert_eq!(pong.get("type"), Some("result"));
+    alice
+        .send_raw(
+            "<iq type='get' id='v1' to='gw.xmpp.test'><query xmlns='jabber:iq:version'/></iq>",
+        )
+        .await;
+    let err = alice.expect(|ev| ev.get("id") == Some("v1"), TIMEOUT).await;
+    assert_eq!(err.get("type"), Some("error"));
+    assert!(err.xml().contains("service-unavailable"), "{}", err.xml());
+}
