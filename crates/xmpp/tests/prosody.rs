@@ -530,3 +530,49 @@ async fn component_answers_disco_ping_and_unsupported_iqs() {
     assert_eq!(err.get("type"), Some("error"));
     assert!(err.xml().contains("service-unavailable"), "{}", err.xml());
 }
+
+/// Message rate through Prosody, for the record (not an assertion): the far side sends
+/// `N` messages to an XMPP user as fast as the broker accepts them; the clock stops when
+/// the slixmpp client has read the last one. Run by hand:
+/// `cargo test --release -p cpim-xmpp --test prosody -- --ignored --nocapture rate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn rate_far_side_to_xmpp_user_through_prosody() {
+    const N: usize = 5_000;
+    let (_prosody, gw, mut alice) = setup().await;
+    let start = std::time::Instant::now();
+    let mut pushed_back = 0;
+    for i in 0..N {
+        loop {
+            let inbound = Inbound::new(
+                Event::Message(Message::text(&format!("r{i}"))),
+                addr("sip:bob@sip.test"),
+                addr("sip:alice@xmpp.test"),
+            );
+            match gw.from_sip.submit(inbound).await {
+                Ok(_) => break,
+                Err(r) if r.condition == Condition::ResourceConstraint => {
+                    pushed_back += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(r) => panic!("refused: {r}"),
+            }
+        }
+    }
+    let accepted = start.elapsed();
+    let mut last = String::new();
+    let mut seen = 0;
+    while seen < N {
+        let ev = alice
+            .expect(|ev| ev.get("body").is_some(), Duration::from_secs(60))
+            .await;
+        last = ev.get("body").unwrap_or_default().to_owned();
+        seen += 1;
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(last, format!("r{}", N - 1));
+    println!(
+        "{N} messages: accepted in {accepted:?} ({pushed_back} back-pressure refusals retried), received by the XMPP client in {elapsed:?} = {:.0} messages/s",
+        N as f64 / elapsed.as_secs_f64()
+    );
+}
