@@ -216,7 +216,8 @@ async fn message_and_reply_carry_subject_thread_and_language() {
 /// Scenario 2: subscription with approval, presence both ways, unsubscribe (RFC 7248).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_subscription_with_approval_both_ways() {
-    let (_prosody, gw, mut alice) = setup().await;
+    let (prosody, gw, mut alice) = setup().await;
+    let prosody = &prosody;
     // alice (XMPP) asks to watch bob (SIP); the SIP side is asked and approves.
     alice
         .send_presence(
@@ -269,6 +270,25 @@ async fn presence_subscription_with_approval_both_ways() {
         .await;
     assert!(p.xml().contains("<show>dnd</show>"), "{}", p.xml());
     assert!(p.xml().contains("In a meeting"), "{}", p.xml());
+
+    // alice logs in again: her server probes bob, and the gateway answers from its cache
+    // without asking the SIP side (RFC 7248 §6).
+    let probes_before = gw.sip.received().len();
+    alice.close().await;
+    let mut alice = XmppClient::connect(prosody, "alice@xmpp.test", "alice-pass").await;
+    let p = alice
+        .expect(
+            |ev| ev.kind() == "presence" && ev.sender_bare() == Some("bob@sip.gw.xmpp.test"),
+            TIMEOUT,
+        )
+        .await;
+    assert!(p.xml().contains("<show>dnd</show>"), "{}", p.xml());
+    assert!(
+        !gw.sip.received()[probes_before..]
+            .iter()
+            .any(|e| matches!(&e.event, Event::Subscription(s) if s.op == SubscriptionOp::Probe)),
+        "the probe was answered from the cache"
+    );
 
     // The other way: bob (SIP) watches alice; alice approves; her presence reaches bob.
     gw.send_from_sip(

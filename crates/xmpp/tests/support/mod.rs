@@ -38,7 +38,8 @@ pub(crate) const COMPONENT_SECRET: &str = "gw-secret";
 const PROSODY: &str = "/usr/bin/prosody";
 const PROSODYCTL: &str = "/usr/bin/prosodyctl";
 const PYTHON: &str = "/usr/bin/python3";
-const CLIENT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/xmpp_client.py");
+// Works from any crate of the workspace that includes this module with `#[path]`.
+const CLIENT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../xmpp/tests/xmpp_client.py");
 const LOG_TAIL_LINES: usize = 60;
 
 static DIR_COUNTER: AtomicU32 = AtomicU32::new(0);
