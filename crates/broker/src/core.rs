@@ -931,49 +931,11 @@ pub(crate) mod tests {
 
     use crate::identity::AddressStyle;
 
-    /// A router for tests: `sip.test` is adapter `sip`, `xmpp.test` is `xmpp`, each
-    /// written in its own style; identities keep their domain on every network.
-    pub(crate) struct TestRouter;
-
-    pub(crate) fn style(adapter: &str) -> AddressStyle {
-        if adapter == "sip" {
-            AddressStyle::Sip
-        } else {
-            AddressStyle::Xmpp
-        }
-    }
-
-    impl Router for TestRouter {
-        fn resolve(&self, _on: &str, address: &Address) -> Result<Route, String> {
-            let (local, domain) = address
-                .identity()
-                .map_err(|e| e.to_string())?
-                .ok_or("no user")?;
-            let owner = match domain.as_str() {
-                "sip.test" => "sip",
-                "xmpp.test" => "xmpp",
-                other => return Err(format!("no adapter owns {other}")),
-            };
-            Ok(Route {
-                owner: owner.to_owned(),
-                identity: Identity::new(&local, &domain),
-                instance: crate::identity::instance_of(address),
-            })
-        }
-
-        fn present(&self, id: &Identity, inst: Option<&str>, on: &str) -> Result<Address, String> {
-            style(on)
-                .render(id.local(), id.domain(), inst)
-                .map_err(|e| e.to_string())
-        }
-
-        fn owner(&self, id: &Identity) -> Option<String> {
-            match id.domain() {
-                "sip.test" => Some("sip".to_owned()),
-                "xmpp.test" => Some("xmpp".to_owned()),
-                _ => None,
-            }
-        }
+    fn test_map() -> Arc<AddressMap> {
+        Arc::new(crate::testing::plain_map(&[
+            ("sip", AddressStyle::Sip, "sip.test"),
+            ("xmpp", AddressStyle::Xmpp, "xmpp.test"),
+        ]))
     }
 
     pub(crate) fn addr(s: &str) -> Address {
@@ -981,7 +943,7 @@ pub(crate) mod tests {
     }
 
     fn core_with(config: CoreConfig) -> Core {
-        let mut core = Core::new(config, Arc::new(TestRouter));
+        let mut core = Core::new(config, test_map());
         core.register_adapter("sip", DeliveryPolicy::default());
         core.register_adapter("xmpp", DeliveryPolicy::default());
         core
@@ -1260,7 +1222,7 @@ pub(crate) mod tests {
             )
             .unwrap_err();
         assert_eq!(r.condition, Condition::InternalServerError);
-        let mut only_sip = Core::new(CoreConfig::default(), Arc::new(TestRouter));
+        let mut only_sip = Core::new(CoreConfig::default(), test_map());
         only_sip.register_adapter("sip", DeliveryPolicy::default());
         let r = only_sip
             .accept(

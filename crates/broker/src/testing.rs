@@ -16,6 +16,28 @@ use cpim::Condition;
 use crate::adapter::{Adapter, DeliveryPolicy};
 use crate::envelope::{DeliveryOutcome, Envelope};
 use crate::identity::AddressStyle;
+use crate::map::{AdapterMapConfig, AddressMap, MapConfig};
+
+/// An address map of plain networks: each `(adapter, style, home domain)` owns its domain,
+/// and users keep their `user@domain` on every network (no aliases, no escaping).
+pub fn plain_map(networks: &[(&str, AddressStyle, &str)]) -> AddressMap {
+    let adapters = networks
+        .iter()
+        .map(|(name, style, home)| AdapterMapConfig {
+            name: (*name).to_owned(),
+            style: *style,
+            home_domains: vec![(*home).to_owned()],
+            alias_domains: Vec::new(),
+            escape_domains: Vec::new(),
+        })
+        .collect();
+    let config = MapConfig {
+        adapters,
+        users: Vec::new(),
+    };
+    // Test helper: a bad list of networks is the test's own mistake.
+    AddressMap::new(config).unwrap_or_else(|e| panic!("invalid test map: {e}"))
+}
 
 /// How a [`MemoryAdapter`] answers a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]

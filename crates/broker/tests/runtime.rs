@@ -8,53 +8,8 @@ use cpim::event::{Event, Message, NotificationStatus};
 use cpim::{Address, Condition};
 use cpim_broker::core::{CoreConfig, Router};
 use cpim_broker::map::Route;
-use cpim_broker::testing::{Behavior, MemoryAdapter};
+use cpim_broker::testing::{plain_map, Behavior, MemoryAdapter};
 use cpim_broker::{AddressStyle, Broker, Identity, Inbound, Submitter};
-
-/// `sip.test` belongs to adapter `sip`, `xmpp.test` to `xmpp`; addresses keep their
-/// domain on both networks.
-struct DomainRouter;
-
-impl Router for DomainRouter {
-    fn resolve(&self, _on: &str, address: &Address) -> Result<Route, String> {
-        let (local, domain) = address
-            .identity()
-            .map_err(|e| e.to_string())?
-            .ok_or("no user")?;
-        let owner = match domain.as_str() {
-            "sip.test" => "sip",
-            "xmpp.test" => "xmpp",
-            other => return Err(format!("no adapter owns {other}")),
-        };
-        Ok(Route {
-            owner: owner.to_owned(),
-            identity: Identity::new(&local, &domain),
-            instance: None,
-        })
-    }
-
-    fn present(&self, id: &Identity, inst: Option<&str>, on: &str) -> Result<Address, String> {
-        let style = if on == "sip" {
-            AddressStyle::Sip
-        } else {
-            AddressStyle::Xmpp
-        };
-        style
-            .render(id.local(), id.domain(), inst)
-            .map_err(|e| e.to_string())
-    }
-
-    fn owner(&self, id: &Identity) -> Option<String> {
-        Some(
-            if id.domain() == "sip.test" {
-                "sip"
-            } else {
-                "xmpp"
-            }
-            .to_owned(),
-        )
-    }
-}
 
 fn addr(s: &str) -> Address {
     Address::parse(s).expect("test address")
@@ -75,7 +30,13 @@ struct Setup {
 }
 
 fn setup(config: CoreConfig) -> Setup {
-    let (mut broker, handle) = Broker::new(config, Arc::new(DomainRouter));
+    let (mut broker, handle) = Broker::new(
+        config,
+        Arc::new(plain_map(&[
+            ("sip", AddressStyle::Sip, "sip.test"),
+            ("xmpp", AddressStyle::Xmpp, "xmpp.test"),
+        ])),
+    );
     let sip = MemoryAdapter::new("sip", AddressStyle::Sip, &["sip.test"]);
     let xmpp = MemoryAdapter::new("xmpp", AddressStyle::Xmpp, &["xmpp.test"]);
     let submit_sip = broker.context("sip").submitter;
