@@ -16,12 +16,17 @@ pub struct DeliveryPolicy {
     /// requires it: RFC 3428 §8, one pending MESSAGE per destination). Other
     /// destinations always proceed in parallel.
     pub max_in_flight_per_destination: usize,
+    /// The largest message (body bytes, or the `message/cpim` bytes when carried) the
+    /// network can take; a larger one is refused at submission with `policy-violation`,
+    /// so its sender hears at once (e.g. SIP without a stream transport, RFC 3428 §8).
+    pub max_message_bytes: Option<usize>,
 }
 
 impl Default for DeliveryPolicy {
     fn default() -> Self {
         DeliveryPolicy {
             max_in_flight_per_destination: 1,
+            max_message_bytes: None,
         }
     }
 }

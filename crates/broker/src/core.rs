@@ -345,6 +345,20 @@ impl Core {
                 ),
             ));
         };
+        if let (Event::Message(m), Some(limit)) =
+            (&inbound.event, destination.policy.max_message_bytes)
+        {
+            let size = m.cpim.as_ref().map_or(m.body.len(), Vec::len);
+            if size > limit {
+                return Err(Rejected::new(
+                    Condition::PolicyViolation,
+                    format!(
+                        "a message of {size} bytes is larger than `{}` can carry ({limit} bytes)",
+                        destination.name
+                    ),
+                ));
+            }
+        }
         let destination = destination.name.clone();
         let sender = match self.router.resolve(origin, &inbound.from) {
             Ok(r) => (r.identity, r.instance),
@@ -1030,6 +1044,7 @@ pub(crate) mod tests {
             "xmpp",
             DeliveryPolicy {
                 max_in_flight_per_destination: 3,
+                ..DeliveryPolicy::default()
             },
         );
         for i in 0..5 {
@@ -1656,12 +1671,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn message_too_large_for_the_destination_is_a_policy_violation() {
+        let mut c = core();
+        c.register_adapter(
+            "sip",
+            DeliveryPolicy {
+                max_message_bytes: Some(10),
+                ..DeliveryPolicy::default()
+            },
+        );
+        let r = c
+            .accept(
+                T0,
+                "xmpp",
+                msg(
+                    "this is more than ten bytes",
+                    "bob@xmpp.test",
+                    "alice@sip.test",
+                ),
+            )
+            .unwrap_err();
+        assert_eq!(r.condition, Condition::PolicyViolation);
+        assert!(r.text.contains("27 bytes"), "{}", r.text);
+        c.accept(T0, "xmpp", msg("short", "bob@xmpp.test", "alice@sip.test"))
+            .unwrap();
+    }
+
+    #[test]
     fn retries_keep_acceptance_order_with_several_in_flight() {
         let mut c = core();
         c.register_adapter(
             "xmpp",
             DeliveryPolicy {
                 max_in_flight_per_destination: 2,
+                ..DeliveryPolicy::default()
             },
         );
         for b in ["a", "b", "c"] {

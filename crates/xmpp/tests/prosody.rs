@@ -79,7 +79,13 @@ async fn gateway(prosody: &Prosody) -> Gateway {
         },
         broker.context("xmpp"),
     );
-    let sip = MemoryAdapter::new("sip", AddressStyle::Sip, &["sip.test"]);
+    // The stand-in for SIP carries at most 1300 bytes, like SIP over UDP (RFC 3428 §8).
+    let sip = MemoryAdapter::new("sip", AddressStyle::Sip, &["sip.test"]).with_policy(
+        cpim_broker::DeliveryPolicy {
+            max_message_bytes: Some(1300),
+            ..cpim_broker::DeliveryPolicy::default()
+        },
+    );
     let from_sip = broker.context("sip").submitter;
     broker.add_adapter(xmpp);
     broker.add_adapter(Arc::new(sip.clone()));
@@ -483,6 +489,28 @@ async fn far_side_failure_becomes_a_stanza_error() {
         )
         .await;
     assert!(err.xml().contains("item-not-found"), "{}", err.xml());
+}
+
+/// A message the destination network cannot carry is refused with `policy-violation`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_too_large_for_the_far_side_is_a_policy_violation() {
+    let (_prosody, gw, mut alice) = setup().await;
+    let big = "x".repeat(2000);
+    let id = alice
+        .send_message(
+            "bob@sip.gw.xmpp.test",
+            big.as_str(),
+            MessageExtras::default(),
+        )
+        .await;
+    let err = alice
+        .expect(
+            |ev| ev.get("type") == Some("error") && ev.get("id") == Some(id.as_str()),
+            TIMEOUT,
+        )
+        .await;
+    assert!(err.xml().contains("policy-violation"), "{}", err.xml());
+    assert_eq!(gw.sip.count(), 0, "nothing reached the far side");
 }
 
 /// Scenario 5: Prosody stops and comes back; the gateway reconnects by itself and every
