@@ -545,6 +545,27 @@ async fn prosody_restart_loses_nothing_and_keeps_order() {
         .await;
 }
 
+/// Keepalive: the stream stays up through idle periods well past tokio-xmpp's read
+/// timeout (twice the 1 s ping interval here), because the adapter pings before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_component_stream_is_kept_alive_by_pings() {
+    let (_prosody, gw, mut alice) = setup().await;
+    let metrics = gw.broker.metrics().adapter("xmpp");
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(metrics.is_connected(), "the idle stream dropped");
+    }
+    gw.send_from_sip(
+        Event::Message(Message::text("still there")),
+        "sip:bob@sip.test",
+        "sip:alice@xmpp.test",
+    )
+    .await;
+    alice
+        .expect(|ev| ev.get("body") == Some("still there"), TIMEOUT)
+        .await;
+}
+
 /// Answers what a server expects of a component: disco#info, ping, service-unavailable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn component_answers_disco_ping_and_unsupported_iqs() {
