@@ -229,17 +229,18 @@ async fn handle(
         Ok(b) => b,
         Err(p) => return problem_response(&p),
     };
-    let key =
-        match headers.get("idempotency-key").map(HeaderValue::to_str) {
-            None => None,
-            Some(Ok(k)) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX => Some(k.to_owned()),
-            Some(_) => return problem_response(&Problem::new(
+    let key = match headers.get("idempotency-key").map(HeaderValue::to_str) {
+        None => None,
+        Some(Ok(k)) if !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX => Some(k.to_owned()),
+        Some(_) => {
+            return problem_response(&Problem::new(
                 Condition::BadRequest,
                 format!(
                     "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let Some(key) = key else {
         let stored = execute(shared, app, route, &body, uri, None).await;
         return stored_response(&stored, false);

@@ -369,6 +369,38 @@ async fn openapi_document_is_served() {
     assert_eq!(r.status().as_u16(), 200);
     let doc: Value = r.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/v1/messages",
+        "/v1/presence",
+        "/v1/subscriptions",
+        "/v1/subscriptions/authorizations",
+        "/v1/composing",
+        "/v1/events",
+        "/v1/openapi.json",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    assert!(doc["paths"]["/v1/subscriptions"]["delete"].is_object());
+    // Every $ref points into the document.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("$ref") {
+                    out.push(r.clone());
+                }
+                o.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 20);
+    for r in all {
+        let pointer = r.strip_prefix('#').unwrap();
+        assert!(doc.pointer(pointer).is_some(), "{r} resolves");
+    }
     let r = gw
         .http
         .get(format!("{}/v2/nothing", gw.base))
