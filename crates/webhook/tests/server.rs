@@ -11,8 +11,9 @@ use cpim::Address;
 use cpim_broker::core::CoreConfig;
 use cpim_broker::testing::{plain_map, MemoryAdapter};
 use cpim_broker::{AddressStyle, Broker, BrokerHandle, Inbound, Submitter};
-use cpim_webhook::{AppConfig, WebhookAdapter, WebhookConfig};
+use cpim_webhook::{AppConfig, OutboundSink, WebhookAdapter, WebhookConfig};
 use serde_json::{json, Value};
+use std::sync::Mutex;
 
 const TOKEN: &str = "test-token-0123456789";
 const OTHER_TOKEN: &str = "other-token-0123456789";
@@ -26,6 +27,13 @@ struct Gateway {
 }
 
 async fn gateway(tune: impl FnOnce(&mut WebhookConfig)) -> Gateway {
+    gateway_with(tune, HashMap::new()).await
+}
+
+async fn gateway_with(
+    tune: impl FnOnce(&mut WebhookConfig),
+    sinks: HashMap<String, Arc<dyn OutboundSink>>,
+) -> Gateway {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let map = plain_map(&[
         ("sip", AddressStyle::Sip, "sip.test"),
@@ -52,7 +60,7 @@ async fn gateway(tune: impl FnOnce(&mut WebhookConfig)) -> Gateway {
         ..WebhookConfig::default()
     };
     tune(&mut config);
-    let (webhook, addr) = WebhookAdapter::start(config, broker.context("webhook"), HashMap::new())
+    let (webhook, addr) = WebhookAdapter::start(config, broker.context("webhook"), sinks)
         .await
         .expect("webhook starts");
     let sip = MemoryAdapter::new("sip", AddressStyle::Sip, &["sip.test"]);
@@ -408,4 +416,54 @@ async fn openapi_document_is_served() {
         .await
         .unwrap();
     problem(r, 404).await;
+}
+
+/// A sink that records events, failing the ones whose text is "fail".
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Value>>);
+
+#[async_trait::async_trait]
+impl OutboundSink for Recorder {
+    async fn send(&self, event: Value) -> Result<(), String> {
+        let fail = event["text"] == "fail";
+        self.0.lock().unwrap().push(event);
+        if fail {
+            Err("the application answered 500".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_go_to_the_outbound_sink_and_failures_reach_the_sender() {
+    let recorder = Arc::new(Recorder::default());
+    let sinks = HashMap::from([("app".to_owned(), recorder.clone() as Arc<dyn OutboundSink>)]);
+    let gw = gateway_with(|_| {}, sinks).await;
+    from_sip(&gw, "ok").await;
+    let mut failing = Inbound::new(
+        Event::Message(Message {
+            receipts: cpim::event::Receipts {
+                failed: true,
+                ..Default::default()
+            },
+            ..Message::text("fail")
+        }),
+        Address::parse("sip:alice@sip.test").unwrap(),
+        Address::parse("sip:bot@app.test").unwrap(),
+    );
+    failing.received_at_ms = 1;
+    gw.from_sip.submit(failing).await.unwrap();
+    // The failure comes back to the SIP side as a notification.
+    assert_eq!(gw.sip.wait_for(1, Duration::from_secs(5)).await, 1);
+    let back = &gw.sip.received()[0];
+    assert!(
+        matches!(&back.event, Event::Notification(n) if matches!(n.status, cpim::event::NotificationStatus::Failed { .. })),
+        "{:?}",
+        back.event
+    );
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0]["text"], "ok");
+    assert_eq!(seen[0]["type"], "message");
 }
