@@ -1,3 +1,21 @@
 //! `cpim-webhook` — the webhook adapter: applications join the IM networks through a
 //! JSON-over-HTTP protocol (inbound API with axum, outbound signed transactions with
 //! reqwest, rustls only).
+//!
+//! - [`api`]: the request and event JSON types, problem responses (pure).
+//! - [`server`]: the HTTP API under `/v1` (bearer tokens, rate limits, body limits,
+//!   idempotency keys, Server-Sent Events, the OpenAPI document).
+//! - [`events`]: the per-application event logs behind the SSE stream.
+//! - [`adapter`]: [`WebhookConfig`], [`WebhookAdapter`] (the broker side) and the
+//!   [`OutboundSink`] boundary to the outbound client.
+//!
+//! The API is described in `docs/webhook-openapi.json`, served at `GET /v1/openapi.json`.
+
+#![forbid(unsafe_code)]
+
+pub mod adapter;
+pub mod api;
+pub mod events;
+pub mod server;
+
+pub use adapter::{AppConfig, OutboundSink, WebhookAdapter, WebhookConfig};

@@ -1,0 +1,469 @@
+//! End-to-end tests of the inbound API: real HTTP on 127.0.0.1, a real broker, and an
+//! in-memory SIP stand-in as the far side.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpim::event::{Event, Message, SubscriptionOp};
+use cpim::Address;
+use cpim_broker::core::CoreConfig;
+use cpim_broker::testing::{plain_map, MemoryAdapter};
+use cpim_broker::{AddressStyle, Broker, BrokerHandle, Inbound, Submitter};
+use cpim_webhook::{AppConfig, OutboundSink, WebhookAdapter, WebhookConfig};
+use serde_json::{json, Value};
+use std::sync::Mutex;
+
+const TOKEN: &str = "test-token-0123456789";
+const OTHER_TOKEN: &str = "other-token-0123456789";
+
+struct Gateway {
+    base: String,
+    sip: MemoryAdapter,
+    from_sip: Submitter,
+    http: reqwest::Client,
+    _broker: BrokerHandle,
+}
+
+async fn gateway(tune: impl FnOnce(&mut WebhookConfig)) -> Gateway {
+    gateway_with(tune, HashMap::new()).await
+}
+
+async fn gateway_with(
+    tune: impl FnOnce(&mut WebhookConfig),
+    sinks: HashMap<String, Arc<dyn OutboundSink>>,
+) -> Gateway {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let map = plain_map(&[
+        ("sip", AddressStyle::Sip, "sip.test"),
+        ("webhook", AddressStyle::Im, "app.test"),
+        ("other", AddressStyle::Im, "other.test"),
+    ]);
+    let (mut broker, handle) = Broker::new(CoreConfig::default(), Arc::new(map));
+    let mut config = WebhookConfig {
+        name: "webhook".into(),
+        apps: vec![
+            AppConfig {
+                name: "app".into(),
+                domains: vec!["app.test".into()],
+                token: TOKEN.into(),
+                url: None,
+            },
+            AppConfig {
+                name: "other".into(),
+                domains: vec!["other.test".into()],
+                token: OTHER_TOKEN.into(),
+                url: None,
+            },
+        ],
+        ..WebhookConfig::default()
+    };
+    tune(&mut config);
+    let (webhook, addr) = WebhookAdapter::start(config, broker.context("webhook"), sinks)
+        .await
+        .expect("webhook starts");
+    let sip = MemoryAdapter::new("sip", AddressStyle::Sip, &["sip.test"]);
+    let from_sip = broker.context("sip").submitter;
+    broker.add_adapter(webhook);
+    broker.add_adapter(Arc::new(sip.clone()));
+    broker.start();
+    Gateway {
+        base: format!("http://{addr}"),
+        sip,
+        from_sip,
+        http: reqwest::Client::new(),
+        _broker: handle,
+    }
+}
+
+impl Gateway {
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+    }
+}
+
+fn hello() -> Value {
+    json!({"from": "im:bot@app.test", "to": "sip:alice@sip.test", "text": "hello", "conversation": "c1"})
+}
+
+async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["condition"].is_string() && body["type"].is_string() && body["title"].is_string());
+    body
+}
+
+#[tokio::test]
+async fn send_message_reaches_the_far_side() {
+    let gw = gateway(|_| {}).await;
+    let r = gw.post("/v1/messages").json(&hello()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(id.starts_with("gw-"), "{id}");
+    assert_eq!(gw.sip.wait_for(1, Duration::from_secs(5)).await, 1);
+    let e = &gw.sip.received()[0];
+    assert_eq!(e.id.to_string(), id);
+    assert_eq!(e.from.to_string(), "sip:bot@app.test");
+    assert_eq!(e.to.to_string(), "sip:alice@sip.test");
+    let Event::Message(m) = &e.event else {
+        panic!("not a message: {:?}", e.event)
+    };
+    assert_eq!(
+        (m.body.as_slice(), m.thread.as_deref()),
+        (&b"hello"[..], Some("c1"))
+    );
+}
+
+#[tokio::test]
+async fn idempotent_resend_returns_the_same_id_and_delivers_once() {
+    let gw = gateway(|_| {}).await;
+    let send = || {
+        gw.post("/v1/messages")
+            .header("Idempotency-Key", "k-1")
+            .json(&hello())
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status().as_u16(), 202);
+    let first: Value = first.json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status().as_u16(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+    // The same key with another body is refused.
+    let other = gw
+        .post("/v1/messages")
+        .header("Idempotency-Key", "k-1")
+        .json(&json!({"from": "im:bot@app.test", "to": "sip:alice@sip.test", "text": "other"}))
+        .send()
+        .await
+        .unwrap();
+    problem(other, 422).await;
+    gw.sip.wait_for(1, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(gw.sip.count(), 1);
+}
+
+#[tokio::test]
+async fn refusals_are_problems_and_deliver_nothing() {
+    let gw = gateway(|c| c.body_limit = 1024).await;
+    let url = format!("{}/v1/messages", gw.base);
+    let r = gw
+        .http
+        .post(&url)
+        .bearer_auth("wrong-token-0123456789")
+        .json(&hello())
+        .send();
+    problem(r.await.unwrap(), 401).await;
+    let r = gw.http.post(&url).json(&hello()).send();
+    problem(r.await.unwrap(), 401).await;
+    // Another application's domain.
+    let r = gw
+        .post("/v1/messages")
+        .json(&json!({"from": "im:bot@other.test", "to": "sip:alice@sip.test", "text": "x"}));
+    assert_eq!(
+        problem(r.send().await.unwrap(), 403).await["condition"],
+        "forbidden"
+    );
+    let big =
+        json!({"from": "im:bot@app.test", "to": "sip:alice@sip.test", "text": "x".repeat(2000)});
+    problem(
+        gw.post("/v1/messages").json(&big).send().await.unwrap(),
+        413,
+    )
+    .await;
+    let r = gw
+        .post("/v1/messages")
+        .header("content-type", "application/json")
+        .body("{\"from\": ");
+    assert_eq!(
+        problem(r.send().await.unwrap(), 400).await["condition"],
+        "bad-request"
+    );
+    let r = gw
+        .post("/v1/messages")
+        .json(&json!({"from": "im:bot@app.test", "to": "sip:alice@nowhere.test", "text": "x"}));
+    assert_eq!(
+        problem(r.send().await.unwrap(), 404).await["condition"],
+        "item-not-found"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(gw.sip.count(), 0);
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let gw = gateway(|c| {
+        c.rate_per_sec = 0.5;
+        c.burst = 2;
+    })
+    .await;
+    for _ in 0..2 {
+        let r = gw.post("/v1/messages").json(&hello()).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let r = gw.post("/v1/messages").json(&hello()).send().await.unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    problem(r, 429).await;
+    // Another application has its own bucket.
+    let r = gw
+        .http
+        .post(format!("{}/v1/messages", gw.base))
+        .bearer_auth(OTHER_TOKEN)
+        .json(&json!({"from": "im:bot@other.test", "to": "sip:alice@sip.test", "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+}
+
+/// Reads SSE events (`id`, parsed `data`) until `n` were seen.
+async fn read_events(response: reqwest::Response, n: usize) -> Vec<(u64, Value)> {
+    let mut response = response;
+    let mut buffer = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().parse().unwrap());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if let Some(id) = id {
+                out.push((id, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+async fn from_sip(gw: &Gateway, text: &str) {
+    let inbound = Inbound::new(
+        Event::Message(Message::text(text)),
+        Address::parse("sip:alice@sip.test").unwrap(),
+        Address::parse("sip:bot@app.test").unwrap(),
+    );
+    gw.from_sip.submit(inbound).await.expect("accepted");
+}
+
+#[tokio::test]
+async fn events_stream_and_resume_with_last_event_id() {
+    let gw = gateway(|_| {}).await;
+    let events = |last: Option<u64>| {
+        let mut r = gw
+            .http
+            .get(format!("{}/v1/events", gw.base))
+            .bearer_auth(TOKEN);
+        if let Some(id) = last {
+            r = r.header("Last-Event-ID", id.to_string());
+        }
+        r.send()
+    };
+    let live = events(None).await.unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+    assert!(live.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    for text in ["one", "two", "three"] {
+        from_sip(&gw, text).await;
+    }
+    let seen = read_events(live, 3).await;
+    let texts: Vec<_> = seen.iter().map(|(_, e)| e["text"].clone()).collect();
+    assert_eq!(texts, vec!["one", "two", "three"]);
+    let first = &seen[0].1;
+    assert_eq!(first["type"], "message");
+    assert_eq!(first["from"], "im:alice@sip.test");
+    assert_eq!(first["to"], "im:bot@app.test");
+    assert!(first["id"].as_str().unwrap().starts_with("gw-"));
+
+    let resumed = read_events(events(Some(seen[0].0)).await.unwrap(), 2).await;
+    assert_eq!(resumed, seen[1..].to_vec());
+    // Another application sees none of them.
+    let other = gw
+        .http
+        .get(format!("{}/v1/events", gw.base))
+        .bearer_auth(OTHER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let mut other = other;
+    let nothing = tokio::time::timeout(Duration::from_millis(300), other.chunk()).await;
+    assert!(nothing.is_err(), "no events for the other application");
+}
+
+#[tokio::test]
+async fn presence_and_subscriptions_reach_the_broker() {
+    let gw = gateway(|_| {}).await;
+    let r = gw
+        .post("/v1/presence")
+        .json(&json!({"from": "im:bot@app.test", "status": "away", "note": "lunch"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let r = gw
+        .post("/v1/subscriptions")
+        .json(&json!({"watcher": "im:bot@app.test", "target": "sip:alice@sip.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(gw.sip.wait_for(1, Duration::from_secs(5)).await, 1);
+    let e = &gw.sip.received()[0];
+    let Event::Subscription(s) = &e.event else {
+        panic!("not a subscription: {:?}", e.event)
+    };
+    assert_eq!(s.op, SubscriptionOp::Subscribe);
+    assert_eq!(e.from.to_string(), "sip:bot@app.test");
+    assert_eq!(e.to.to_string(), "sip:alice@sip.test");
+    // Removal by query string.
+    let r = gw
+        .http
+        .delete(format!(
+            "{}/v1/subscriptions?watcher=im:bot@app.test&target=sip:alice@sip.test",
+            gw.base
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let r = gw
+        .post("/v1/composing")
+        .json(&json!({"from": "im:bot@app.test", "to": "sip:alice@sip.test", "active": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+}
+
+#[tokio::test]
+async fn openapi_document_is_served() {
+    let gw = gateway(|_| {}).await;
+    let r = gw
+        .http
+        .get(format!("{}/v1/openapi.json", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in [
+        "/v1/messages",
+        "/v1/presence",
+        "/v1/subscriptions",
+        "/v1/subscriptions/authorizations",
+        "/v1/composing",
+        "/v1/events",
+        "/v1/openapi.json",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    assert!(doc["paths"]["/v1/subscriptions"]["delete"].is_object());
+    // Every $ref points into the document.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(Value::String(r)) = o.get("$ref") {
+                    out.push(r.clone());
+                }
+                o.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(all.len() > 20);
+    for r in all {
+        let pointer = r.strip_prefix('#').unwrap();
+        assert!(doc.pointer(pointer).is_some(), "{r} resolves");
+    }
+    let r = gw
+        .http
+        .get(format!("{}/v2/nothing", gw.base))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 404).await;
+}
+
+/// A sink that records events, failing the ones whose text is "fail".
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Value>>);
+
+#[async_trait::async_trait]
+impl OutboundSink for Recorder {
+    async fn send(&self, event: Value) -> Result<(), String> {
+        let fail = event["text"] == "fail";
+        self.0.lock().unwrap().push(event);
+        if fail {
+            Err("the application answered 500".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_go_to_the_outbound_sink_and_failures_reach_the_sender() {
+    let recorder = Arc::new(Recorder::default());
+    let sinks = HashMap::from([("app".to_owned(), recorder.clone() as Arc<dyn OutboundSink>)]);
+    let gw = gateway_with(|_| {}, sinks).await;
+    from_sip(&gw, "ok").await;
+    let mut failing = Inbound::new(
+        Event::Message(Message {
+            receipts: cpim::event::Receipts {
+                failed: true,
+                ..Default::default()
+            },
+            ..Message::text("fail")
+        }),
+        Address::parse("sip:alice@sip.test").unwrap(),
+        Address::parse("sip:bot@app.test").unwrap(),
+    );
+    failing.received_at_ms = 1;
+    gw.from_sip.submit(failing).await.unwrap();
+    // The failure comes back to the SIP side as a notification.
+    assert_eq!(gw.sip.wait_for(1, Duration::from_secs(5)).await, 1);
+    let back = &gw.sip.received()[0];
+    assert!(
+        matches!(&back.event, Event::Notification(n) if matches!(n.status, cpim::event::NotificationStatus::Failed { .. })),
+        "{:?}",
+        back.event
+    );
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0]["text"], "ok");
+    assert_eq!(seen[0]["type"], "message");
+}
