@@ -144,6 +144,11 @@ impl Broker {
         (broker, handle)
     }
 
+    /// A handle to control the broker once it runs.
+    pub fn handle(&self) -> BrokerHandle {
+        self.handle.clone()
+    }
+
     /// The context for building the adapter named `name`.
     pub fn context(&self, name: &str) -> AdapterContext {
         AdapterContext {

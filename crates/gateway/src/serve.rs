@@ -66,17 +66,32 @@ pub fn start(
     config: &Config,
     build: impl FnOnce(&Broker) -> Vec<Arc<dyn Adapter>>,
 ) -> Result<Running, Error> {
+    let broker = prepare(config)?;
+    let adapters = build(&broker);
+    Ok(launch(broker, adapters))
+}
+
+/// The broker for `config`, not started yet: hand out adapter contexts with
+/// [`Broker::context`], build the adapters (which may need to await, e.g. to bind a
+/// listener), then [`launch`].
+pub fn prepare(config: &Config) -> Result<Broker, Error> {
     let map = config.address_map()?;
-    let (mut broker, handle) = Broker::new(core_config(config), Arc::new(map));
-    for adapter in build(&broker) {
+    let (broker, _handle) = Broker::new(core_config(config), Arc::new(map));
+    Ok(broker)
+}
+
+/// Adds the adapters and starts the broker task.
+pub fn launch(mut broker: Broker, adapters: Vec<Arc<dyn Adapter>>) -> Running {
+    for adapter in adapters {
         tracing::info!(adapter = adapter.name(), domains = ?adapter.domains(), "adapter started");
         broker.add_adapter(adapter);
     }
+    let handle = broker.handle();
     let task = broker.start();
-    Ok(Running {
+    Running {
         broker: handle,
         task,
-    })
+    }
 }
 
 /// The outcome of the reloads so far.
