@@ -10,8 +10,8 @@
 //! the other (the next is not sent before the previous one got a 2xx answer, or was given up),
 //! so the application sees events in the order they were queued.
 //!
-//! Not done here: persistence (queued events are lost when the process stops), HTTP-date
-//! `Retry-After` values (only delta-seconds are honoured), and the inbound server.
+//! Not done here: persistence (queued events are lost when the process stops), and the
+//! inbound server.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -235,7 +235,7 @@ impl Sender {
     /// Sends one transaction until a 2xx answer or give-up.
     async fn deliver(&mut self, events: Vec<serde_json::Value>) -> Result<(), Undeliverable> {
         let txn_id = format!("{}-{}", self.txn_prefix, self.next_txn);
-        self.next_txn += 1;
+        self.next_txn = self.next_txn.wrapping_add(1);
         let url = format!(
             "{}/transactions/{txn_id}",
             self.target.url.trim_end_matches('/')
@@ -250,7 +250,7 @@ impl Sender {
         let mut backoff = self.policy.min_backoff;
         let mut attempts = 0u32;
         loop {
-            attempts += 1;
+            attempts = attempts.saturating_add(1);
             let error = match self.attempt(&url, &body).await {
                 Ok(()) => {
                     tracing::debug!(app = %self.target.app, %txn_id, attempts, events = events.len(), "webhook transaction delivered");
@@ -296,15 +296,62 @@ impl Sender {
         }
         Err(AttemptError {
             message: format!("HTTP {status}"),
-            retry_after: retry_after(answer.headers()),
+            retry_after: retry_after(answer.headers(), unix_now()),
         })
     }
 }
 
-/// Reads a delta-seconds `Retry-After` header (HTTP dates are ignored).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// Reads a `Retry-After` header (RFC 9110 §10.2.3): delta-seconds, or an IMF-fixdate
+/// (`Sun, 06 Nov 1994 08:49:37 GMT`) turned into a delay from `now` (unix seconds; a date in
+/// the past means no delay). Other forms are ignored.
+fn retry_after(headers: &HeaderMap, now: u64) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = imf_fixdate(value)?;
+    Some(Duration::from_secs(at.saturating_sub(now)))
+}
+
+/// Parses an IMF-fixdate into unix seconds.
+fn imf_fixdate(text: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    let [weekday, day, month, year, time, "GMT"] = parts[..] else {
+        return None;
+    };
+    if !weekday.ends_with(',') {
+        return None;
+    }
+    let day: u64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let month = MONTHS.iter().position(|m| *m == month)?;
+    // Four digits in an IMF-fixdate; bounding it also keeps the arithmetic below in range.
+    let year: u64 = year.parse().ok().filter(|y| (1970..=9999).contains(y))?;
+    let mut hms = time.split(':').map(|n| n.parse::<u64>().ok());
+    let (Some(Some(h)), Some(Some(m)), Some(Some(s)), None) =
+        (hms.next(), hms.next(), hms.next(), hms.next())
+    else {
+        return None;
+    };
+    if h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let days = days_since_epoch(year, u64::try_from(month).ok()? + 1, day);
+    Some(days * 86_400 + h * 3_600 + m * 60 + s)
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (year ≥ 1970), counting
+/// years from March so that the leap day comes last.
+fn days_since_epoch(year: u64, month: u64, day: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let year_of_era = y - era * 400;
+    let shifted_month = if month > 2 { month - 3 } else { month + 9 };
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 fn mac(key: &[u8], timestamp: u64, body: &[u8]) -> Hmac<Sha256> {
@@ -372,7 +419,8 @@ impl Jitter {
         self.0 = x;
         // 53 random bits → [0, 1).
         let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
-        base.mul_f64(0.8 + 0.4 * unit)
+        // Checked: a configured backoff near `Duration::MAX` must not panic.
+        Duration::try_from_secs_f64(base.as_secs_f64() * (0.8 + 0.4 * unit)).unwrap_or(base)
     }
 }
 
@@ -398,21 +446,53 @@ mod tests {
             let d = j.spread(Duration::from_millis(1000));
             assert!(d >= Duration::from_millis(800) && d < Duration::from_millis(1200));
         }
+        assert_eq!(j.spread(Duration::ZERO), Duration::ZERO);
+        let _ = j.spread(Duration::MAX);
     }
 
     #[test]
-    fn retry_after_seconds_only() {
+    fn rfc9110_10_2_3_retry_after_seconds_and_date() {
+        use reqwest::header::HeaderValue;
+        // Wed, 21 Oct 2015 07:28:00 GMT
+        let at = 1_445_412_480;
         let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
+        assert_eq!(retry_after(&h, at), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static(" 3 "));
+        assert_eq!(retry_after(&h, at), Some(Duration::from_secs(3)));
         h.insert(
             RETRY_AFTER,
-            reqwest::header::HeaderValue::from_static(" 3 "),
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(
-            RETRY_AFTER,
-            reqwest::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        assert_eq!(retry_after(&h, at - 90), Some(Duration::from_secs(90)));
+        assert_eq!(retry_after(&h, at + 5), Some(Duration::ZERO));
+        for bad in [
+            "soon",
+            "-1",
+            "Wed, 21 Oct 2015 07:28:00 CET",
+            "Wed, 21 Foo 2015 07:28:00 GMT",
+            "Wed, 21 Oct 2015 07:28 GMT",
+            "Wed, 32 Oct 2015 07:28:00 GMT",
+            "Wed, 21 Oct 99999999999999999 07:28:00 GMT",
+        ] {
+            h.insert(RETRY_AFTER, HeaderValue::from_static(bad));
+            assert_eq!(retry_after(&h, at), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn imf_fixdate_known_instants() {
+        assert_eq!(imf_fixdate("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(
+            imf_fixdate("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
         );
-        assert_eq!(retry_after(&h), None);
+        assert_eq!(
+            imf_fixdate("Tue, 29 Feb 2000 12:00:00 GMT"),
+            Some(951_825_600)
+        );
+        assert_eq!(
+            imf_fixdate("Fri, 01 Mar 2024 00:00:00 GMT"),
+            Some(1_709_251_200)
+        );
     }
 }
