@@ -5,6 +5,8 @@
 //! - [`api`]: the request and event JSON types, problem responses (pure).
 //! - [`server`]: the HTTP API under `/v1` (bearer tokens, rate limits, body limits,
 //!   idempotency keys, Server-Sent Events, the OpenAPI document).
+//! - [`client`]: outbound delivery to an application's URL: signed idempotent
+//!   transactions (`PUT {url}/transactions/{txn_id}`), per-app order, batching, retries.
 //! - [`events`]: the per-application event logs behind the SSE stream.
 //! - [`adapter`]: [`WebhookConfig`], [`WebhookAdapter`] (the broker side) and the
 //!   [`OutboundSink`] boundary to the outbound client.
@@ -15,6 +17,7 @@
 
 pub mod adapter;
 pub mod api;
+pub mod client;
 pub mod events;
 pub mod server;
 
