@@ -8,6 +8,7 @@ use std::sync::Arc;
 use cpim::Address;
 use cpim_broker::map::{AddressMap, MapError};
 use cpim_broker::{Adapter, Broker, Identity};
+use cpim_webhook::adapter::WebhookAdapter;
 use cpim_xmpp::XmppAdapter;
 
 use crate::config::{AdapterConfig, AdapterKind, Config};
@@ -20,7 +21,7 @@ pub fn adapter_built(kind: AdapterKind) -> bool {
     match kind {
         AdapterKind::Sip => false,
         AdapterKind::Xmpp => true,
-        AdapterKind::Webhook => false,
+        AdapterKind::Webhook => true,
     }
 }
 
@@ -52,7 +53,9 @@ pub fn run(path: &Path) -> Result<(), Error> {
     }
     let runtime = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     runtime.block_on(async {
-        let running = serve::start(&config, |broker| build_adapters(&config, broker))?;
+        let broker = serve::prepare(&config)?;
+        let adapters = build_adapters(&config, &broker).await?;
+        let running = serve::launch(broker, adapters);
         let (_status, _reloader) = serve::reload_on_sighup(path.to_owned(), running.broker.clone())
             .map_err(Error::Runtime)?;
         let mut running = running;
@@ -68,19 +71,75 @@ pub fn run(path: &Path) -> Result<(), Error> {
 /// Builds the configured adapters, each with its context from the broker. Every adapter
 /// kind for which [`adapter_built`] is true has its constructor here; `run` refuses to
 /// start before reaching this point while any configured kind is missing.
-fn build_adapters(config: &Config, broker: &Broker) -> Vec<Arc<dyn Adapter>> {
-    config
-        .adapters
-        .iter()
-        .filter_map(|(name, adapter)| match adapter {
+async fn build_adapters(config: &Config, broker: &Broker) -> Result<Vec<Arc<dyn Adapter>>, Error> {
+    let mut adapters: Vec<Arc<dyn Adapter>> = Vec::new();
+    for (name, adapter) in &config.adapters {
+        match adapter {
             AdapterConfig::Xmpp(x) => {
-                let adapter: Arc<dyn Adapter> =
-                    XmppAdapter::start(xmpp_config(name, x), broker.context(name));
-                Some(adapter)
+                adapters.push(XmppAdapter::start(
+                    xmpp_config(name, x),
+                    broker.context(name),
+                ));
             }
-            AdapterConfig::Sip(_) | AdapterConfig::Webhook(_) => None,
+            AdapterConfig::Webhook(w) => {
+                let (webhook_config, sinks) = webhook_config(name, w).map_err(Error::Runtime)?;
+                let (adapter, bound) =
+                    WebhookAdapter::start(webhook_config, broker.context(name), sinks)
+                        .await
+                        .map_err(Error::Runtime)?;
+                tracing::info!(adapter = %name, listen = %bound, "webhook API listening");
+                adapters.push(adapter);
+            }
+            AdapterConfig::Sip(_) => {}
+        }
+    }
+    Ok(adapters)
+}
+
+/// The outbound transaction sender of each webhook app with a URL, by app name.
+pub type OutboundSinks =
+    std::collections::HashMap<String, Arc<dyn cpim_webhook::adapter::OutboundSink>>;
+
+/// The webhook adapter's settings, and an outbound transaction sender for every app
+/// with a URL.
+pub fn webhook_config(
+    name: &str,
+    w: &crate::config::WebhookConfig,
+) -> std::io::Result<(cpim_webhook::adapter::WebhookConfig, OutboundSinks)> {
+    use cpim_webhook::adapter::{AppConfig, WebhookConfig};
+    use cpim_webhook::client::{http_client, AppTarget, Outbox, RetryPolicy};
+    let apps: Vec<AppConfig> = w
+        .apps
+        .iter()
+        .map(|a| AppConfig {
+            name: a.name.clone(),
+            domains: a.domains.iter().map(|d| d.as_str().to_owned()).collect(),
+            token: a.token.expose().to_owned(),
+            url: a.url.as_ref().map(|u| u.as_str().to_owned()),
         })
-        .collect()
+        .collect();
+    let mut sinks = OutboundSinks::new();
+    if apps.iter().any(|a| a.url.is_some()) {
+        let client = http_client().map_err(std::io::Error::other)?;
+        for app in &apps {
+            if let Some(url) = &app.url {
+                let target = AppTarget {
+                    app: app.name.clone(),
+                    url: url.clone(),
+                    token: app.token.clone(),
+                };
+                let outbox = Outbox::start(target, RetryPolicy::default(), client.clone());
+                sinks.insert(app.name.clone(), Arc::new(outbox));
+            }
+        }
+    }
+    let config = WebhookConfig {
+        name: name.to_owned(),
+        listen: w.listen,
+        apps,
+        ..WebhookConfig::default()
+    };
+    Ok((config, sinks))
 }
 
 /// The XMPP adapter's settings from its configuration section.
@@ -281,10 +340,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_xmpp_adapter_is_built_in_this_version() {
+    fn xmpp_and_webhook_adapters_are_built_in_this_version() {
         assert!(adapter_built(AdapterKind::Xmpp));
-        for kind in [AdapterKind::Sip, AdapterKind::Webhook] {
-            assert!(!adapter_built(kind), "{kind} is not built yet");
-        }
+        assert!(adapter_built(AdapterKind::Webhook));
+        assert!(!adapter_built(AdapterKind::Sip), "sip is not built yet");
     }
 }

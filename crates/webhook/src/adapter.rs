@@ -215,3 +215,14 @@ impl Adapter for WebhookAdapter {
         }
     }
 }
+
+/// The outbound client is the sink of an application with a URL: an event is delivered
+/// when the transaction carrying it got a `2xx`.
+#[async_trait]
+impl OutboundSink for crate::client::Outbox {
+    async fn send(&self, event: serde_json::Value) -> Result<(), String> {
+        crate::client::Outbox::send(self, event)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
