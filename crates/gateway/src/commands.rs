@@ -83,11 +83,11 @@ async fn build_adapters(config: &Config, broker: &Broker) -> Result<Vec<Arc<dyn 
             }
             AdapterConfig::Webhook(w) => {
                 let (webhook_config, sinks) = webhook_config(name, w).map_err(Error::Runtime)?;
-                let (adapter, bound) =
+                // The adapter logs where it listens.
+                let (adapter, _bound) =
                     WebhookAdapter::start(webhook_config, broker.context(name), sinks)
                         .await
                         .map_err(Error::Runtime)?;
-                tracing::info!(adapter = %name, listen = %bound, "webhook API listening");
                 adapters.push(adapter);
             }
             AdapterConfig::Sip(_) => {}
