@@ -467,3 +467,41 @@ async fn events_go_to_the_outbound_sink_and_failures_reach_the_sender() {
     assert_eq!(seen[0]["text"], "ok");
     assert_eq!(seen[0]["type"], "message");
 }
+
+/// Message rate webhook → gateway → in-memory sink, for the record (not an assertion):
+/// 8 concurrent HTTP clients post `N` messages to 100 destinations. Run by hand:
+/// `cargo test --release -p cpim-webhook --test server -- --ignored --nocapture rate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn rate_webhook_to_memory_sink() {
+    const N: usize = 20_000;
+    const CLIENTS: usize = 8;
+    let gw = gateway(|c| {
+        c.rate_per_sec = 1e9;
+        c.burst = 1_000_000;
+    })
+    .await;
+    let gw = Arc::new(gw);
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..CLIENTS {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (t..N).step_by(CLIENTS) {
+                let body = json!({"from": "im:bot@app.test", "to": format!("sip:u{}@sip.test", i % 100), "text": format!("m{i}")});
+                let r = gw.post("/v1/messages").json(&body).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 202);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let accepted = start.elapsed();
+    assert_eq!(gw.sip.wait_for(N, Duration::from_secs(120)).await, N);
+    let elapsed = start.elapsed();
+    println!(
+        "{N} messages over HTTP ({CLIENTS} clients): accepted in {accepted:?}, all delivered to the in-memory sink after {elapsed:?} = {:.0} messages/s",
+        N as f64 / elapsed.as_secs_f64()
+    );
+}
