@@ -128,7 +128,11 @@ pub fn webhook_config(
                     url: url.clone(),
                     token: app.token.clone(),
                 };
-                let outbox = Outbox::start(target, RetryPolicy::default(), client.clone());
+                let policy = RetryPolicy {
+                    give_up_after: std::time::Duration::from_secs(u64::from(w.give_up_secs)),
+                    ..RetryPolicy::default()
+                };
+                let outbox = Outbox::start(target, policy, client.clone());
                 sinks.insert(app.name.clone(), Arc::new(outbox));
             }
         }
@@ -137,6 +141,9 @@ pub fn webhook_config(
         name: name.to_owned(),
         listen: w.listen,
         apps,
+        body_limit: w.body_limit_bytes as usize,
+        rate_per_sec: f64::from(w.rate_per_sec),
+        burst: w.burst,
         ..WebhookConfig::default()
     };
     Ok((config, sinks))
@@ -338,6 +345,31 @@ fn routing_summary(map: &AddressMap, text: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_limits_come_from_the_configuration() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let config = Config::load_with_env(&root.join("gateway.toml"), |_| None).expect("sample");
+        let Some(AdapterConfig::Webhook(w)) = config.adapters.get("webhook") else {
+            panic!("the sample has a webhook adapter");
+        };
+        let mut w = w.clone();
+        w.body_limit_bytes = 2048;
+        w.rate_per_sec = 7;
+        w.burst = 9;
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (converted, sinks) = runtime
+            .block_on(async { webhook_config("webhook", &w) })
+            .expect("converted");
+        assert_eq!(converted.body_limit, 2048);
+        assert_eq!(converted.rate_per_sec, 7.0);
+        assert_eq!(converted.burst, 9);
+        assert_eq!(converted.apps[0].domains, ["app.localhost"]);
+        assert!(
+            sinks.contains_key("demo"),
+            "the demo app has a URL, so an outbox"
+        );
+    }
 
     #[test]
     fn xmpp_and_webhook_adapters_are_built_in_this_version() {

@@ -205,9 +205,63 @@ impl XmppMessageType {
 pub struct WebhookConfig {
     /// The HTTP listener of the inbound API.
     pub listen: SocketAddr,
+    /// Largest request body in bytes; larger requests get `413`.
+    #[serde(
+        default = "default_body_limit_bytes",
+        deserialize_with = "deserialize_body_limit_bytes"
+    )]
+    pub body_limit_bytes: u32,
+    /// Sustained requests per second per token; beyond it `429` with `Retry-After`.
+    #[serde(
+        default = "default_rate_per_sec",
+        deserialize_with = "deserialize_rate_per_sec"
+    )]
+    pub rate_per_sec: u32,
+    /// Requests per token in a burst.
+    #[serde(default = "default_burst", deserialize_with = "deserialize_burst")]
+    pub burst: u32,
+    /// Seconds after which an outbound transaction that keeps failing is given up; the
+    /// senders of its events then learn that delivery failed.
+    #[serde(
+        default = "default_give_up_secs",
+        deserialize_with = "deserialize_give_up_secs"
+    )]
+    pub give_up_secs: u32,
     /// The applications allowed to use the API (at least one).
     #[serde(default)]
     pub apps: Vec<WebhookApp>,
+}
+
+fn default_body_limit_bytes() -> u32 {
+    64 * 1024
+}
+
+fn deserialize_body_limit_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    int_in_range(d, "body_limit_bytes", 1024, 16 * 1024 * 1024, "bytes")
+}
+
+fn default_rate_per_sec() -> u32 {
+    20
+}
+
+fn deserialize_rate_per_sec<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    int_in_range(d, "rate_per_sec", 1, 1_000_000, "requests per second")
+}
+
+fn default_burst() -> u32 {
+    40
+}
+
+fn deserialize_burst<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    int_in_range(d, "burst", 1, 1_000_000, "requests")
+}
+
+fn default_give_up_secs() -> u32 {
+    600
+}
+
+fn deserialize_give_up_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    int_in_range(d, "give_up_secs", 1, 604_800, "seconds")
 }
 
 /// One `[[adapters.<name>.apps]]` entry.
