@@ -505,3 +505,42 @@ async fn rate_webhook_to_memory_sink() {
         N as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// A subscription request addressed to an app user reaches the app (SSE) and the app's
+/// approval over HTTP reaches the watcher's network.
+#[tokio::test]
+async fn authorization_request_and_approval_over_http() {
+    let gw = gateway(|_| {}).await;
+    let ask = Inbound::new(
+        Event::Subscription(cpim::event::Subscription::new(SubscriptionOp::Subscribe)),
+        Address::parse("sip:alice@sip.test").unwrap(),
+        Address::parse("sip:bot@app.test").unwrap(),
+    );
+    gw.from_sip.submit(ask).await.expect("accepted");
+    let events = gw
+        .http
+        .get(format!("{}/v1/events", gw.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let seen = read_events(events, 1).await;
+    assert_eq!(seen[0].1["type"], "subscription");
+    assert_eq!(seen[0].1["op"], "subscribe");
+    assert_eq!(seen[0].1["from"], "im:alice@sip.test");
+    let r = gw
+        .post("/v1/subscriptions/authorizations")
+        .json(&json!({"presentity": "im:bot@app.test", "watcher": "sip:alice@sip.test", "approve": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(gw.sip.wait_for(1, Duration::from_secs(5)).await, 1);
+    let e = &gw.sip.received()[0];
+    assert!(
+        matches!(&e.event, Event::Subscription(s) if s.op == SubscriptionOp::Approve),
+        "{:?}",
+        e.event
+    );
+    assert_eq!(e.to.to_string(), "sip:alice@sip.test");
+}
