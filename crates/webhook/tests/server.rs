@@ -544,3 +544,37 @@ async fn authorization_request_and_approval_over_http() {
     );
     assert_eq!(e.to.to_string(), "sip:alice@sip.test");
 }
+
+/// A client that sends its body too slowly gets `408` instead of holding the
+/// connection (slowloris).
+#[tokio::test]
+async fn slow_body_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = gateway(|c| c.request_timeout_secs = 1).await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"from\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 5 s");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_eq!(gw.sip.count(), 0);
+}
