@@ -1,6 +1,7 @@
 //! `cpim-broker` — joins the protocol adapters.
 //!
 //! - [`adapter`]: the `Adapter` trait, its context and delivery policy.
+//! - [`backoff`]: exponential backoff with jitter for adapters' reconnects and retries.
 //! - [`envelope`]: what adapters submit ([`Inbound`]) and receive ([`Envelope`]).
 //! - [`identity`]: who a user is, whatever network writes the address.
 //! - [`map`]: the address map (home, alias and escape domains, explicit user entries):
@@ -18,6 +19,7 @@
 //! [`AddressStyle`].
 
 pub mod adapter;
+pub mod backoff;
 pub mod core;
 pub mod envelope;
 pub mod identity;

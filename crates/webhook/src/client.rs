@@ -13,15 +13,15 @@
 //! Not done here: persistence (queued events are lost when the process stops), and the
 //! inbound server.
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
+
+use cpim_broker::backoff::Backoff;
 
 /// Name of the header carrying the request signature: `t=<unix seconds>,v1=<hex HMAC>`.
 pub const SIGNATURE_HEADER: &str = "X-Cpim-Signature";
@@ -118,13 +118,14 @@ impl Outbox {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
+        let backoff = Backoff::new(policy.min_backoff, policy.max_backoff);
         let sender = Sender {
             target,
             policy,
             client,
             txn_prefix: format!("{start_ms:x}"),
             next_txn: 0,
-            rng: Jitter::new(),
+            backoff,
         };
         tokio::spawn(sender.run(rx));
         Outbox { app, queue }
@@ -201,7 +202,7 @@ struct Sender {
     client: reqwest::Client,
     txn_prefix: String,
     next_txn: u64,
-    rng: Jitter,
+    backoff: Backoff,
 }
 
 /// Why one attempt failed, and when the receiver asked us to come back.
@@ -247,7 +248,7 @@ impl Sender {
             }
         })?;
         let first_attempt = Instant::now();
-        let mut backoff = self.policy.min_backoff;
+        self.backoff.reset();
         let mut attempts = 0u32;
         loop {
             attempts = attempts.saturating_add(1);
@@ -258,10 +259,9 @@ impl Sender {
                 }
                 Err(error) => error,
             };
-            let delay = error
-                .retry_after
-                .unwrap_or_else(|| self.rng.spread(backoff));
-            backoff = backoff.saturating_mul(2).min(self.policy.max_backoff);
+            // A Retry-After replaces the computed delay; the backoff still advances.
+            let computed = self.backoff.next_delay();
+            let delay = error.retry_after.unwrap_or(computed);
             if first_attempt.elapsed().saturating_add(delay) > self.policy.give_up_after {
                 tracing::warn!(app = %self.target.app, %txn_id, attempts, error = %error.message, "webhook transaction given up");
                 return Err(Undeliverable {
@@ -401,29 +401,6 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Jitter source: a xorshift generator seeded from std's randomly keyed hasher.
-struct Jitter(u64);
-
-impl Jitter {
-    fn new() -> Self {
-        let seed = RandomState::new().build_hasher().finish();
-        Jitter(seed | 1)
-    }
-
-    /// `base` scaled by a random factor in [0.8, 1.2).
-    fn spread(&mut self, base: Duration) -> Duration {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        // 53 random bits → [0, 1).
-        let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
-        // Checked: a configured backoff near `Duration::MAX` must not panic.
-        Duration::try_from_secs_f64(base.as_secs_f64() * (0.8 + 0.4 * unit)).unwrap_or(base)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -437,17 +414,6 @@ mod tests {
         assert_eq!(unhex("00017f80feff").as_deref(), Some(&bytes[..]));
         assert_eq!(unhex("0"), None);
         assert_eq!(unhex("zz"), None);
-    }
-
-    #[test]
-    fn jitter_stays_within_20_percent() {
-        let mut j = Jitter::new();
-        for _ in 0..1000 {
-            let d = j.spread(Duration::from_millis(1000));
-            assert!(d >= Duration::from_millis(800) && d < Duration::from_millis(1200));
-        }
-        assert_eq!(j.spread(Duration::ZERO), Duration::ZERO);
-        let _ = j.spread(Duration::MAX);
     }
 
     #[test]

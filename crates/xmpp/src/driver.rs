@@ -24,6 +24,7 @@ use tokio_xmpp::Component;
 use xmpp_parsers::stanza::Stanza;
 
 use cpim::Condition;
+use cpim_broker::backoff::Backoff;
 use cpim_broker::metrics::AdapterMetrics;
 use cpim_broker::{
     Adapter, AdapterContext, AddressStyle, DeliveryOutcome, DeliveryPolicy, Envelope, Submitter,
@@ -241,7 +242,7 @@ impl Link {
     async fn run(mut self, mut outgoing: mpsc::Receiver<Outgoing>) {
         let mut pending: Option<Outgoing> = None;
         let mut attempt: u32 = 0;
-        let mut seed = jitter_seed(&self.domain);
+        let mut backoff = Backoff::new(self.min_backoff, self.max_backoff);
         loop {
             if *self.shutdown.borrow() {
                 return;
@@ -267,6 +268,7 @@ impl Link {
             match connected {
                 Ok(component) => {
                     attempt = 0;
+                    backoff.reset();
                     self.set_up(true);
                     tracing::info!(adapter = %self.adapter, domain = %self.domain, server = %self.server, "component connected");
                     let stop = self.serve(component, &mut outgoing, &mut pending).await;
@@ -281,7 +283,7 @@ impl Link {
                     tracing::warn!(adapter = %self.adapter, domain = %self.domain, server = %self.server, %error, attempt, "component connection failed");
                 }
             }
-            let delay = backoff(attempt, self.min_backoff, self.max_backoff, &mut seed);
+            let delay = backoff.next_delay();
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -491,47 +493,4 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn jitter_seed(domain: &str) -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()));
-    domain
-        .bytes()
-        .fold(nanos | 1, |h, b| h.rotate_left(5) ^ u64::from(b))
-}
-
-/// `min · 2^attempt`, at most `max`, times a jitter factor in [0.8, 1.2].
-pub fn backoff(attempt: u32, min: Duration, max: Duration, seed: &mut u64) -> Duration {
-    let base = min.saturating_mul(1u32 << attempt.min(16)).min(max);
-    // xorshift64: enough randomness to spread reconnects, no extra dependency.
-    *seed ^= *seed << 13;
-    *seed ^= *seed >> 7;
-    *seed ^= *seed << 17;
-    let factor = 0.8 + (*seed % 401) as f64 / 1000.0;
-    base.mul_f64(factor)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_caps_and_jitters() {
-        let mut seed = 42;
-        let min = Duration::from_millis(500);
-        let max = Duration::from_secs(30);
-        for attempt in 0..20 {
-            let d = backoff(attempt, min, max, &mut seed);
-            let base = min.saturating_mul(1 << attempt.min(16)).min(max);
-            assert!(
-                d >= base.mul_f64(0.8) && d <= base.mul_f64(1.2),
-                "{attempt}: {d:?}"
-            );
-        }
-        let a = backoff(3, min, max, &mut seed);
-        let b = backoff(3, min, max, &mut seed);
-        assert_ne!(a, b, "jitter varies");
-    }
 }
