@@ -46,6 +46,14 @@ pub struct ProtocolId {
     pub value: String,
 }
 
+/// Milliseconds since the Unix epoch by the wall clock (0 if the clock is before 1970):
+/// what adapters put in [`Inbound::received_at_ms`], and the seed of time-based ids.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// An event as an adapter submits it: addresses as written on the adapter's network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inbound {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -121,10 +121,7 @@ impl Broker {
     /// gateway ids stay unique across restarts.
     pub fn new(mut config: CoreConfig, router: Arc<dyn Router>) -> (Broker, BrokerHandle) {
         if config.id_seed == CoreConfig::default().id_seed {
-            let ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-            config.id_seed = ms << 16;
+            config.id_seed = crate::envelope::unix_now_ms() << 16;
         }
         let (tx, rx) = mpsc::channel(SUBMIT_CHANNEL);
         let (shutdown, shutdown_rx) = watch::channel(false);

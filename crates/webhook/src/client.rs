@@ -14,7 +14,7 @@
 //! inbound server.
 
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -114,10 +114,7 @@ impl Outbox {
     pub fn start(target: AppTarget, policy: RetryPolicy, client: reqwest::Client) -> Outbox {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let app = target.app.clone();
-        let start_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
+        let start_ms = cpim_broker::envelope::unix_now_ms();
         let backoff = Backoff::new(policy.min_backoff, policy.max_backoff);
         let sender = Sender {
             target,
@@ -365,10 +362,7 @@ fn mac(key: &[u8], timestamp: u64, body: &[u8]) -> Hmac<Sha256> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    cpim_broker::envelope::unix_now_ms() / 1000
 }
 
 fn stopped() -> Undeliverable {

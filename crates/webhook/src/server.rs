@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -349,9 +349,7 @@ async fn execute(
         let submission = request.to_submission()?;
         check_sender(app, &submission.from)?;
         let mut inbound = Inbound::new(submission.event, submission.from, submission.to);
-        inbound.received_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+        inbound.received_at_ms = cpim_broker::envelope::unix_now_ms();
         if let Some(key) = key {
             inbound.protocol_ids.push(ProtocolId {
                 kind: "http.idempotency-key".to_owned(),

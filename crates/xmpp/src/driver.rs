@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
@@ -368,7 +368,7 @@ impl Link {
     }
 
     async fn handle_exchange(&self, element: &Element) -> Vec<Stanza> {
-        let inbound = match translate::inbound(element, now_ms()) {
+        let inbound = match translate::inbound(element, cpim_broker::envelope::unix_now_ms()) {
             Ok(inbound) => inbound,
             Err(fault) => {
                 tracing::debug!(adapter = %self.adapter, condition = %fault.condition, text = %fault.text, "stanza refused");
@@ -487,10 +487,4 @@ fn to_stanza(element: Element) -> Option<Stanza> {
             None
         }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
