@@ -1,0 +1,516 @@
+//! The strict front end for received requests: framing checks over the raw bytes,
+//! then a typed view of the headers the gateway acts on (RFC 3261 §8.2, §18.3, and the
+//! RFC 4475 torture tests). Pure: no I/O.
+//!
+//! `rsipstack`'s codec is lenient (a non-numeric `Content-Length` reads as 0, a line
+//! that is not UTF-8 ends the header section, several `To` headers are kept), so a
+//! request is accepted only when both the codec and [`check_request`] accept it. Every
+//! refusal is a [`Fault`]: the response the sender gets.
+
+use crate::headers::{self, CSeq, HeaderError, NameAddr, Via};
+
+/// The methods the gateway implements as a UAS.
+pub const ALLOW: &str = "MESSAGE, OPTIONS, SUBSCRIBE, NOTIFY, PUBLISH";
+/// The methods with a REGISTER-capable domain.
+pub const ALLOW_WITH_REGISTER: &str = "MESSAGE, OPTIONS, SUBSCRIBE, NOTIFY, PUBLISH, REGISTER";
+/// SIP methods the gateway knows but does not implement (answered 405).
+const KNOWN_UNSUPPORTED: [&str; 7] = [
+    "INVITE", "BYE", "CANCEL", "PRACK", "UPDATE", "INFO", "REFER",
+];
+/// The largest header section and body the gateway reads (RFC 3261 has no limit; a
+/// gateway for instant messages needs far less).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// A response to send instead of processing a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// The status code.
+    pub status: u16,
+    /// The reason phrase.
+    pub reason: String,
+    /// Extra headers (`Allow`, `Unsupported`, `Retry-After`, `Min-Expires`, …).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Fault {
+    /// A fault with the given status and reason phrase.
+    pub fn new(status: u16, reason: impl Into<String>) -> Self {
+        Fault {
+            status,
+            reason: reason.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    fn bad(detail: impl std::fmt::Display) -> Self {
+        // The reason phrase is TEXT-UTF8 without CR/LF; keep it short.
+        let text: String = format!("Bad Request ({detail})")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(120)
+            .collect();
+        Fault::new(400, text)
+    }
+}
+
+impl From<HeaderError> for Fault {
+    fn from(e: HeaderError) -> Self {
+        Fault::bad(e)
+    }
+}
+
+/// A received message split into its parts, before any header is interpreted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// The start line's three parts: method, Request-URI, version for a request;
+    /// version, code, reason for a response.
+    pub start: [String; 3],
+    /// `true` for a request.
+    pub is_request: bool,
+    /// Headers in order as `(name, value)`; compact names expanded, folded lines joined.
+    pub headers: Vec<(String, String)>,
+    /// The body (cut to `Content-Length`).
+    pub body: Vec<u8>,
+}
+
+impl RawMessage {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        first(&self.headers, name)
+    }
+
+    /// The status code of a response.
+    pub fn status(&self) -> Option<u16> {
+        if self.is_request {
+            return None;
+        }
+        self.start[1].parse().ok()
+    }
+}
+
+fn first<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// What [`frame`] decided about received bytes.
+#[derive(Debug)]
+pub enum Framed {
+    /// A message whose framing is sound.
+    Message(RawMessage),
+    /// Unusable: answer with the fault when the request's parts could be read
+    /// (`Some`), otherwise drop it.
+    Bad(Fault, Option<RawMessage>),
+}
+
+/// Expands a compact header name (RFC 3261 §7.3.3, RFC 6665, RFC 4028).
+pub fn canonical_name(name: &str) -> &str {
+    if name.len() != 1 {
+        return name;
+    }
+    match name.as_bytes()[0].to_ascii_lowercase() {
+        b'i' => "Call-ID",
+        b'm' => "Contact",
+        b'e' => "Content-Encoding",
+        b'l' => "Content-Length",
+        b'c' => "Content-Type",
+        b'f' => "From",
+        b's' => "Subject",
+        b'k' => "Supported",
+        b't' => "To",
+        b'v' => "Via",
+        b'o' => "Event",
+        b'u' => "Allow-Events",
+        b'r' => "Refer-To",
+        b'b' => "Referred-By",
+        b'x' => "Session-Expires",
+        _ => name,
+    }
+}
+
+/// Checks the framing of one datagram or one stream message and splits it. Over UDP
+/// a missing `Content-Length` means "the rest of the datagram" and a larger one is an
+/// error (RFC 3261 §18.3); stream framing (reading up to `Content-Length`) is the
+/// driver's. Leading CRLFs (keep-alives, RFC 5626 §3.5.1) are skipped.
+pub fn frame(bytes: &[u8]) -> Framed {
+    let mut skip = 0;
+    while bytes[skip..].starts_with(b"\r\n") {
+        skip += 2;
+    }
+    let bytes = &bytes[skip..];
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Framed::Bad(Fault::new(513, "Message Too Large"), None);
+    }
+    let Some(sep) = find(bytes, b"\r\n\r\n") else {
+        return Framed::Bad(Fault::bad("no end of headers"), None);
+    };
+    let Ok(head) = std::str::from_utf8(&bytes[..sep]) else {
+        return Framed::Bad(Fault::bad("headers are not UTF-8"), None);
+    };
+    let rest = &bytes[sep + 4..];
+    let mut lines = head.split("\r\n");
+    let start_line = lines.next().unwrap_or_default();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut fault: Option<Fault> = None;
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            match headers.last_mut() {
+                Some((_, value)) => {
+                    value.push(' ');
+                    value.push_str(line.trim());
+                }
+                None => fault = fault.or(Some(Fault::bad("continuation line before any header"))),
+            }
+            continue;
+        }
+        match line.split_once(':') {
+            Some((name, value)) if headers::is_token(name.trim_end()) => {
+                let name = canonical_name(name.trim_end()).to_owned();
+                headers.push((name, value.trim().to_owned()));
+            }
+            _ => fault = fault.or(Some(Fault::bad("malformed header line"))),
+        }
+    }
+    let Some((is_request, (start, line_fault))) = split_start_line(start_line) else {
+        return Framed::Bad(Fault::bad("malformed start line"), None);
+    };
+    let lengths: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let body_len = match lengths.as_slice() {
+        [] => rest.len(),
+        [one] => match headers::parse_decimal(one).and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n <= rest.len() => n,
+            Some(_) => {
+                fault = fault.or(Some(Fault::bad("Content-Length larger than the message")));
+                rest.len()
+            }
+            None => {
+                fault = fault.or(Some(Fault::bad(
+                    "Content-Length is not a non-negative number",
+                )));
+                rest.len()
+            }
+        },
+        _ => {
+            fault = fault.or(Some(Fault::bad("more than one Content-Length")));
+            rest.len()
+        }
+    };
+    let message = RawMessage {
+        start,
+        is_request,
+        headers,
+        body: rest[..body_len].to_vec(),
+    };
+    if let Some(f) = line_fault.or(fault) {
+        return Framed::Bad(f, message.is_request.then_some(message));
+    }
+    Framed::Message(message)
+}
+
+type StartLine = ([String; 3], Option<Fault>);
+
+/// Splits the start line. A request line that is readable but not well formed (extra
+/// spaces, `<>` around the URI, LWS in the URI) gives a fault with the parts, so that a
+/// 400 can still be sent.
+fn split_start_line(line: &str) -> Option<(bool, StartLine)> {
+    if line.starts_with("SIP/") {
+        let mut it = line.splitn(3, ' ');
+        let version = it.next()?.to_owned();
+        let code = it.next()?.to_owned();
+        let reason = it.next().unwrap_or_default().to_owned();
+        let valid = code.len() == 3
+            && code.bytes().all(|b| b.is_ascii_digit())
+            && (b'1'..=b'6').contains(&code.as_bytes()[0]);
+        return valid.then_some((false, ([version, code, reason], None)));
+    }
+    if line.is_empty() || line.starts_with([' ', '\t']) {
+        return None;
+    }
+    let words: Vec<&str> = line.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
+    if words.len() < 3 || !headers::is_token(words[0]) {
+        return None;
+    }
+    let version = words[words.len() - 1];
+    let uri = words[1..words.len() - 1].join(" ");
+    let parts = [words[0].to_owned(), uri, version.to_owned()];
+    Some((true, (parts, check_request_line(line).err())))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `Method SP Request-URI SP SIP-Version`, exactly one space each (RFC 3261 §7.1).
+fn check_request_line(line: &str) -> Result<(), Fault> {
+    let parts: Vec<&str> = line.split(' ').collect();
+    let [method, uri, version] = parts.as_slice() else {
+        return Err(Fault::bad("Request-Line is not 'Method SP URI SP Version'"));
+    };
+    if !headers::is_token(method) {
+        return Err(Fault::bad("method is not a token"));
+    }
+    if uri.is_empty() || uri.starts_with('<') || uri.contains(['\t', '<', '>']) {
+        return Err(Fault::bad("malformed Request-URI"));
+    }
+    let Some((scheme, _)) = uri.split_once(':') else {
+        return Err(Fault::bad("Request-URI without a scheme"));
+    };
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return Err(Fault::bad("malformed Request-URI scheme"));
+    }
+    if !version.starts_with("SIP/") {
+        return Err(Fault::bad("malformed SIP-Version"));
+    }
+    Ok(())
+}
+
+/// The parts of a request every handler needs, read strictly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestView {
+    /// The method as written (case-sensitive, RFC 3261 §7.1).
+    pub method: String,
+    /// The Request-URI as written.
+    pub uri: String,
+    /// `From`.
+    pub from: NameAddr,
+    /// `To`.
+    pub to: NameAddr,
+    /// `Call-ID`.
+    pub call_id: String,
+    /// `CSeq`.
+    pub cseq: CSeq,
+    /// The top `Via`.
+    pub via: Via,
+    /// `Max-Forwards`, when present.
+    pub max_forwards: Option<u8>,
+    /// `Content-Type`, when present.
+    pub content_type: Option<String>,
+    /// Every header as `(name, value)`, names as the codec reports them (compact forms
+    /// expanded).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl RequestView {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header called `name`.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads the headers of a parsed request strictly; `Err` is the response to send.
+/// Checks, in order (the first failing wins): version (505), the mandatory headers
+/// and their syntax (400), the `CSeq` method (400), the method (405/501), the
+/// Request-URI scheme (416), `Require` (420).
+pub fn check_request(req: &RawMessage, register: bool) -> Result<RequestView, Fault> {
+    let [method, uri, version] = &req.start;
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(Fault::new(505, "Version Not Supported"));
+    }
+    let headers = &req.headers;
+    let single = |name: &'static str| -> Result<Option<&str>, Fault> {
+        let mut values = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(Fault::bad(format!("more than one {name}")));
+        }
+        Ok(first)
+    };
+    let required = |name: &'static str| -> Result<&str, Fault> {
+        single(name)?.ok_or_else(|| Fault::bad(format!("missing {name}")))
+    };
+    let via_value = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Via"))
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| Fault::bad("missing Via"))?;
+    let via = Via::parse_first(via_value)?;
+    let from = NameAddr::parse("From", required("From")?)?;
+    let to = NameAddr::parse("To", required("To")?)?;
+    let call_id = required("Call-ID")?.trim().to_owned();
+    if call_id.is_empty() || call_id.contains(char::is_whitespace) {
+        return Err(Fault::bad("malformed Call-ID"));
+    }
+    let cseq = CSeq::parse(required("CSeq")?)?;
+    let max_forwards = single("Max-Forwards")?
+        .map(headers::parse_max_forwards)
+        .transpose()?;
+    let content_type = single("Content-Type")?.map(|v| v.trim().to_owned());
+    single("Expires")?
+        .map(|v| headers::parse_delta_seconds("Expires", v))
+        .transpose()?;
+    if cseq.method != *method {
+        return Err(Fault::bad("CSeq method does not match the request method"));
+    }
+    let view = RequestView {
+        method: method.clone(),
+        uri: uri.clone(),
+        from,
+        to,
+        call_id,
+        cseq,
+        via,
+        max_forwards,
+        content_type,
+        headers: headers.clone(),
+        body: req.body.clone(),
+    };
+    check_method(&view.method, register)?;
+    let scheme = view
+        .uri
+        .split_once(':')
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    if !matches!(scheme.as_str(), "sip" | "sips" | "im" | "pres") {
+        return Err(Fault::new(416, "Unsupported URI Scheme"));
+    }
+    let unsupported: Vec<String> = view
+        .all("Require")
+        .flat_map(headers::token_list)
+        .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(
+            Fault::new(420, "Bad Extension").with_header("Unsupported", unsupported.join(", "))
+        );
+    }
+    Ok(view)
+}
+
+/// Option tags the gateway supports in `Require`.
+pub const SUPPORTED: [&str; 0] = [];
+
+/// 405 for a SIP method the gateway does not implement, 501 for one it does not know
+/// (RFC 3261 §8.2.1, §21.5.2).
+pub fn check_method(method: &str, register: bool) -> Result<(), Fault> {
+    let allow = if register { ALLOW_WITH_REGISTER } else { ALLOW };
+    match method {
+        "MESSAGE" | "OPTIONS" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "ACK" => Ok(()),
+        "REGISTER" if register => Ok(()),
+        m if m == "REGISTER" || KNOWN_UNSUPPORTED.contains(&m) => {
+            Err(Fault::new(405, "Method Not Allowed").with_header("Allow", allow))
+        }
+        _ => Err(Fault::new(501, "Not Implemented").with_header("Allow", allow)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn message(extra: &str, body: &str) -> String {
+        format!(
+            "MESSAGE sip:bob@sip.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@sip.test>;tag=1\r\n\
+             To: <sip:bob@sip.test>\r\n\
+             Call-ID: c1\r\n\
+             CSeq: 1 MESSAGE\r\n\
+             {extra}\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn checked(text: &str) -> Result<RequestView, Fault> {
+        match frame(text.as_bytes()) {
+            Framed::Message(r) => check_request(&r, false),
+            Framed::Bad(f, _) => Err(f),
+        }
+    }
+
+    #[test]
+    fn a_plain_message_is_read() {
+        let v = checked(&message("Content-Type: text/plain\r\n", "hello")).unwrap();
+        assert_eq!(v.method, "MESSAGE");
+        assert_eq!(v.from.tag(), Some("1"));
+        assert_eq!(v.cseq.seq, 1);
+        assert_eq!(v.via.branch(), Some("z9hG4bK-1"));
+        assert_eq!(v.max_forwards, Some(70));
+        assert_eq!(v.body, b"hello");
+        assert_eq!(v.content_type.as_deref(), Some("text/plain"));
+    }
+
+    #[test]
+    fn framing_faults() {
+        let long = message("", "hello").replace("Content-Length: 5", "Content-Length: 9");
+        assert_eq!(checked(&long).unwrap_err().status, 400);
+        let neg = message("", "hello").replace("Content-Length: 5", "Content-Length: -5");
+        assert_eq!(checked(&neg).unwrap_err().status, 400);
+        let two = message("Content-Length: 5\r\n", "hello");
+        assert_eq!(checked(&two).unwrap_err().status, 400);
+        let spaces = message("", "").replace(
+            "MESSAGE sip:bob@sip.test SIP/2.0",
+            "MESSAGE  sip:bob@sip.test SIP/2.0",
+        );
+        assert_eq!(checked(&spaces).unwrap_err().status, 400);
+        let angle =
+            message("", "").replace("MESSAGE sip:bob@sip.test", "MESSAGE <sip:bob@sip.test>");
+        assert_eq!(checked(&angle).unwrap_err().status, 400);
+        assert!(matches!(frame(b"garbage"), Framed::Bad(_, None)));
+    }
+
+    #[test]
+    fn header_faults() {
+        let two_to = message("To: <sip:carol@sip.test>\r\n", "");
+        assert_eq!(checked(&two_to).unwrap_err().status, 400);
+        let mismatch = message("", "").replace("CSeq: 1 MESSAGE", "CSeq: 1 OPTIONS");
+        assert_eq!(checked(&mismatch).unwrap_err().status, 400);
+        let no_call_id = message("", "").replace("Call-ID: c1\r\n", "");
+        assert_eq!(checked(&no_call_id).unwrap_err().status, 400);
+        let version = message("", "").replace("sip.test SIP/2.0", "sip.test SIP/7.0");
+        assert_eq!(checked(&version).unwrap_err().status, 505);
+        let scheme =
+            message("", "").replace("MESSAGE sip:bob@sip.test", "MESSAGE nope:bob@sip.test");
+        assert_eq!(checked(&scheme).unwrap_err().status, 416);
+        let require = message("Require: nothing-known\r\n", "");
+        let f = checked(&require).unwrap_err();
+        assert_eq!(f.status, 420);
+        assert_eq!(
+            f.headers,
+            vec![("Unsupported".to_owned(), "nothing-known".to_owned())]
+        );
+    }
+
+    #[test]
+    fn methods() {
+        assert!(check_method("MESSAGE", false).is_ok());
+        assert_eq!(check_method("INVITE", false).unwrap_err().status, 405);
+        assert_eq!(check_method("REGISTER", false).unwrap_err().status, 405);
+        assert!(check_method("REGISTER", true).is_ok());
+        assert_eq!(check_method("NEWMETHOD", false).unwrap_err().status, 501);
+    }
+}
