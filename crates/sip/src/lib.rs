@@ -6,4 +6,5 @@
 //! - [`translate`] (pure): SIP requests ⇄ broker events.
 
 pub mod headers;
+pub mod translate;
 pub mod wire;
