@@ -6,5 +6,7 @@
 //! - [`translate`] (pure): SIP requests ⇄ broker events.
 
 pub mod headers;
+pub mod subscription;
+pub mod transaction;
 pub mod translate;
 pub mod wire;
