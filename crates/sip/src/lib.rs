@@ -9,4 +9,5 @@ pub mod headers;
 pub mod subscription;
 pub mod transaction;
 pub mod translate;
+pub mod transport;
 pub mod wire;

@@ -425,6 +425,138 @@ pub fn check_method(method: &str, register: bool) -> Result<(), Fault> {
     }
 }
 
+/// The server's product token (RFC 3261 §20.35).
+pub const SERVER: &str = concat!("cpim-gateway/", env!("CARGO_PKG_VERSION"));
+
+/// A response to `request` (RFC 3261 §8.2.6): its Via headers, From, To (with
+/// `to_tag` added when it has none), Call-ID and CSeq copied, then `extra` headers and
+/// the body. `None` when the request lacks one of those headers (nothing can be
+/// answered then).
+pub fn response(
+    request: &RawMessage,
+    status: u16,
+    reason: &str,
+    to_tag: Option<&str>,
+    extra: &[(String, String)],
+    body: Option<(&str, &[u8])>,
+) -> Option<Vec<u8>> {
+    let vias: Vec<&str> = request
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Via"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if vias.is_empty() {
+        return None;
+    }
+    let from = request.header("From")?;
+    let to = request.header("To")?;
+    let call_id = request.header("Call-ID")?;
+    let cseq = request.header("CSeq")?;
+    let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
+    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+    for via in vias {
+        out.push_str(&format!("Via: {via}\r\n"));
+    }
+    out.push_str(&format!("From: {from}\r\n"));
+    let has_tag = NameAddr::parse("To", to).is_ok_and(|n| n.tag().is_some());
+    match to_tag {
+        Some(tag) if !has_tag && status > 100 => out.push_str(&format!("To: {to};tag={tag}\r\n")),
+        _ => out.push_str(&format!("To: {to}\r\n")),
+    }
+    out.push_str(&format!("Call-ID: {call_id}\r\nCSeq: {cseq}\r\n"));
+    for (name, value) in extra {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(&format!("Server: {SERVER}\r\n"));
+    let mut bytes = match body {
+        Some((content_type, body)) => {
+            out.push_str(&format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            ));
+            let mut b = out.into_bytes();
+            b.extend_from_slice(body);
+            b
+        }
+        None => {
+            out.push_str("Content-Length: 0\r\n\r\n");
+            out.into_bytes()
+        }
+    };
+    bytes.shrink_to_fit();
+    Some(bytes)
+}
+
+/// A request the gateway sends, before serialization.
+#[derive(Debug, Clone)]
+pub struct OutRequest<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Request-URI.
+    pub uri: &'a str,
+    /// Transport token for the Via (`UDP`, `TCP`, `TLS`).
+    pub via_transport: &'a str,
+    /// `host:port` for the Via sent-by.
+    pub via_sent_by: &'a str,
+    /// The branch (starting with the RFC 3261 magic cookie `z9hG4bK`).
+    pub branch: &'a str,
+    /// Full From value (with its tag).
+    pub from: &'a str,
+    /// Full To value.
+    pub to: &'a str,
+    /// Call-ID.
+    pub call_id: &'a str,
+    /// CSeq number.
+    pub cseq: u32,
+    /// Max-Forwards.
+    pub max_forwards: u8,
+    /// Further headers.
+    pub headers: &'a [(String, String)],
+    /// Content type and body.
+    pub body: Option<(&'a str, &'a [u8])>,
+}
+
+impl OutRequest<'_> {
+    /// Serializes the request.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = format!(
+            "{m} {uri} SIP/2.0\r\nVia: SIP/2.0/{t} {sb};branch={b};rport\r\n\
+             Max-Forwards: {mf}\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {cid}\r\n\
+             CSeq: {cseq} {m}\r\n",
+            m = self.method,
+            uri = self.uri,
+            t = self.via_transport,
+            sb = self.via_sent_by,
+            b = self.branch,
+            mf = self.max_forwards,
+            from = self.from,
+            to = self.to,
+            cid = self.call_id,
+            cseq = self.cseq,
+        );
+        for (name, value) in self.headers {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+        out.push_str(&format!("User-Agent: {SERVER}\r\n"));
+        match self.body {
+            Some((content_type, body)) => {
+                out.push_str(&format!(
+                    "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                ));
+                let mut b = out.into_bytes();
+                b.extend_from_slice(body);
+                b
+            }
+            None => {
+                out.push_str("Content-Length: 0\r\n\r\n");
+                out.into_bytes()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -503,6 +635,64 @@ mod tests {
             f.headers,
             vec![("Unsupported".to_owned(), "nothing-known".to_owned())]
         );
+    }
+
+    #[test]
+    fn responses_copy_the_transaction_headers_and_add_a_tag() {
+        let Framed::Message(m) =
+            frame(message("Via: SIP/2.0/UDP proxy;branch=z9hG4bK-0\r\n", "").as_bytes())
+        else {
+            panic!()
+        };
+        let r = response(
+            &m,
+            202,
+            "Accepted",
+            Some("gw1"),
+            &[("Expires".into(), "60".into())],
+            None,
+        )
+        .unwrap();
+        let text = String::from_utf8(r.clone()).unwrap();
+        assert!(text.starts_with("SIP/2.0 202 Accepted\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\nVia: SIP/2.0/UDP proxy;branch=z9hG4bK-0\r\n"), "{text}");
+        assert!(text.contains("To: <sip:bob@sip.test>;tag=gw1\r\n"));
+        assert!(text.contains("CSeq: 1 MESSAGE\r\n"));
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+        // The response parses with the codec of rsipstack, too.
+        let parsed = rsipstack::sip::SipMessage::try_from(r.as_slice()).unwrap();
+        assert!(parsed.is_response());
+        let mut no_cseq = m.clone();
+        no_cseq.headers.retain(|(n, _)| n != "CSeq");
+        assert_eq!(response(&no_cseq, 400, "Bad", None, &[], None), None);
+    }
+
+    #[test]
+    fn requests_serialize_and_parse_back() {
+        let headers = vec![("Event".to_owned(), "presence".to_owned())];
+        let r = OutRequest {
+            method: "SUBSCRIBE",
+            uri: "sip:bob@127.0.0.1:5070",
+            via_transport: "UDP",
+            via_sent_by: "127.0.0.1:5060",
+            branch: "z9hG4bK-x",
+            from: "<sip:alice@gw.test>;tag=a",
+            to: "<sip:bob@sip.test>",
+            call_id: "c@gw",
+            cseq: 3,
+            max_forwards: 70,
+            headers: &headers,
+            body: Some(("text/plain", b"hi")),
+        }
+        .to_bytes();
+        let Framed::Message(m) = frame(&r) else {
+            panic!()
+        };
+        let v = check_request(&m, false).unwrap();
+        assert_eq!(v.cseq.seq, 3);
+        assert_eq!(v.via.branch(), Some("z9hG4bK-x"));
+        assert_eq!(v.header("Event"), Some("presence"));
+        assert_eq!(v.body, b"hi");
+        assert!(rsipstack::sip::SipMessage::try_from(r.as_slice()).is_ok());
     }
 
     #[test]

@@ -1,0 +1,488 @@
+//! SIP transports: UDP sockets, TCP and TLS streams (RFC 3261 §18), with framing by
+//! `Content-Length` on streams and CRLF keep-alives (RFC 5626 §3.5.1). Everything
+//! received is handed to one [`Sink`] with where it came from; everything sent goes
+//! through [`Transports::send`].
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
+
+use crate::wire::MAX_MESSAGE_BYTES;
+
+/// A SIP transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+}
+
+impl Transport {
+    /// The Via / `transport=` token.
+    pub fn token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// `true` for stream transports (no retransmissions, RFC 3261 §17.1.2.2).
+    pub fn reliable(self) -> bool {
+        self != Transport::Udp
+    }
+}
+
+/// Where a message came from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// The transport.
+    pub transport: Transport,
+    /// The remote socket address.
+    pub addr: SocketAddr,
+}
+
+/// Receives what the transports read: `(bytes of one message, from)`.
+pub type Sink = mpsc::Sender<(Vec<u8>, Peer)>;
+
+/// A TLS server configuration, when a TLS listener is configured.
+pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
+/// A TLS client for outbound `sips:`/`transport=tls` connections.
+pub type TlsConnector = tokio_rustls::TlsConnector;
+
+/// The open sockets and connections of one adapter.
+#[derive(Clone)]
+pub struct Transports {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    udp: Vec<Arc<UdpSocket>>,
+    tcp_local: Option<SocketAddr>,
+    tls_local: Option<SocketAddr>,
+    streams: Mutex<HashMap<Peer, mpsc::Sender<Vec<u8>>>>,
+    sink: Sink,
+    shutdown: watch::Receiver<bool>,
+    tls_client: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for Transports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transports")
+            .field("udp", &self.inner.udp.len())
+            .field("tcp", &self.inner.tcp_local)
+            .field("tls", &self.inner.tls_local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One listener to open.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// The transport.
+    pub transport: Transport,
+    /// The local address (port 0: any free port).
+    pub address: SocketAddr,
+}
+
+const STREAM_QUEUE: usize = 1024;
+
+impl Transports {
+    /// Binds every listener and starts reading. Returns the transports and the bound
+    /// addresses in the order given.
+    pub async fn bind(
+        listen: &[Listen],
+        tls_acceptor: Option<TlsAcceptor>,
+        tls_client: Option<TlsConnector>,
+        sink: Sink,
+        shutdown: watch::Receiver<bool>,
+    ) -> io::Result<(Transports, Vec<(Transport, SocketAddr)>)> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        let mut bound = Vec::new();
+        let mut tcp_local = None;
+        let mut tls_local = None;
+        for l in listen {
+            match l.transport {
+                Transport::Udp => {
+                    let socket = Arc::new(UdpSocket::bind(l.address).await?);
+                    let local = socket.local_addr()?;
+                    bound.push((Transport::Udp, local));
+                    udp.push(socket);
+                }
+                Transport::Tcp | Transport::Tls => {
+                    let listener = TcpListener::bind(l.address).await?;
+                    let local = listener.local_addr()?;
+                    if l.transport == Transport::Tcp {
+                        tcp_local.get_or_insert(local);
+                    } else {
+                        if tls_acceptor.is_none() {
+                            return Err(io::Error::other(
+                                "a TLS listener needs a certificate and a private key",
+                            ));
+                        }
+                        tls_local.get_or_insert(local);
+                    }
+                    bound.push((l.transport, local));
+                    tcp.push((l.transport, listener));
+                }
+            }
+        }
+        let transports = Transports {
+            inner: Arc::new(Inner {
+                udp,
+                tcp_local,
+                tls_local,
+                streams: Mutex::new(HashMap::new()),
+                sink,
+                shutdown,
+                tls_client,
+            }),
+        };
+        for socket in &transports.inner.udp {
+            tokio::spawn(transports.clone().udp_loop(socket.clone()));
+        }
+        for (transport, listener) in tcp {
+            tokio::spawn(
+                transports
+                    .clone()
+                    .accept_loop(transport, listener, tls_acceptor.clone()),
+            );
+        }
+        Ok((transports, bound))
+    }
+
+    /// The local address to put in Via/Contact for `transport`.
+    pub fn local(&self, transport: Transport) -> Option<SocketAddr> {
+        match transport {
+            Transport::Udp => self.inner.udp.first().and_then(|s| s.local_addr().ok()),
+            Transport::Tcp => self.inner.tcp_local.or_else(|| self.local(Transport::Udp)),
+            Transport::Tls => self.inner.tls_local.or_else(|| self.local(Transport::Tcp)),
+        }
+    }
+
+    /// `true` when the adapter can send over `transport`.
+    pub fn can_send(&self, transport: Transport) -> bool {
+        match transport {
+            Transport::Udp => !self.inner.udp.is_empty(),
+            Transport::Tcp => true,
+            Transport::Tls => self.inner.tls_client.is_some(),
+        }
+    }
+
+    /// Sends one message: over UDP from the first socket, over a stream on the open
+    /// connection to `peer` or a new one.
+    pub async fn send(&self, peer: Peer, bytes: Vec<u8>) -> io::Result<()> {
+        match peer.transport {
+            Transport::Udp => {
+                let socket = self
+                    .inner
+                    .udp
+                    .first()
+                    .ok_or_else(|| io::Error::other("no UDP listener to send from"))?;
+                socket.send_to(&bytes, peer.addr).await.map(|_| ())
+            }
+            Transport::Tcp | Transport::Tls => {
+                let existing = self
+                    .inner
+                    .streams
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&peer)
+                    .cloned();
+                let tx = match existing {
+                    Some(tx) if !tx.is_closed() => tx,
+                    _ => self.connect(peer).await?,
+                };
+                tx.send(bytes)
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "connection closed"))
+            }
+        }
+    }
+
+    async fn connect(&self, peer: Peer) -> io::Result<mpsc::Sender<Vec<u8>>> {
+        let stream = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            TcpStream::connect(peer.addr),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        if peer.transport == Transport::Tls {
+            let connector = self
+                .inner
+                .tls_client
+                .clone()
+                .ok_or_else(|| io::Error::other("TLS is not configured"))?;
+            let name = rustls_pki_types::ServerName::IpAddress(peer.addr.ip().into());
+            let tls = connector.connect(name, stream).await?;
+            Ok(self.clone().attach(peer, tls))
+        } else {
+            Ok(self.clone().attach(peer, stream))
+        }
+    }
+
+    async fn udp_loop(self, socket: Arc<UdpSocket>) {
+        let mut shutdown = self.inner.shutdown.clone();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let received = tokio::select! {
+                r = socket.recv_from(&mut buf) => r,
+                _ = shutdown.changed() => return,
+            };
+            match received {
+                Ok((n, from)) => {
+                    let bytes = &buf[..n];
+                    if bytes.iter().all(u8::is_ascii_whitespace) {
+                        continue; // keep-alive
+                    }
+                    let peer = Peer {
+                        transport: Transport::Udp,
+                        addr: from,
+                    };
+                    if self.inner.sink.send((bytes.to_vec(), peer)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+            }
+        }
+    }
+
+    async fn accept_loop(
+        self,
+        transport: Transport,
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+    ) {
+        let mut shutdown = self.inner.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = shutdown.changed() => return,
+            };
+            let (stream, addr) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let peer = Peer { transport, addr };
+            match (transport, &tls) {
+                (Transport::Tls, Some(acceptor)) => {
+                    let acceptor = acceptor.clone();
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            acceptor.accept(stream),
+                        )
+                        .await
+                        {
+                            Ok(Ok(tls)) => {
+                                this.attach(peer, tls);
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(peer = %addr, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(peer = %addr, "TLS handshake timed out"),
+                        }
+                    });
+                }
+                _ => {
+                    self.clone().attach(peer, stream);
+                }
+            }
+        }
+    }
+
+    /// Registers a connected stream: a writer task fed by the returned sender and a
+    /// reader task that frames messages into the sink.
+    fn attach<S>(self, peer: Peer, stream: S) -> mpsc::Sender<Vec<u8>>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+        self.inner
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer, tx.clone());
+        let mut shutdown = self.inner.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    m = rx.recv() => m,
+                    _ = shutdown.changed() => None,
+                };
+                let Some(bytes) = next else { break };
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            let _ = writer.shutdown().await;
+        });
+        let this = self.clone();
+        let pong = tx.clone();
+        tokio::spawn(async move {
+            let mut shutdown = this.inner.shutdown.clone();
+            let mut buf: Vec<u8> = Vec::with_capacity(8192);
+            let mut chunk = vec![0u8; 16_384];
+            'read: loop {
+                let n = tokio::select! {
+                    r = reader.read(&mut chunk) => match r {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    },
+                    _ = shutdown.changed() => break,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                loop {
+                    match next_stream_message(&mut buf) {
+                        StreamFrame::Incomplete => break,
+                        StreamFrame::Ping => {
+                            let _ = pong.try_send(b"\r\n".to_vec());
+                        }
+                        StreamFrame::Message(bytes) => {
+                            if this.inner.sink.send((bytes, peer)).await.is_err() {
+                                break 'read;
+                            }
+                        }
+                        StreamFrame::Broken(bytes) => {
+                            // Unframeable: let the front end answer 400 if it can, then
+                            // close (RFC 3261 §18.3: the stream cannot be resynchronised).
+                            let _ = this.inner.sink.send((bytes, peer)).await;
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            break 'read;
+                        }
+                    }
+                }
+            }
+            let mut streams = this
+                .inner
+                .streams
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if streams.get(&peer).is_some_and(|t| t.same_channel(&pong)) {
+                streams.remove(&peer);
+            }
+        });
+        tx
+    }
+}
+
+/// One step of stream framing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamFrame {
+    /// More bytes are needed.
+    Incomplete,
+    /// A CRLFCRLF keep-alive ping (answer CRLF).
+    Ping,
+    /// One complete message.
+    Message(Vec<u8>),
+    /// Bytes that cannot be framed (no usable `Content-Length`, or too large).
+    Broken(Vec<u8>),
+}
+
+/// Takes the next message off the front of a stream buffer (RFC 3261 §18.3).
+pub fn next_stream_message(buf: &mut Vec<u8>) -> StreamFrame {
+    if buf.starts_with(b"\r\n\r\n") {
+        buf.drain(..4);
+        return StreamFrame::Ping;
+    }
+    let mut skip = 0;
+    while buf[skip..].starts_with(b"\r\n") && buf.len() - skip > 2 {
+        skip += 2;
+    }
+    if buf[skip..] == *b"\r\n" || buf[skip..] == *b"\r" {
+        return StreamFrame::Incomplete;
+    }
+    buf.drain(..skip);
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if buf.len() > MAX_MESSAGE_BYTES {
+            return StreamFrame::Broken(std::mem::take(buf));
+        }
+        return StreamFrame::Incomplete;
+    };
+    let head_len = end + 4;
+    let length = match content_length(&buf[..end]) {
+        Ok(n) => n.unwrap_or(0),
+        Err(()) => return StreamFrame::Broken(std::mem::take(buf)),
+    };
+    if length > MAX_MESSAGE_BYTES {
+        return StreamFrame::Broken(std::mem::take(buf));
+    }
+    if buf.len() < head_len + length {
+        return StreamFrame::Incomplete;
+    }
+    StreamFrame::Message(buf.drain(..head_len + length).collect())
+}
+
+/// The `Content-Length` of a header section: `Ok(None)` when absent, `Err` when
+/// unusable (not a number, or several).
+fn content_length(head: &[u8]) -> Result<Option<usize>, ()> {
+    let text = String::from_utf8_lossy(head);
+    let mut found = None;
+    for line in text.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
+            let n = crate::headers::parse_decimal(value.trim())
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(())?;
+            if found.replace(n).is_some() {
+                return Err(());
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3261_18_3_stream_framing_by_content_length() {
+        let mut buf = b"\r\n\r\nOPTIONS sip:a SIP/2.0\r\nContent-Length: 3\r\n\r\nabcMESSAGE sip:b SIP/2.0\r\nl: 2\r\n\r\nx".to_vec();
+        assert_eq!(next_stream_message(&mut buf), StreamFrame::Ping);
+        let StreamFrame::Message(m) = next_stream_message(&mut buf) else {
+            panic!()
+        };
+        assert!(m.ends_with(b"\r\n\r\nabc"));
+        assert_eq!(next_stream_message(&mut buf), StreamFrame::Incomplete);
+        buf.push(b'y');
+        let StreamFrame::Message(m) = next_stream_message(&mut buf) else {
+            panic!()
+        };
+        assert!(m.ends_with(b"xy"));
+        assert!(buf.is_empty());
+        let mut bad = b"MESSAGE sip:b SIP/2.0\r\nContent-Length: -1\r\n\r\n".to_vec();
+        assert!(matches!(
+            next_stream_message(&mut bad),
+            StreamFrame::Broken(_)
+        ));
+        let mut two = b"M sip:b SIP/2.0\r\nContent-Length: 1\r\nl: 1\r\n\r\nx".to_vec();
+        assert!(matches!(
+            next_stream_message(&mut two),
+            StreamFrame::Broken(_)
+        ));
+        let mut crlf = b"\r\n".to_vec();
+        assert_eq!(next_stream_message(&mut crlf), StreamFrame::Incomplete);
+    }
+}
