@@ -214,8 +214,7 @@ mod tests {
         let timers = Timers::default();
         let mut tx = ClientTransaction::new(Duration::ZERO, false, timers);
         let mut retransmits = Vec::new();
-        loop {
-            let Some(at) = tx.poll_timeout() else { break };
+        while let Some(at) = tx.poll_timeout() {
             match tx.on_timeout(at) {
                 ClientAction::Retransmit => retransmits.push(at.as_millis()),
                 ClientAction::TimedOut => {

@@ -1,0 +1,1341 @@
+//! The SIP adapter at run time: receives requests on its transports, answers them
+//! through the pure front end ([`crate::wire`]), submits events to the broker, and
+//! delivers envelopes as MESSAGE, SUBSCRIBE and NOTIFY requests in RFC 3261 client
+//! transactions.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use cpim::address::Address;
+use cpim::condition::Condition;
+use cpim::event::{Event, PresenceUpdate, Subscription, SubscriptionOp};
+use cpim::presence::Presence;
+use cpim_broker::adapter::{Adapter, AdapterContext, DeliveryPolicy};
+use cpim_broker::envelope::{unix_now_ms, DeliveryOutcome, Envelope, Inbound};
+use cpim_broker::identity::AddressStyle;
+use cpim_broker::metrics::AdapterMetrics;
+use cpim_broker::runtime::Submitter;
+
+use crate::auth::{self, Credential, Registrar, RegistrarUser};
+use crate::headers::{self, EventHeader, NameAddr, SubState};
+use crate::subscription::{
+    DialogKey, Notifier, NotifyEffect, Policy, Publications, PublishOutcome, SubscribeOutcome,
+    SubscribeRequest, Subscriber, SubscriberEvent, WatcherDialog,
+};
+use crate::transaction::{
+    ClientAction, ClientTransaction, ServerDecision, ServerTransactions, Timers,
+};
+use crate::translate::{self, aor_key, OutboundOptions};
+use crate::transport::{Listen, Peer, TlsAcceptor, TlsConnector, Transport, Transports};
+use crate::wire::{self, Fault, Framed, OutRequest, RawMessage, RequestView};
+
+const PIDF: &str = "application/pidf+xml";
+
+/// The adapter's settings.
+#[derive(Debug, Clone)]
+pub struct SipConfig {
+    /// The adapter's name.
+    pub name: String,
+    /// The SIP domains it serves.
+    pub domains: Vec<String>,
+    /// Listeners.
+    pub listen: Vec<Listen>,
+    /// TLS server certificate chain and key (PEM file contents) for TLS listeners.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Where out-of-dialog requests go instead of the Request-URI's host.
+    pub outbound_proxy: Option<Peer>,
+    /// Largest MESSAGE sent over UDP (RFC 3428 §8).
+    pub max_udp_message: usize,
+    /// Destination domains that get `message/cpim` instead of `text/plain`.
+    pub cpim_domains: Vec<String>,
+    /// Transaction timers.
+    pub timers: Timers,
+    /// Subscription and publication durations.
+    pub policy: Policy,
+    /// Credentials for challenges from upstream proxies (401/407).
+    pub credentials: Vec<Credential>,
+    /// Domains where the gateway is the registrar, with their users.
+    pub registrar: Vec<(String, Vec<RegistrarUser>)>,
+    /// How often subscriptions, publications and transactions are checked for expiry.
+    pub tick: Duration,
+}
+
+impl SipConfig {
+    /// Defaults for `name` serving `domains`, listening on UDP and TCP at `address`.
+    pub fn new(name: &str, domains: &[&str], address: SocketAddr) -> Self {
+        SipConfig {
+            name: name.to_owned(),
+            domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            listen: vec![
+                Listen {
+                    transport: Transport::Udp,
+                    address,
+                },
+                Listen {
+                    transport: Transport::Tcp,
+                    address,
+                },
+            ],
+            tls: None,
+            outbound_proxy: None,
+            max_udp_message: 1300,
+            cpim_domains: Vec::new(),
+            timers: Timers::default(),
+            policy: Policy::default(),
+            credentials: Vec::new(),
+            registrar: Vec::new(),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The SIP adapter.
+pub struct SipAdapter {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for SipAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipAdapter")
+            .field("name", &self.core.config.name)
+            .field("domains", &self.core.config.domains)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Core {
+    config: SipConfig,
+    transports: Transports,
+    submitter: Submitter,
+    metrics: AdapterMetrics,
+    epoch: Instant,
+    seed: u64,
+    counter: AtomicU64,
+    clients: Mutex<HashMap<String, mpsc::Sender<RawMessage>>>,
+    server: Mutex<ServerTransactions>,
+    notifier: Mutex<Notifier>,
+    watchers: Mutex<HashMap<DialogKey, WatcherSide>>,
+    subscriber: Mutex<Subscriber>,
+    upstream_peers: Mutex<HashMap<String, Peer>>,
+    publications: Mutex<Publications>,
+    registrar: Mutex<Registrar>,
+}
+
+/// Driver-side data of a watcher's subscription.
+#[derive(Clone)]
+struct WatcherSide {
+    peer: Peer,
+    last_body: Option<Vec<u8>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The final response of a client transaction.
+#[derive(Debug)]
+struct Final {
+    status: u16,
+    reason: String,
+    response: Option<RawMessage>,
+}
+
+impl SipAdapter {
+    /// Binds the listeners and starts the adapter. Returns it with the bound addresses.
+    pub async fn start(
+        config: SipConfig,
+        context: AdapterContext,
+    ) -> std::io::Result<(Arc<SipAdapter>, Vec<(Transport, SocketAddr)>)> {
+        let (acceptor, connector) = tls_setup(config.tls.as_ref())?;
+        let (sink, mut received) = mpsc::channel(4096);
+        let (transports, bound) = Transports::bind(
+            &config.listen,
+            acceptor,
+            connector,
+            sink,
+            context.shutdown.clone(),
+        )
+        .await?;
+        for (transport, addr) in &bound {
+            tracing::info!(adapter = %config.name, transport = transport.token(), %addr, "SIP listening");
+        }
+        let seed = unix_now_ms() ^ (u64::from(std::process::id()) << 32);
+        let registrar = Registrar::new(config.registrar.clone(), seed);
+        let core = Arc::new(Core {
+            transports,
+            submitter: context.submitter.clone(),
+            metrics: context.metrics.clone(),
+            epoch: Instant::now(),
+            seed,
+            counter: AtomicU64::new(0),
+            clients: Mutex::new(HashMap::new()),
+            server: Mutex::new(ServerTransactions::default()),
+            notifier: Mutex::new(Notifier::new(config.policy)),
+            watchers: Mutex::new(HashMap::new()),
+            subscriber: Mutex::new(Subscriber::new(config.timers.timeout())),
+            upstream_peers: Mutex::new(HashMap::new()),
+            publications: Mutex::new(Publications::new(config.policy)),
+            registrar: Mutex::new(registrar),
+            config,
+        });
+        core.metrics.set_connected(true);
+        let receiver = core.clone();
+        tokio::spawn(async move {
+            while let Some((bytes, peer)) = received.recv().await {
+                receiver.clone().on_bytes(bytes, peer).await;
+            }
+        });
+        tokio::spawn(core.clone().ticker(context.shutdown.clone()));
+        Ok((Arc::new(SipAdapter { core }), bound))
+    }
+}
+
+fn tls_setup(
+    tls: Option<&(Vec<u8>, Vec<u8>)>,
+) -> std::io::Result<(Option<TlsAcceptor>, Option<TlsConnector>)> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let acceptor = match tls {
+        Some((cert, key)) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<_, _>>()
+                .map_err(|e| std::io::Error::other(format!("certificate: {e}")))?;
+            let key = PrivateKeyDer::from_pem_slice(key)
+                .map_err(|e| std::io::Error::other(format!("private key: {e}")))?;
+            let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(std::io::Error::other)?
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .map_err(std::io::Error::other)?;
+            Some(TlsAcceptor::from(Arc::new(config)))
+        }
+        None => None,
+    };
+    Ok((acceptor, None))
+}
+
+impl Core {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn unique(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let mixed = (self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17);
+        format!("{mixed:016x}{n:x}")
+    }
+
+    fn branch(&self) -> String {
+        format!("z9hG4bK{}", self.unique())
+    }
+
+    fn registrar_on(&self) -> bool {
+        !self.config.registrar.is_empty()
+    }
+
+    fn serves(&self, domain: &str) -> bool {
+        self.config
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    // -----------------------------------------------------------------------------------
+    // receiving
+
+    async fn on_bytes(self: Arc<Self>, bytes: Vec<u8>, peer: Peer) {
+        match wire::frame(&bytes) {
+            Framed::Message(m) if !m.is_request => self.on_response(m),
+            Framed::Message(m) => self.on_request(m, peer).await,
+            Framed::Bad(fault, Some(raw)) => {
+                tracing::debug!(%fault.status, reason = %fault.reason, peer = %peer.addr, "malformed request");
+                self.metrics.rejected(Condition::BadRequest);
+                self.reply(&raw, peer, &fault, None).await;
+            }
+            Framed::Bad(fault, None) => {
+                tracing::debug!(reason = %fault.reason, peer = %peer.addr, "unreadable message dropped");
+            }
+        }
+    }
+
+    fn on_response(&self, m: RawMessage) {
+        let branch = m
+            .header("Via")
+            .and_then(|v| headers::Via::parse_first(v).ok())
+            .and_then(|v| v.branch().map(str::to_owned));
+        let Some(branch) = branch else { return };
+        let tx = lock(&self.clients).get(&branch).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.try_send(m);
+        }
+    }
+
+    /// Sends a response and records it in the server transaction.
+    async fn send_response(&self, request: &RawMessage, peer: Peer, bytes: Vec<u8>) {
+        if let Some(key) = server_key(request) {
+            lock(&self.server).on_final(
+                &key,
+                bytes.clone(),
+                peer.transport.reliable(),
+                self.now(),
+                &self.config.timers,
+            );
+        }
+        if let Err(e) = self.transports.send(peer, bytes).await {
+            tracing::debug!(peer = %peer.addr, error = %e, "sending a response failed");
+        }
+    }
+
+    async fn reply(&self, request: &RawMessage, peer: Peer, fault: &Fault, to_tag: Option<&str>) {
+        let tag = to_tag.map(str::to_owned).unwrap_or_else(|| self.unique());
+        if let Some(bytes) = wire::response(
+            request,
+            fault.status,
+            &fault.reason,
+            Some(&tag),
+            &fault.headers,
+            None,
+        ) {
+            self.send_response(request, peer, bytes).await;
+        }
+    }
+
+    async fn on_request(self: Arc<Self>, m: RawMessage, peer: Peer) {
+        if m.start[0] == "ACK" {
+            return; // ends an INVITE server transaction we answered with a failure
+        }
+        if let Some(key) = server_key(&m) {
+            let decision = lock(&self.server).on_request(&key);
+            match decision {
+                ServerDecision::New => {}
+                ServerDecision::Absorb => return,
+                ServerDecision::Repeat(bytes) => {
+                    let _ = self.transports.send(peer, bytes).await;
+                    return;
+                }
+            }
+        }
+        let view = match wire::check_request(&m, self.registrar_on()) {
+            Ok(v) => v,
+            Err(fault) => {
+                self.metrics.rejected(Condition::BadRequest);
+                self.reply(&m, peer, &fault, None).await;
+                return;
+            }
+        };
+        match view.method.as_str() {
+            "OPTIONS" => {
+                let allow = if self.registrar_on() {
+                    wire::ALLOW_WITH_REGISTER
+                } else {
+                    wire::ALLOW
+                };
+                let fault = Fault::new(200, "OK")
+                    .with_header("Allow", allow)
+                    .with_header("Accept", format!("{}, {PIDF}", translate::ACCEPT_MESSAGE))
+                    .with_header("Allow-Events", "presence")
+                    .with_header("Supported", "");
+                self.reply(&m, peer, &fault, None).await;
+            }
+            "MESSAGE" => self.on_message(&m, &view, peer).await,
+            "SUBSCRIBE" => {
+                tokio::spawn(async move { self.on_subscribe(m, view, peer).await });
+            }
+            "NOTIFY" => self.on_notify(&m, &view, peer).await,
+            "PUBLISH" => self.on_publish(&m, &view, peer).await,
+            "REGISTER" => self.on_register(&m, &view, peer).await,
+            _ => {
+                let fault = Fault::new(405, "Method Not Allowed").with_header("Allow", wire::ALLOW);
+                self.reply(&m, peer, &fault, None).await;
+            }
+        }
+    }
+
+    async fn on_message(&self, m: &RawMessage, view: &RequestView, peer: Peer) {
+        let inbound = match translate::message_inbound(view, unix_now_ms()) {
+            Ok(i) => i,
+            Err(fault) => {
+                self.metrics.rejected(Condition::BadRequest);
+                self.reply(m, peer, &fault, None).await;
+                return;
+            }
+        };
+        let fault = match self.submitter.submit(inbound).await {
+            // RFC 3428 §4: accepted for relay without end-to-end confirmation.
+            Ok(_) => Fault::new(202, "Accepted"),
+            Err(rejected) => translate::fault_for(&rejected),
+        };
+        self.reply(m, peer, &fault, None).await;
+    }
+
+    // -----------------------------------------------------------------------------------
+    // presence: SIP watchers (the gateway is the notifier)
+
+    async fn on_subscribe(self: Arc<Self>, m: RawMessage, view: RequestView, peer: Peer) {
+        let result = self.subscribe_inner(&m, &view, peer).await;
+        if let Err(fault) = result {
+            self.reply(&m, peer, &fault, None).await;
+        }
+    }
+
+    async fn subscribe_inner(
+        self: &Arc<Self>,
+        m: &RawMessage,
+        view: &RequestView,
+        peer: Peer,
+    ) -> Result<(), Fault> {
+        check_event(view)?;
+        if view.max_forwards == Some(0) {
+            return Err(Fault::new(483, "Too Many Hops"));
+        }
+        let from_tag = view
+            .from
+            .tag()
+            .ok_or_else(|| Fault::new(400, "Bad Request (From without a tag)"))?
+            .to_owned();
+        let watcher = translate::address_of(&view.from.uri, "From")?;
+        let presentity = translate::recipient(view)?;
+        let expires = view
+            .header("Expires")
+            .map(|e| headers::parse_delta_seconds("Expires", e))
+            .transpose()?;
+        let contact = view
+            .header("Contact")
+            .and_then(|c| NameAddr::parse("Contact", headers::split_top_level(c, ',')[0]).ok())
+            .map(|c| c.uri)
+            .unwrap_or_default();
+        let event_id = EventHeader::parse(view.header("Event").unwrap_or_default())
+            .ok()
+            .and_then(|e| e.id().map(str::to_owned));
+        let request = SubscribeRequest {
+            call_id: view.call_id.clone(),
+            from_tag,
+            to_tag: view.to.tag().map(str::to_owned),
+            expires,
+            contact,
+            watcher: aor_key(&watcher),
+            presentity: aor_key(&presentity),
+            event_id,
+        };
+        let outcome = lock(&self.notifier).on_subscribe(self.now(), request, || self.unique())?;
+        let (key, expires, op) = match &outcome {
+            SubscribeOutcome::Created { key, expires } => {
+                lock(&self.watchers).insert(
+                    key.clone(),
+                    WatcherSide {
+                        peer,
+                        last_body: None,
+                        lock: Arc::new(tokio::sync::Mutex::new(())),
+                    },
+                );
+                (key.clone(), *expires, SubscriptionOp::Subscribe)
+            }
+            SubscribeOutcome::Refreshed { key, expires } => {
+                if let Some(w) = lock(&self.watchers).get_mut(key) {
+                    w.peer = peer;
+                }
+                (key.clone(), *expires, SubscriptionOp::Subscribe)
+            }
+            SubscribeOutcome::Ended(d) => (
+                (d.call_id.clone(), d.local_tag.clone()),
+                0,
+                SubscriptionOp::Unsubscribe,
+            ),
+        };
+        let side = lock(&self.watchers).get(&key).cloned();
+        let Some(side) = side else {
+            return Err(Fault::new(481, "Subscription Does Not Exist"));
+        };
+        // Hold the dialog while answering, so that a NOTIFY caused by the broker's
+        // answer cannot overtake the 200 and the first NOTIFY.
+        let guard = side.lock.clone().lock_owned().await;
+        let mut inbound = Inbound::new(
+            Event::Subscription(Subscription {
+                expires_secs: Some(expires),
+                ..Subscription::new(op)
+            }),
+            watcher,
+            presentity,
+        );
+        inbound.received_at_ms = unix_now_ms();
+        inbound.hops = view.max_forwards;
+        if let Err(rejected) = self.submitter.submit(inbound).await {
+            if matches!(outcome, SubscribeOutcome::Created { .. }) {
+                lock(&self.notifier).remove(&key);
+                lock(&self.watchers).remove(&key);
+            }
+            return Err(translate::fault_for(&rejected));
+        }
+        let local = self.transports.local(peer.transport);
+        let ok = Fault::new(200, "OK")
+            .with_header("Expires", expires.to_string())
+            .with_header("Contact", contact_of(local, peer.transport));
+        self.reply(m, peer, &ok, Some(&key.1)).await;
+        match outcome {
+            SubscribeOutcome::Ended(dialog) => {
+                lock(&self.watchers).remove(&key);
+                let state = SubState::Terminated {
+                    reason: Some("timeout".to_owned()),
+                    retry_after: None,
+                };
+                self.send_notify(&dialog, peer, state, None).await;
+            }
+            _ => {
+                let body = side.last_body.clone();
+                self.notify_locked(&key, false, body).await;
+            }
+        }
+        drop(guard);
+        Ok(())
+    }
+
+    /// Sends the next NOTIFY of `key` (the dialog lock is held by the caller).
+    async fn notify_locked(
+        self: &Arc<Self>,
+        key: &DialogKey,
+        activate: bool,
+        body: Option<Vec<u8>>,
+    ) -> u16 {
+        let next = lock(&self.notifier).next_notify(key, self.now(), activate);
+        let Some((dialog, state)) = next else {
+            return 481;
+        };
+        let Some(peer) = lock(&self.watchers).get(key).map(|w| w.peer) else {
+            return 481;
+        };
+        let terminated = matches!(state, SubState::Terminated { .. });
+        let body = if dialog.active { body } else { None };
+        let status = self.send_notify(&dialog, peer, state, body).await;
+        if terminated {
+            lock(&self.watchers).remove(key);
+        } else if status >= 300
+            && lock(&self.notifier)
+                .on_notify_failure(key, status)
+                .is_some()
+        {
+            // RFC 6665 §4.2.2: the watcher is gone; so is its subscription.
+            lock(&self.watchers).remove(key);
+            self.submit_unsubscribe(&dialog).await;
+        }
+        status
+    }
+
+    async fn submit_unsubscribe(&self, dialog: &WatcherDialog) {
+        let (Ok(watcher), Ok(presentity)) = (
+            Address::parse(&dialog.watcher),
+            Address::parse(&dialog.presentity),
+        ) else {
+            return;
+        };
+        let inbound = Inbound::new(
+            Event::Subscription(Subscription::new(SubscriptionOp::Unsubscribe)),
+            watcher,
+            presentity,
+        );
+        let _ = self.submitter.submit(inbound).await;
+    }
+
+    async fn send_notify(
+        &self,
+        dialog: &WatcherDialog,
+        peer: Peer,
+        state: SubState,
+        body: Option<Vec<u8>>,
+    ) -> u16 {
+        let local = self.transports.local(peer.transport);
+        let event = match &dialog.event_id {
+            Some(id) => format!("presence;id={id}"),
+            None => "presence".to_owned(),
+        };
+        let headers = vec![
+            ("Event".to_owned(), event),
+            ("Subscription-State".to_owned(), state.to_string()),
+            ("Contact".to_owned(), contact_of(local, peer.transport)),
+        ];
+        let from = format!("<{}>;tag={}", dialog.presentity, dialog.local_tag);
+        let to = format!("<{}>;tag={}", dialog.watcher, dialog.remote_tag);
+        let body_ref = body.as_deref().map(|b| (PIDF, b));
+        let result = self
+            .transact(peer, |branch, sent_by| {
+                OutRequest {
+                    method: "NOTIFY",
+                    uri: &dialog.remote_target,
+                    via_transport: peer.transport.token(),
+                    via_sent_by: sent_by,
+                    branch,
+                    from: &from,
+                    to: &to,
+                    call_id: &dialog.call_id,
+                    cseq: dialog.next_cseq,
+                    max_forwards: 70,
+                    headers: &headers,
+                    body: body_ref,
+                }
+                .to_bytes()
+            })
+            .await;
+        result.status
+    }
+
+    /// Delivers presence (or an approval/denial) to the SIP watchers of the envelope's
+    /// sender.
+    async fn deliver_to_watchers(
+        self: &Arc<Self>,
+        envelope: &Envelope,
+        body: Option<Vec<u8>>,
+        terminate: Option<String>,
+    ) -> DeliveryOutcome {
+        let watcher = aor_key(&envelope.to);
+        let presentity = aor_key(&envelope.from);
+        let keys = lock(&self.notifier).find(&watcher, &presentity);
+        if keys.is_empty() {
+            // The watcher went away in the meantime: nothing to tell.
+            return DeliveryOutcome::Accepted;
+        }
+        let mut worst = 200;
+        for key in keys {
+            let side = lock(&self.watchers).get(&key).cloned();
+            let Some(side) = side else { continue };
+            let _guard = side.lock.clone().lock_owned().await;
+            if let Some(reason) = &terminate {
+                let dialog = lock(&self.notifier).remove(&key);
+                lock(&self.watchers).remove(&key);
+                if let Some(dialog) = dialog {
+                    let state = SubState::Terminated {
+                        reason: Some(reason.clone()),
+                        retry_after: None,
+                    };
+                    worst = worst.max(self.send_notify(&dialog, side.peer, state, None).await);
+                }
+                continue;
+            }
+            if body.is_some() {
+                if let Some(w) = lock(&self.watchers).get_mut(&key) {
+                    w.last_body = body.clone();
+                }
+            }
+            let body = body.clone().or(side.last_body.clone());
+            worst = worst.max(self.notify_locked(&key, true, body).await);
+        }
+        translate::outcome_for(worst, None, "NOTIFY")
+    }
+
+    // -----------------------------------------------------------------------------------
+    // presence: SIP presentities (the gateway subscribes)
+
+    async fn on_notify(&self, m: &RawMessage, view: &RequestView, peer: Peer) {
+        let fault = self
+            .notify_inner(view)
+            .await
+            .err()
+            .unwrap_or(Fault::new(200, "OK"));
+        self.reply(m, peer, &fault, None).await;
+    }
+
+    async fn notify_inner(&self, view: &RequestView) -> Result<(), Fault> {
+        check_event(view)?;
+        let state = view
+            .header("Subscription-State")
+            .ok_or_else(|| Fault::new(400, "Bad Request (missing Subscription-State)"))
+            .and_then(|s| SubState::parse(s).map_err(Fault::from))?;
+        let presence = if view.body.is_empty() {
+            None
+        } else {
+            let essence = view
+                .content_type
+                .as_deref()
+                .and_then(|c| c.split(';').next())
+                .map(|c| c.trim().to_ascii_lowercase());
+            if essence.as_deref() != Some(PIDF) {
+                return Err(Fault::new(415, "Unsupported Media Type").with_header("Accept", PIDF));
+            }
+            Some(
+                Presence::parse_lenient(&view.body)
+                    .map_err(|e| Fault::new(400, format!("Bad Request (invalid PIDF: {e})")))?,
+            )
+        };
+        let effect = lock(&self.subscriber).on_notify(
+            self.now(),
+            &view.call_id,
+            view.to.tag(),
+            view.from.tag(),
+            &state,
+        );
+        let Some(effect) = effect else {
+            return Err(Fault::new(481, "Subscription Does Not Exist"));
+        };
+        match effect {
+            NotifyEffect::State {
+                presentity,
+                watcher,
+            } => {
+                if let Some(mut presence) = presence {
+                    presence.entity = presentity.clone();
+                    self.submit_from(
+                        &presentity,
+                        &watcher,
+                        Event::Presence(PresenceUpdate { presence }),
+                    )
+                    .await;
+                }
+            }
+            NotifyEffect::Terminated {
+                presentity,
+                watcher,
+                reason,
+                ..
+            } => {
+                lock(&self.upstream_peers).remove(&presentity);
+                self.submit_deny(&presentity, &watcher, &reason).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn submit_from(&self, from: &str, to: &str, event: Event) {
+        let (Ok(from), Ok(to)) = (Address::parse(from), Address::parse(to)) else {
+            return;
+        };
+        let mut inbound = Inbound::new(event, from, to);
+        inbound.received_at_ms = unix_now_ms();
+        if let Err(rejected) = self.submitter.submit(inbound).await {
+            tracing::debug!(%rejected, "presence submission refused");
+        }
+    }
+
+    async fn submit_deny(&self, presentity: &str, watcher: &str, reason: &str) {
+        let event = Event::Subscription(Subscription {
+            aggregate: true,
+            reason: Some(reason.to_owned()),
+            ..Subscription::new(SubscriptionOp::Deny)
+        });
+        self.submit_from(presentity, watcher, event).await;
+    }
+
+    async fn subscribe_upstream(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
+        let (watcher, presentity) = match (
+            translate::sip_text(&envelope.from),
+            translate::sip_uri(&envelope.to),
+        ) {
+            (Ok(w), Ok(p)) => (w, p),
+            (Err(e), _) | (_, Err(e)) => return failed(Condition::JidMalformed, e.to_string()),
+        };
+        let presentity_text = aor_key(&envelope.to);
+        let peer = match self.target_for(&presentity, 0).await {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
+        };
+        lock(&self.upstream_peers).insert(presentity_text.clone(), peer);
+        let sub = lock(&self.subscriber).start(
+            self.now(),
+            watcher,
+            presentity_text,
+            self.config.policy.max_expires,
+            format!("{}@gw", self.unique()),
+            self.unique(),
+        );
+        self.run_subscribe(sub, peer).await
+    }
+
+    async fn run_subscribe(
+        self: &Arc<Self>,
+        mut sub: crate::subscription::OutSubscription,
+        peer: Peer,
+    ) -> DeliveryOutcome {
+        for _ in 0..3 {
+            let final_ = self.send_subscribe(&sub, peer).await;
+            let response = final_.response.as_ref();
+            let header = |name: &str| response.and_then(|r| r.header(name));
+            let to_tag = header("To")
+                .and_then(|t| NameAddr::parse("To", t).ok())
+                .and_then(|t| t.tag().map(str::to_owned));
+            let granted =
+                header("Expires").and_then(|e| headers::parse_delta_seconds("Expires", e).ok());
+            let min = header("Min-Expires")
+                .and_then(|e| headers::parse_delta_seconds("Min-Expires", e).ok());
+            let next = lock(&self.subscriber).on_response(
+                self.now(),
+                &sub.call_id,
+                final_.status,
+                to_tag.as_deref(),
+                granted,
+                min,
+            );
+            match next {
+                None => return translate::outcome_for(final_.status, None, &final_.reason),
+                Some(SubscriberEvent::Subscribe(retry)) => sub = retry,
+                Some(SubscriberEvent::Terminated {
+                    presentity,
+                    watcher,
+                    reason,
+                }) => {
+                    lock(&self.upstream_peers).remove(&presentity);
+                    self.submit_deny(&presentity, &watcher, &reason).await;
+                    return translate::outcome_for(final_.status, None, &final_.reason);
+                }
+            }
+        }
+        failed(
+            Condition::NotAcceptable,
+            "the notifier keeps refusing the duration".into(),
+        )
+    }
+
+    async fn send_subscribe(
+        &self,
+        sub: &crate::subscription::OutSubscription,
+        peer: Peer,
+    ) -> Final {
+        let local = self.transports.local(peer.transport);
+        let headers = vec![
+            ("Event".to_owned(), "presence".to_owned()),
+            ("Accept".to_owned(), PIDF.to_owned()),
+            ("Expires".to_owned(), sub.expires.to_string()),
+            ("Contact".to_owned(), contact_of(local, peer.transport)),
+        ];
+        let from = format!("<{}>;tag={}", sub.watcher, sub.local_tag);
+        let to = match &sub.remote_tag {
+            Some(tag) => format!("<{}>;tag={tag}", sub.presentity),
+            None => format!("<{}>", sub.presentity),
+        };
+        self.transact_auth(
+            peer,
+            "SUBSCRIBE",
+            &sub.presentity,
+            |branch, sent_by, auth| {
+                let mut all = headers.clone();
+                all.extend(auth.iter().cloned());
+                OutRequest {
+                    method: "SUBSCRIBE",
+                    uri: &sub.presentity,
+                    via_transport: peer.transport.token(),
+                    via_sent_by: sent_by,
+                    branch,
+                    from: &from,
+                    to: &to,
+                    call_id: &sub.call_id,
+                    cseq: sub.next_cseq + u32::from(!auth.is_empty()),
+                    max_forwards: 70,
+                    headers: &all,
+                    body: None,
+                }
+                .to_bytes()
+            },
+        )
+        .await
+    }
+
+    async fn unsubscribe_upstream(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
+        let presentity = aor_key(&envelope.to);
+        let sub = lock(&self.subscriber).stop(&presentity);
+        let peer = lock(&self.upstream_peers).remove(&presentity);
+        if let (Some(sub), Some(peer)) = (sub, peer) {
+            let final_ = self.send_subscribe(&sub, peer).await;
+            return translate::outcome_for(final_.status, None, &final_.reason);
+        }
+        DeliveryOutcome::Accepted
+    }
+
+    // -----------------------------------------------------------------------------------
+    // PUBLISH and REGISTER
+
+    async fn on_publish(&self, m: &RawMessage, view: &RequestView, peer: Peer) {
+        match self.publish_inner(view).await {
+            Ok((etag, expires)) => {
+                let ok = Fault::new(200, "OK")
+                    .with_header("SIP-ETag", etag)
+                    .with_header("Expires", expires.to_string());
+                self.reply(m, peer, &ok, None).await;
+            }
+            Err(fault) => self.reply(m, peer, &fault, None).await,
+        }
+    }
+
+    async fn publish_inner(&self, view: &RequestView) -> Result<(String, u32), Fault> {
+        check_event(view)?;
+        let presentity = translate::recipient(view)?;
+        if !self.serves(presentity.domain()) {
+            return Err(Fault::new(404, "Not Found"));
+        }
+        let aor = aor_key(&presentity);
+        let expires = view
+            .header("Expires")
+            .map(|e| headers::parse_delta_seconds("Expires", e))
+            .transpose()?;
+        let presence = if view.body.is_empty() {
+            None
+        } else {
+            let essence = view
+                .content_type
+                .as_deref()
+                .and_then(|c| c.split(';').next())
+                .map(|c| c.trim().to_ascii_lowercase());
+            if essence.as_deref() != Some(PIDF) {
+                return Err(Fault::new(415, "Unsupported Media Type").with_header("Accept", PIDF));
+            }
+            Some(
+                Presence::parse(&view.body)
+                    .map_err(|e| Fault::new(400, format!("Bad Request (invalid PIDF: {e})")))?,
+            )
+        };
+        let outcome = lock(&self.publications).on_publish(
+            self.now(),
+            &aor,
+            view.header("SIP-If-Match").map(str::trim),
+            expires,
+            presence.is_some(),
+            || self.unique(),
+        )?;
+        match outcome {
+            PublishOutcome::Published { etag, expires } => {
+                if let Some(mut p) = presence {
+                    p.entity = aor.clone();
+                    self.submit_from(&aor, &aor, Event::Presence(PresenceUpdate { presence: p }))
+                        .await;
+                }
+                Ok((etag, expires))
+            }
+            PublishOutcome::Refreshed { etag, expires } => Ok((etag, expires)),
+            PublishOutcome::Removed { aor } => {
+                self.submit_closed(&aor).await;
+                Ok((self.unique(), 0))
+            }
+        }
+    }
+
+    /// The presentity withdrew its published state: its watchers see it offline.
+    async fn submit_closed(&self, aor: &str) {
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{}\"><tuple id=\"gw\"><status><basic>closed</basic></status></tuple></presence>",
+            xml_escape(aor)
+        );
+        if let Ok(p) = Presence::parse(xml.as_bytes()) {
+            self.submit_from(aor, aor, Event::Presence(PresenceUpdate { presence: p }))
+                .await;
+        }
+    }
+
+    async fn on_register(&self, m: &RawMessage, view: &RequestView, peer: Peer) {
+        let result = lock(&self.registrar).on_register(self.now(), view, peer);
+        match result {
+            Ok(ok) => {
+                let mut fault = Fault::new(200, "OK");
+                for contact in ok {
+                    fault = fault.with_header("Contact", contact);
+                }
+                self.reply(m, peer, &fault, None).await;
+            }
+            Err(fault) => self.reply(m, peer, &fault, None).await,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // sending
+
+    /// Where a request for `uri` goes: a registered contact, the outbound proxy, or
+    /// the URI's host (RFC 3263 without DNS SRV: the host's address records).
+    async fn target_for(
+        &self,
+        uri: &cpim::address::SipUri,
+        size: usize,
+    ) -> Result<Peer, DeliveryOutcome> {
+        let registered =
+            lock(&self.registrar).lookup(self.now(), &aor_key(&Address::Sip(uri.clone())));
+        let explicit = uri
+            .param("transport")
+            .flatten()
+            .map(str::to_ascii_lowercase);
+        let mut peer = if let Some(peer) = registered {
+            peer
+        } else if let Some(proxy) = self.config.outbound_proxy {
+            proxy
+        } else {
+            let transport = match explicit.as_deref() {
+                Some("tcp") => Transport::Tcp,
+                Some("tls") => Transport::Tls,
+                _ if uri.is_secure() => Transport::Tls,
+                _ => Transport::Udp,
+            };
+            let port = uri.port().unwrap_or(if transport == Transport::Tls {
+                5061
+            } else {
+                5060
+            });
+            let host = uri
+                .host()
+                .as_str()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let addr = match tokio::net::lookup_host((host.as_str(), port)).await {
+                Ok(mut addrs) => addrs.next(),
+                Err(_) => None,
+            };
+            let Some(addr) = addr else {
+                return Err(failed(
+                    Condition::RemoteServerNotFound,
+                    format!("cannot resolve {host}"),
+                ));
+            };
+            Peer { transport, addr }
+        };
+        if peer.transport == Transport::Udp && size > self.config.max_udp_message {
+            // RFC 3428 §8: too large for UDP; a congestion-controlled transport, unless
+            // the destination insists on UDP.
+            if explicit.as_deref() == Some("udp") {
+                return Err(failed(
+                    Condition::PolicyViolation,
+                    format!(
+                        "a {size}-byte MESSAGE is larger than {} bytes and {uri} takes UDP only",
+                        self.config.max_udp_message
+                    ),
+                ));
+            }
+            peer.transport = Transport::Tcp;
+        }
+        if !self.transports.can_send(peer.transport) {
+            return Err(failed(
+                Condition::ServiceUnavailable,
+                format!("no {} transport configured", peer.transport.token()),
+            ));
+        }
+        Ok(peer)
+    }
+
+    async fn send_message(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
+        let options = OutboundOptions {
+            cpim: self
+                .config
+                .cpim_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(envelope.to.domain())),
+            now_unix_secs: i64::try_from(unix_now_ms() / 1000).unwrap_or(0),
+        };
+        let out = match translate::message_out(envelope, &options) {
+            Ok(Some(out)) => out,
+            Ok(None) => return DeliveryOutcome::Accepted,
+            Err(e) => return failed(Condition::NotAcceptable, e.to_string()),
+        };
+        let uri = match translate::sip_uri(&envelope.to) {
+            Ok(u) => u,
+            Err(e) => return failed(Condition::JidMalformed, e.to_string()),
+        };
+        let size = out.body.len() + 600;
+        let peer = match self.target_for(&uri, size).await {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
+        };
+        let from = format!("<{}>;tag={}", out.from, self.unique());
+        let to = format!("<{}>", out.to);
+        let call_id = out
+            .call_id
+            .clone()
+            .unwrap_or_else(|| format!("{}@gw", self.unique()));
+        let cseq = u32::try_from(self.counter.load(Ordering::Relaxed) % 1_000_000).unwrap_or(1) + 1;
+        let headers = out.headers.clone();
+        let final_ = self
+            .transact_auth(peer, "MESSAGE", &out.to, |branch, sent_by, auth| {
+                let mut all = headers.clone();
+                all.extend(auth.iter().cloned());
+                OutRequest {
+                    method: "MESSAGE",
+                    uri: &out.to,
+                    via_transport: peer.transport.token(),
+                    via_sent_by: sent_by,
+                    branch,
+                    from: &from,
+                    to: &to,
+                    call_id: &call_id,
+                    cseq: cseq + u32::from(!auth.is_empty()),
+                    max_forwards: envelope.hops.max(1),
+                    headers: &all,
+                    body: Some((&out.content_type, &out.body)),
+                }
+                .to_bytes()
+            })
+            .await;
+        let retry_after = final_
+            .response
+            .as_ref()
+            .and_then(|r| r.header("Retry-After"))
+            .and_then(|r| headers::parse_retry_after(r).ok());
+        if final_.status == 0 {
+            // Transport error (RFC 3261 §8.1.3.1: like a 503): try again later.
+            return DeliveryOutcome::RetryLater {
+                after: Duration::from_secs(5),
+            };
+        }
+        translate::outcome_for(final_.status, retry_after, &final_.reason)
+    }
+
+    /// Runs a client transaction, answering one 401/407 challenge with configured
+    /// credentials (RFC 3261 §22.2, §22.3). `build` gets the branch, the Via sent-by
+    /// and the authorization headers to add.
+    async fn transact_auth<F>(&self, peer: Peer, method: &str, uri: &str, build: F) -> Final
+    where
+        F: Fn(&str, &str, &[(String, String)]) -> Vec<u8>,
+    {
+        let first = self.transact(peer, |b, s| build(b, s, &[])).await;
+        if !matches!(first.status, 401 | 407) || self.config.credentials.is_empty() {
+            return first;
+        }
+        let Some(response) = &first.response else {
+            return first;
+        };
+        let (challenge_name, answer_name) = if first.status == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let Some(challenge) = response.header(challenge_name) else {
+            return first;
+        };
+        let cnonce = self.unique();
+        let Some(value) = auth::answer(challenge, &self.config.credentials, method, uri, &cnonce)
+        else {
+            return first;
+        };
+        let extra = vec![(answer_name.to_owned(), value)];
+        self.transact(peer, |b, s| build(b, s, &extra)).await
+    }
+
+    /// Runs one client transaction (RFC 3261 §17.1.2). Status 0 = transport error,
+    /// 408 = Timer F.
+    async fn transact<F>(&self, peer: Peer, build: F) -> Final
+    where
+        F: Fn(&str, &str) -> Vec<u8>,
+    {
+        let branch = self.branch();
+        let sent_by = self
+            .transports
+            .local(peer.transport)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "invalid".to_owned());
+        let bytes = build(&branch, &sent_by);
+        let (tx, mut rx) = mpsc::channel(8);
+        lock(&self.clients).insert(branch.clone(), tx);
+        let result = async {
+            if let Err(e) = self.transports.send(peer, bytes.clone()).await {
+                return Final {
+                    status: 0,
+                    reason: e.to_string(),
+                    response: None,
+                };
+            }
+            let mut machine = ClientTransaction::new(self.now(), peer.transport.reliable(), self.config.timers);
+            loop {
+                let wake = machine
+                    .poll_timeout()
+                    .map(|at| self.epoch + at)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+                tokio::select! {
+                    response = rx.recv() => {
+                        let Some(response) = response else { continue };
+                        let status = response.status().unwrap_or(500);
+                        if machine.on_response(self.now(), status) {
+                            return Final { status, reason: response.start[2].clone(), response: Some(response) };
+                        }
+                    }
+                    () = tokio::time::sleep_until(wake) => {
+                        match machine.on_timeout(self.now()) {
+                            ClientAction::Retransmit => { let _ = self.transports.send(peer, bytes.clone()).await; }
+                            ClientAction::TimedOut => return Final { status: 408, reason: "Request Timeout".into(), response: None },
+                            ClientAction::Wait => {}
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        lock(&self.clients).remove(&branch);
+        result
+    }
+
+    // -----------------------------------------------------------------------------------
+    // timers
+
+    async fn ticker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(self.config.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = shutdown.changed() => {
+                    self.metrics.set_connected(false);
+                    return;
+                }
+            }
+            let now = self.now();
+            lock(&self.server).expire(now);
+            let expired = lock(&self.notifier).expire(now);
+            for dialog in expired {
+                let key = (dialog.call_id.clone(), dialog.local_tag.clone());
+                let side = lock(&self.watchers).remove(&key);
+                self.submit_unsubscribe(&dialog).await;
+                if let Some(side) = side {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let state = SubState::Terminated {
+                            reason: Some("timeout".to_owned()),
+                            retry_after: None,
+                        };
+                        this.send_notify(&dialog, side.peer, state, None).await;
+                    });
+                }
+            }
+            let due = lock(&self.subscriber).due(now);
+            for event in due {
+                match event {
+                    SubscriberEvent::Subscribe(sub) => {
+                        let peer = lock(&self.upstream_peers).get(&sub.presentity).copied();
+                        if let Some(peer) = peer {
+                            let this = self.clone();
+                            tokio::spawn(async move {
+                                this.run_subscribe(sub, peer).await;
+                            });
+                        }
+                    }
+                    SubscriberEvent::Terminated {
+                        presentity,
+                        watcher,
+                        reason,
+                    } => {
+                        lock(&self.upstream_peers).remove(&presentity);
+                        self.submit_deny(&presentity, &watcher, &reason).await;
+                    }
+                }
+            }
+            let gone = lock(&self.publications).expire(now);
+            for aor in gone {
+                self.submit_closed(&aor).await;
+            }
+            lock(&self.registrar).expire(now);
+        }
+    }
+}
+
+fn failed(condition: Condition, text: String) -> DeliveryOutcome {
+    DeliveryOutcome::Failed {
+        condition,
+        text: Some(text),
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn contact_of(local: Option<SocketAddr>, transport: Transport) -> String {
+    let host = local.map_or_else(|| "invalid".to_owned(), |a| a.to_string());
+    match transport {
+        Transport::Udp => format!("<sip:gw@{host}>"),
+        Transport::Tcp => format!("<sip:gw@{host};transport=tcp>"),
+        Transport::Tls => format!("<sip:gw@{host};transport=tls>"),
+    }
+}
+
+/// RFC 6665 §8.2.1: only the presence package (489 with `Allow-Events` otherwise).
+fn check_event(view: &RequestView) -> Result<(), Fault> {
+    let bad = || Fault::new(489, "Bad Event").with_header("Allow-Events", "presence");
+    let event = view.header("Event").ok_or_else(bad)?;
+    let event = EventHeader::parse(event).map_err(|_| bad())?;
+    if event.package != "presence" {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// The server transaction key of a request (RFC 3261 §17.2.3); ACK matches INVITE.
+fn server_key(m: &RawMessage) -> Option<crate::transaction::ServerKey> {
+    let via = headers::Via::parse_first(m.header("Via")?).ok()?;
+    let branch = via.branch()?.to_owned();
+    let method = if m.start[0] == "ACK" {
+        "INVITE".to_owned()
+    } else {
+        m.start[0].clone()
+    };
+    Some((branch, via.sent_by.to_ascii_lowercase(), method))
+}
+
+#[async_trait]
+impl Adapter for SipAdapter {
+    fn name(&self) -> &str {
+        &self.core.config.name
+    }
+
+    fn style(&self) -> AddressStyle {
+        AddressStyle::Sip
+    }
+
+    fn domains(&self) -> Vec<String> {
+        self.core.config.domains.clone()
+    }
+
+    fn policy(&self) -> DeliveryPolicy {
+        DeliveryPolicy {
+            // RFC 3428 §8: one pending MESSAGE per destination.
+            max_in_flight_per_destination: 1,
+            max_message_bytes: self
+                .core
+                .transports
+                .can_send(Transport::Tcp)
+                .then_some(wire::MAX_MESSAGE_BYTES - 4096)
+                .or(Some(self.core.config.max_udp_message)),
+        }
+    }
+
+    async fn deliver(&self, envelope: Envelope) -> DeliveryOutcome {
+        let core = &self.core;
+        match &envelope.event {
+            Event::Message(_) | Event::Composing(_) | Event::Notification(_) => {
+                core.send_message(&envelope).await
+            }
+            Event::Presence(p) => {
+                let mut presence = p.presence.clone();
+                presence.entity = aor_key(&envelope.from);
+                let body = presence.to_xml().into_bytes();
+                core.deliver_to_watchers(&envelope, Some(body), None).await
+            }
+            Event::Subscription(s) => match (s.op, s.aggregate) {
+                (SubscriptionOp::Subscribe, true) => core.subscribe_upstream(&envelope).await,
+                (SubscriptionOp::Unsubscribe, true) => core.unsubscribe_upstream(&envelope).await,
+                (SubscriptionOp::Subscribe, false) => {
+                    // SIP has no separate authorization step: the SIP side authorizes
+                    // the gateway's own SUBSCRIBE (RFC 7248 §4), and a refusal there
+                    // ends every watcher's subscription. So the request is approved.
+                    core.submit_from(
+                        &envelope.to.to_string(),
+                        &envelope.from.to_string(),
+                        Event::Subscription(Subscription::new(SubscriptionOp::Approve)),
+                    )
+                    .await;
+                    DeliveryOutcome::Delivered
+                }
+                (SubscriptionOp::Approve, _) => {
+                    core.deliver_to_watchers(&envelope, None, None).await
+                }
+                (SubscriptionOp::Deny, _) => {
+                    let reason = s.reason.clone().unwrap_or_else(|| "rejected".to_owned());
+                    core.deliver_to_watchers(&envelope, None, Some(reason))
+                        .await
+                }
+                (SubscriptionOp::Unsubscribe, false) | (SubscriptionOp::Probe, _) => {
+                    DeliveryOutcome::Accepted
+                }
+            },
+        }
+    }
+}
