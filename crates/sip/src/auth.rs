@@ -204,7 +204,10 @@ impl Registrar {
         let aor = Address::parse(&view.to.uri)
             .map_err(|_| Fault::new(400, "Bad Request (unreadable To URI)"))?;
         let Address::Sip(uri) = &aor else {
-            return Err(Fault::new(416, "Unsupported URI Scheme"));
+            return Err(Fault::new(
+                400,
+                "Bad Request (the address of record is not a SIP URI)",
+            ));
         };
         let domain = uri.host().as_str().to_ascii_lowercase();
         let Some(users) = self.domains.get(&domain).cloned() else {
@@ -214,9 +217,45 @@ impl Registrar {
             ));
         };
         let user = uri.user().ok().flatten().unwrap_or_default();
-        let Some(account) = users.iter().find(|u| u.username == user) else {
-            return Err(Fault::new(404, "Not Found"));
-        };
+        // An unknown user is challenged like a known one (no account enumeration).
+        let account = users
+            .iter()
+            .find(|u| u.username == user)
+            .cloned()
+            .unwrap_or(RegistrarUser {
+                username: String::new(),
+                password: String::new(),
+            });
+        // Bindings.
+        let key = aor_key(&aor);
+        let default = view
+            .header("Expires")
+            .map(|e| headers::parse_delta_seconds("Expires", e))
+            .transpose()?
+            .unwrap_or(DEFAULT_EXPIRES);
+        let contacts: Vec<&str> = view.all("Contact").collect();
+        let star = contacts.iter().any(|c| c.trim() == "*");
+        if star && (contacts.len() != 1 || default != 0) {
+            return Err(Fault::new(400, "Bad Request (Contact: * needs Expires: 0)"));
+        }
+        let contacts: Vec<&str> = if star { Vec::new() } else { contacts };
+        let mut parsed = Vec::new();
+        for value in &contacts {
+            for one in headers::split_top_level(value, ',') {
+                let contact = NameAddr::parse("Contact", one)?;
+                let expires = contact
+                    .param("expires")
+                    .flatten()
+                    .map(|e| headers::parse_delta_seconds("Contact", e))
+                    .transpose()?
+                    .unwrap_or(default);
+                if expires != 0 && expires < MIN_EXPIRES {
+                    return Err(Fault::new(423, "Interval Too Brief")
+                        .with_header("Min-Expires", MIN_EXPIRES.to_string()));
+                }
+                parsed.push((contact.uri, expires));
+            }
+        }
         // Authentication.
         let Some(header) = view.header("Authorization") else {
             return Err(self.challenge(now, &domain, false));
@@ -263,7 +302,8 @@ impl Registrar {
             algo,
             qop.as_ref(),
         );
-        let valid = params.get("username") == Some(&account.username)
+        let valid = !account.username.is_empty()
+            && params.get("username") == Some(&account.username)
             && params
                 .get("realm")
                 .is_some_and(|r| r.eq_ignore_ascii_case(&domain))
@@ -273,44 +313,19 @@ impl Registrar {
         if !valid {
             return Err(Fault::new(403, "Forbidden (wrong credentials)"));
         }
-        // Bindings.
-        let key = aor_key(&aor);
-        let default = view
-            .header("Expires")
-            .map(|e| headers::parse_delta_seconds("Expires", e))
-            .transpose()?
-            .unwrap_or(DEFAULT_EXPIRES);
-        let contacts: Vec<&str> = view.all("Contact").collect();
-        if contacts.iter().any(|c| c.trim() == "*") {
-            if contacts.len() != 1 || default != 0 {
-                return Err(Fault::new(400, "Bad Request (Contact: * needs Expires: 0)"));
-            }
+        if star {
             self.bindings.remove(&key);
             return Ok(Vec::new());
         }
-        for value in contacts {
-            for one in headers::split_top_level(value, ',') {
-                let contact = NameAddr::parse("Contact", one)?;
-                let expires = contact
-                    .param("expires")
-                    .flatten()
-                    .map(|e| headers::parse_delta_seconds("Contact", e))
-                    .transpose()?
-                    .unwrap_or(default);
-                if expires != 0 && expires < MIN_EXPIRES {
-                    return Err(Fault::new(423, "Interval Too Brief")
-                        .with_header("Min-Expires", MIN_EXPIRES.to_string()));
-                }
-                let list = self.bindings.entry(key.clone()).or_default();
-                list.retain(|b| b.contact != contact.uri);
-                if expires > 0 {
-                    list.push(Binding {
-                        contact: contact.uri.clone(),
-                        peer,
-                        expires_at: now
-                            + Duration::from_secs(u64::from(expires.min(DEFAULT_EXPIRES))),
-                    });
-                }
+        for (contact, expires) in parsed {
+            let list = self.bindings.entry(key.clone()).or_default();
+            list.retain(|b| b.contact != contact);
+            if expires > 0 {
+                list.push(Binding {
+                    contact,
+                    peer,
+                    expires_at: now + Duration::from_secs(u64::from(expires.min(DEFAULT_EXPIRES))),
+                });
             }
         }
         Ok(self

@@ -189,8 +189,8 @@ impl SipAdapter {
         core.metrics.set_connected(true);
         let receiver = core.clone();
         tokio::spawn(async move {
-            while let Some((bytes, peer)) = received.recv().await {
-                receiver.clone().on_bytes(bytes, peer).await;
+            while let Some(r) = received.recv().await {
+                receiver.clone().on_bytes(r.bytes, r.peer, r.unframed).await;
             }
         });
         tokio::spawn(core.clone().ticker(context.shutdown.clone()));
@@ -253,11 +253,29 @@ impl Core {
     // -----------------------------------------------------------------------------------
     // receiving
 
-    async fn on_bytes(self: Arc<Self>, bytes: Vec<u8>, peer: Peer) {
+    async fn on_bytes(self: Arc<Self>, bytes: Vec<u8>, peer: Peer, unframed: bool) {
+        if unframed {
+            // RFC 3261 §18.3: without a usable Content-Length a stream cannot be
+            // framed; answer 400 when the request can be read, the transport closes.
+            if let Framed::Message(mut raw) | Framed::Bad(_, Some(mut raw)) = wire::frame(&bytes) {
+                if raw.is_request {
+                    wire::stamp_received(&mut raw, peer.addr);
+                    let fault =
+                        Fault::new(400, "Bad Request (no usable Content-Length on a stream)");
+                    self.metrics.rejected(Condition::BadRequest);
+                    self.reply(&raw, peer, &fault, None).await;
+                }
+            }
+            return;
+        }
         match wire::frame(&bytes) {
             Framed::Message(m) if !m.is_request => self.on_response(m),
-            Framed::Message(m) => self.on_request(m, peer).await,
-            Framed::Bad(fault, Some(raw)) => {
+            Framed::Message(mut m) => {
+                wire::stamp_received(&mut m, peer.addr);
+                self.on_request(m, peer).await
+            }
+            Framed::Bad(fault, Some(mut raw)) => {
+                wire::stamp_received(&mut raw, peer.addr);
                 tracing::debug!(%fault.status, reason = %fault.reason, peer = %peer.addr, "malformed request");
                 self.metrics.rejected(Condition::BadRequest);
                 self.reply(&raw, peer, &fault, None).await;

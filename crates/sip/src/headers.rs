@@ -103,7 +103,11 @@ impl NameAddr {
                 None => (rest, ""),
             }
         };
-        let uri = uri.trim();
+        let uri = if rest.starts_with('<') {
+            uri
+        } else {
+            uri.trim()
+        };
         if uri.is_empty() || uri.contains([' ', '\t', '\r', '\n']) {
             return Err(HeaderError::new(
                 header,

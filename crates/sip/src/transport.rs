@@ -50,8 +50,21 @@ pub struct Peer {
     pub addr: SocketAddr,
 }
 
-/// Receives what the transports read: `(bytes of one message, from)`.
-pub type Sink = mpsc::Sender<(Vec<u8>, Peer)>;
+/// What the transports read: the bytes of one message, where they came from, and
+/// whether they could not be framed on a stream (no usable `Content-Length`; the
+/// connection is closed after an answer).
+#[derive(Debug)]
+pub struct Received {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// The sender.
+    pub peer: Peer,
+    /// Unframeable stream input.
+    pub unframed: bool,
+}
+
+/// Receives what the transports read.
+pub type Sink = mpsc::Sender<Received>;
 
 /// A TLS server configuration, when a TLS listener is configured.
 pub type TlsAcceptor = tokio_rustls::TlsAcceptor;
@@ -249,7 +262,12 @@ impl Transports {
                         transport: Transport::Udp,
                         addr: from,
                     };
-                    if self.inner.sink.send((bytes.to_vec(), peer)).await.is_err() {
+                    let received = Received {
+                        bytes: bytes.to_vec(),
+                        peer,
+                        unframed: false,
+                    };
+                    if self.inner.sink.send(received).await.is_err() {
                         return;
                     }
                 }
@@ -357,14 +375,24 @@ impl Transports {
                             let _ = pong.try_send(b"\r\n".to_vec());
                         }
                         StreamFrame::Message(bytes) => {
-                            if this.inner.sink.send((bytes, peer)).await.is_err() {
+                            let received = Received {
+                                bytes,
+                                peer,
+                                unframed: false,
+                            };
+                            if this.inner.sink.send(received).await.is_err() {
                                 break 'read;
                             }
                         }
                         StreamFrame::Broken(bytes) => {
                             // Unframeable: let the front end answer 400 if it can, then
                             // close (RFC 3261 §18.3: the stream cannot be resynchronised).
-                            let _ = this.inner.sink.send((bytes, peer)).await;
+                            let received = Received {
+                                bytes,
+                                peer,
+                                unframed: true,
+                            };
+                            let _ = this.inner.sink.send(received).await;
                             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                             break 'read;
                         }
@@ -418,9 +446,10 @@ pub fn next_stream_message(buf: &mut Vec<u8>) -> StreamFrame {
         return StreamFrame::Incomplete;
     };
     let head_len = end + 4;
+    // RFC 3261 §18.3: a stream message MUST carry Content-Length.
     let length = match content_length(&buf[..end]) {
-        Ok(n) => n.unwrap_or(0),
-        Err(()) => return StreamFrame::Broken(std::mem::take(buf)),
+        Ok(Some(n)) => n,
+        Ok(None) | Err(()) => return StreamFrame::Broken(std::mem::take(buf)),
     };
     if length > MAX_MESSAGE_BYTES {
         return StreamFrame::Broken(std::mem::take(buf));
@@ -475,6 +504,11 @@ mod tests {
         let mut bad = b"MESSAGE sip:b SIP/2.0\r\nContent-Length: -1\r\n\r\n".to_vec();
         assert!(matches!(
             next_stream_message(&mut bad),
+            StreamFrame::Broken(_)
+        ));
+        let mut none = b"M sip:b SIP/2.0\r\nVia: x\r\n\r\nbody".to_vec();
+        assert!(matches!(
+            next_stream_message(&mut none),
             StreamFrame::Broken(_)
         ));
         let mut two = b"M sip:b SIP/2.0\r\nContent-Length: 1\r\nl: 1\r\n\r\nx".to_vec();

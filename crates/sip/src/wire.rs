@@ -149,17 +149,25 @@ pub fn frame(bytes: &[u8]) -> Framed {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Framed::Bad(Fault::new(513, "Message Too Large"), None);
     }
-    let Some(sep) = find(bytes, b"\r\n\r\n") else {
-        return Framed::Bad(Fault::bad("no end of headers"), None);
+    let mut fault: Option<Fault> = None;
+    let (head, rest): (&[u8], &[u8]) = match find(bytes, b"\r\n\r\n") {
+        Some(sep) => (&bytes[..sep], &bytes[sep + 4..]),
+        None => {
+            // A datagram without the empty line: read it all as headers, answer 400.
+            fault = Some(Fault::bad("no empty line after the headers"));
+            let mut end = bytes.len();
+            while end > 0 && matches!(bytes[end - 1], b'\r' | b'\n') {
+                end -= 1;
+            }
+            (&bytes[..end], &[])
+        }
     };
-    let Ok(head) = std::str::from_utf8(&bytes[..sep]) else {
+    let Ok(head) = std::str::from_utf8(head) else {
         return Framed::Bad(Fault::bad("headers are not UTF-8"), None);
     };
-    let rest = &bytes[sep + 4..];
     let mut lines = head.split("\r\n");
     let start_line = lines.next().unwrap_or_default();
     let mut headers: Vec<(String, String)> = Vec::new();
-    let mut fault: Option<Fault> = None;
     for line in lines {
         if line.starts_with([' ', '\t']) {
             match headers.last_mut() {
@@ -367,12 +375,16 @@ pub fn check_request(req: &RawMessage, register: bool) -> Result<RequestView, Fa
         .map(headers::parse_max_forwards)
         .transpose()?;
     let content_type = single("Content-Type")?.map(|v| v.trim().to_owned());
-    single("Expires")?
-        .map(|v| headers::parse_delta_seconds("Expires", v))
-        .transpose()?;
+    // RFC 3261 §8.2.1: an unknown method is 501 before anything about the method is
+    // compared; then the CSeq method must match; then a known but unsupported method
+    // is 405.
+    if !is_known_method(method) {
+        check_method(method, register)?;
+    }
     if cseq.method != *method {
         return Err(Fault::bad("CSeq method does not match the request method"));
     }
+    check_method(method, register)?;
     let view = RequestView {
         method: method.clone(),
         uri: uri.clone(),
@@ -386,7 +398,6 @@ pub fn check_request(req: &RawMessage, register: bool) -> Result<RequestView, Fa
         headers: headers.clone(),
         body: req.body.clone(),
     };
-    check_method(&view.method, register)?;
     let scheme = view
         .uri
         .split_once(':')
@@ -406,6 +417,13 @@ pub fn check_request(req: &RawMessage, register: bool) -> Result<RequestView, Fa
         );
     }
     Ok(view)
+}
+
+fn is_known_method(method: &str) -> bool {
+    matches!(
+        method,
+        "MESSAGE" | "OPTIONS" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "ACK" | "REGISTER"
+    ) || KNOWN_UNSUPPORTED.contains(&method)
 }
 
 /// Option tags the gateway supports in `Require`.
@@ -449,22 +467,29 @@ pub fn response(
     if vias.is_empty() {
         return None;
     }
-    let from = request.header("From")?;
-    let to = request.header("To")?;
-    let call_id = request.header("Call-ID")?;
     let cseq = request.header("CSeq")?;
     let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
     let mut out = format!("SIP/2.0 {status} {reason}\r\n");
     for via in vias {
         out.push_str(&format!("Via: {via}\r\n"));
     }
-    out.push_str(&format!("From: {from}\r\n"));
-    let has_tag = NameAddr::parse("To", to).is_ok_and(|n| n.tag().is_some());
-    match to_tag {
-        Some(tag) if !has_tag && status > 100 => out.push_str(&format!("To: {to};tag={tag}\r\n")),
-        _ => out.push_str(&format!("To: {to}\r\n")),
+    if let Some(from) = request.header("From") {
+        out.push_str(&format!("From: {from}\r\n"));
     }
-    out.push_str(&format!("Call-ID: {call_id}\r\nCSeq: {cseq}\r\n"));
+    if let Some(to) = request.header("To") {
+        // A tag only when To parses and has none (RFC 3261 §8.2.6.2).
+        let parsed = NameAddr::parse("To", to);
+        match to_tag {
+            Some(tag) if parsed.is_ok_and(|n| n.tag().is_none()) && status > 100 => {
+                out.push_str(&format!("To: {to};tag={tag}\r\n"))
+            }
+            _ => out.push_str(&format!("To: {to}\r\n")),
+        }
+    }
+    if let Some(call_id) = request.header("Call-ID") {
+        out.push_str(&format!("Call-ID: {call_id}\r\n"));
+    }
+    out.push_str(&format!("CSeq: {cseq}\r\n"));
     for (name, value) in extra {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -486,6 +511,52 @@ pub fn response(
     };
     bytes.shrink_to_fit();
     Some(bytes)
+}
+
+/// Adds `received` (when the sent-by host is not the source address) and fills an
+/// empty `rport` (RFC 3581) on the top Via of `request`, for the response.
+pub fn stamp_received(request: &mut RawMessage, source: std::net::SocketAddr) {
+    let Some((_, value)) = request
+        .headers
+        .iter_mut()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Via"))
+    else {
+        return;
+    };
+    let entries = headers::split_top_level(value, ',');
+    let top = entries[0].trim_end().to_owned();
+    let rest: Vec<String> = entries[1..].iter().map(|e| (*e).to_owned()).collect();
+    let Ok(via) = Via::parse_first(&top) else {
+        return;
+    };
+    let ip = source.ip().to_string();
+    let host = via
+        .sent_by
+        .rsplit_once(':')
+        .filter(|(h, p)| {
+            !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !via.sent_by.ends_with(']')
+        })
+        .map_or(via.sent_by.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let has_rport = headers::param(&via.params, "rport") == Some(None);
+    let mut stamped = top.clone();
+    if has_rport {
+        // Replace the bare flag by its value.
+        let lower = stamped.to_ascii_lowercase();
+        if let Some(i) = lower.find(";rport") {
+            let end = i + ";rport".len();
+            if !stamped[end..].starts_with('=') {
+                stamped.insert_str(end, &format!("={}", source.port()));
+            }
+        }
+    }
+    if (host != ip || has_rport) && headers::param(&via.params, "received").is_none() {
+        stamped.push_str(&format!(";received={ip}"));
+    }
+    let mut all = vec![stamped];
+    all.extend(rest);
+    *value = all.join(",");
 }
 
 /// A request the gateway sends, before serialization.
