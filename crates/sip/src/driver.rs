@@ -1277,15 +1277,36 @@ fn check_event(view: &RequestView) -> Result<(), Fault> {
 }
 
 /// The server transaction key of a request (RFC 3261 §17.2.3); ACK matches INVITE.
+/// Call-ID, CSeq and the From tag are part of the key as well: a real retransmission
+/// repeats them, and branches without the RFC 3261 magic cookie (RFC 2543 peers, or a
+/// bare `z9hG4bK`) are then still told apart as §17.2.3 asks.
 fn server_key(m: &RawMessage) -> Option<crate::transaction::ServerKey> {
     let via = headers::Via::parse_first(m.header("Via")?).ok()?;
-    let branch = via.branch()?.to_owned();
+    let branch = via.branch().unwrap_or_default().to_owned();
     let method = if m.start[0] == "ACK" {
-        "INVITE".to_owned()
+        "INVITE"
     } else {
-        m.start[0].clone()
+        m.start[0].as_str()
     };
-    Some((branch, via.sent_by.to_ascii_lowercase(), method))
+    let cseq = m
+        .header("CSeq")
+        .and_then(|c| c.split_whitespace().next())
+        .unwrap_or_default();
+    let from_tag = m
+        .header("From")
+        .and_then(|f| NameAddr::parse("From", f).ok())
+        .and_then(|f| f.tag().map(str::to_owned))
+        .unwrap_or_default();
+    let rest = format!(
+        "{method}|{}|{cseq}|{from_tag}|{}",
+        m.header("Call-ID").unwrap_or_default(),
+        if branch.len() > 7 && branch.starts_with("z9hG4bK") {
+            ""
+        } else {
+            m.start[1].as_str()
+        }
+    );
+    Some((branch, via.sent_by.to_ascii_lowercase(), rest))
 }
 
 #[async_trait]

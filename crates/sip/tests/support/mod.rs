@@ -1,0 +1,162 @@
+//! Test support: a broker with the SIP adapter on loopback and an in-memory far side.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+pub mod sipp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpim_broker::core::CoreConfig;
+use cpim_broker::identity::AddressStyle;
+use cpim_broker::map::{AdapterMapConfig, AddressMap, MapConfig};
+use cpim_broker::presence::HubConfig;
+use cpim_broker::runtime::{Broker, BrokerHandle, Submitter};
+use cpim_broker::testing::MemoryAdapter;
+use cpim_sip::transport::Transport;
+use cpim_sip::{SipAdapter, SipConfig};
+
+/// The SIP side's home domain.
+pub const SIP_DOMAIN: &str = "sip.test";
+/// The in-memory network's home domain.
+pub const MEM_DOMAIN: &str = "mem.test";
+
+/// One running gateway.
+pub struct Gateway {
+    pub sip: Arc<SipAdapter>,
+    pub mem: MemoryAdapter,
+    pub from_mem: Submitter,
+    pub broker: BrokerHandle,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.broker.stop();
+    }
+}
+
+fn map(extra_sip_domains: &[&str]) -> AddressMap {
+    let mut home = vec![SIP_DOMAIN.to_owned()];
+    home.extend(extra_sip_domains.iter().map(|d| (*d).to_owned()));
+    AddressMap::new(MapConfig {
+        adapters: vec![
+            AdapterMapConfig {
+                name: "sip".into(),
+                style: AddressStyle::Sip,
+                home_domains: home,
+                alias_domains: Vec::new(),
+                escape_domains: Vec::new(),
+            },
+            AdapterMapConfig {
+                name: "mem".into(),
+                style: AddressStyle::Sip,
+                home_domains: vec![MEM_DOMAIN.into()],
+                alias_domains: Vec::new(),
+                escape_domains: Vec::new(),
+            },
+        ],
+        users: Vec::new(),
+    })
+    .expect("valid map")
+}
+
+/// Starts a broker, the SIP adapter on 127.0.0.1 (UDP and TCP on one free port) with
+/// `configure` applied to its settings, and an in-memory adapter for `mem.test`.
+pub async fn gateway(
+    extra_sip_domains: &[&str],
+    configure: impl FnOnce(&mut SipConfig),
+) -> Gateway {
+    let core = CoreConfig {
+        hub: HubConfig {
+            coalesce_interval: Duration::from_millis(100),
+            ..HubConfig::default()
+        },
+        ..CoreConfig::default()
+    };
+    let (mut broker, handle) = Broker::new(core, Arc::new(map(extra_sip_domains)));
+    let port = free_port();
+    let mut domains = vec![SIP_DOMAIN];
+    domains.extend_from_slice(extra_sip_domains);
+    let mut config = SipConfig::new("sip", &domains, SocketAddr::from(([127, 0, 0, 1], port)));
+    config.tick = Duration::from_millis(200);
+    configure(&mut config);
+    let (sip, bound) = SipAdapter::start(config, broker.context("sip"))
+        .await
+        .expect("SIP adapter starts");
+    let mem = MemoryAdapter::new("mem", AddressStyle::Sip, &[MEM_DOMAIN]);
+    let from_mem = broker.context("mem").submitter;
+    broker.add_adapter(sip.clone());
+    broker.add_adapter(Arc::new(mem.clone()));
+    broker.start();
+    let find = |t: Transport| {
+        bound
+            .iter()
+            .find(|(x, _)| *x == t)
+            .map(|(_, a)| *a)
+            .unwrap()
+    };
+    Gateway {
+        udp: find(Transport::Udp),
+        tcp: find(Transport::Tcp),
+        sip,
+        mem,
+        from_mem,
+        broker: handle,
+    }
+}
+
+/// A port free on 127.0.0.1 for both UDP and TCP (best effort).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port")
+}
+
+/// Reads one SIP message framed by Content-Length from a stream buffer; `None` when
+/// incomplete.
+pub fn take_message(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let len = head
+        .split("\r\n")
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            let n = n.trim();
+            (n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("l"))
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    if buf.len() < end + 4 + len {
+        return None;
+    }
+    Some(buf.drain(..end + 4 + len).collect())
+}
+
+/// The status code of a response.
+pub fn status_of(msg: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(msg);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The first header `name` of a message.
+pub fn header_of(msg: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(msg).to_string();
+    let head = text.split("\r\n\r\n").next()?.to_owned();
+    head.split("\r\n").skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
