@@ -19,7 +19,7 @@ use crate::serve;
 /// adapter is built.
 pub fn adapter_built(kind: AdapterKind) -> bool {
     match kind {
-        AdapterKind::Sip => false,
+        AdapterKind::Sip => true,
         AdapterKind::Xmpp => true,
         AdapterKind::Webhook => true,
     }
@@ -90,10 +90,129 @@ async fn build_adapters(config: &Config, broker: &Broker) -> Result<Vec<Arc<dyn 
                         .map_err(Error::Runtime)?;
                 adapters.push(adapter);
             }
-            AdapterConfig::Sip(_) => {}
+            AdapterConfig::Sip(sip) => {
+                let settings = sip_config(name, sip, config)
+                    .await
+                    .map_err(Error::Runtime)?;
+                // The adapter logs where it listens.
+                let (adapter, _bound) = cpim_sip::SipAdapter::start(settings, broker.context(name))
+                    .await
+                    .map_err(Error::Runtime)?;
+                adapters.push(adapter);
+            }
         }
     }
     Ok(adapters)
+}
+
+/// The SIP adapter's settings: listeners (with the TLS certificate and key read from
+/// their files, relative to the configuration file), the outbound proxy resolved to an
+/// address, credentials and registrar accounts.
+pub async fn sip_config(
+    name: &str,
+    s: &crate::config::SipConfig,
+    config: &Config,
+) -> std::io::Result<cpim_sip::SipConfig> {
+    use crate::config::SipTransport;
+    use cpim_sip::transport::{Listen, Peer, Transport};
+    let transport = |t: SipTransport| match t {
+        SipTransport::Udp => Transport::Udp,
+        SipTransport::Tcp => Transport::Tcp,
+        SipTransport::Tls => Transport::Tls,
+    };
+    let base = config
+        .source()
+        .parent()
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
+    let mut settings = cpim_sip::SipConfig::new(
+        name,
+        &s.domains.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    );
+    settings.listen = s
+        .listen
+        .iter()
+        .map(|l| Listen {
+            transport: transport(l.transport),
+            address: l.address,
+        })
+        .collect();
+    if let Some(l) = s.listen.iter().find(|l| l.transport == SipTransport::Tls) {
+        let read = |file: &Option<crate::config::ConfigString>, what: &str| {
+            let file = file
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other(format!("the tls listener has no {what}")))?;
+            let path = base.join(file.as_str());
+            std::fs::read(&path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+            })
+        };
+        settings.tls = Some((
+            read(&l.certificate, "certificate")?,
+            read(&l.private_key, "private_key")?,
+        ));
+    }
+    if let Some(proxy) = &s.outbound_proxy {
+        let uri = cpim::address::SipUri::parse(proxy.as_str())
+            .map_err(|e| std::io::Error::other(format!("outbound_proxy: {e}")))?;
+        let t = match uri
+            .param("transport")
+            .flatten()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("tcp") => Transport::Tcp,
+            Some("tls") => Transport::Tls,
+            _ if uri.is_secure() => Transport::Tls,
+            _ => Transport::Udp,
+        };
+        let port = uri
+            .port()
+            .unwrap_or(if t == Transport::Tls { 5061 } else { 5060 });
+        let host = uri
+            .host()
+            .as_str()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let addr = tokio::net::lookup_host((host.as_str(), port))
+            .await?
+            .next()
+            .ok_or_else(|| {
+                std::io::Error::other(format!("outbound_proxy: cannot resolve {host}"))
+            })?;
+        settings.outbound_proxy = Some(Peer { transport: t, addr });
+    }
+    settings.max_udp_message = usize::from(s.max_udp_message);
+    settings.cpim_domains = s
+        .cpim_domains
+        .iter()
+        .map(|d| d.as_str().to_owned())
+        .collect();
+    settings.credentials = s
+        .credentials
+        .iter()
+        .map(|c| cpim_sip::auth::Credential {
+            realm: c.realm.as_ref().map(|r| r.as_str().to_owned()),
+            username: c.username.as_str().to_owned(),
+            password: c.password.expose().to_owned(),
+        })
+        .collect();
+    let accounts: Vec<cpim_sip::auth::RegistrarUser> = s
+        .accounts
+        .iter()
+        .map(|a| cpim_sip::auth::RegistrarUser {
+            username: a.username.as_str().to_owned(),
+            password: a.password.expose().to_owned(),
+        })
+        .collect();
+    settings.registrar = s
+        .registrar_domains
+        .iter()
+        .map(|d| (d.as_str().to_owned(), accounts.clone()))
+        .collect();
+    Ok(settings)
 }
 
 /// The outbound transaction sender of each webhook app with a URL, by app name.
@@ -372,9 +491,9 @@ mod tests {
     }
 
     #[test]
-    fn xmpp_and_webhook_adapters_are_built_in_this_version() {
+    fn every_adapter_kind_is_built_in_this_version() {
         assert!(adapter_built(AdapterKind::Xmpp));
         assert!(adapter_built(AdapterKind::Webhook));
-        assert!(!adapter_built(AdapterKind::Sip), "sip is not built yet");
+        assert!(adapter_built(AdapterKind::Sip));
     }
 }

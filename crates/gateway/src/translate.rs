@@ -38,6 +38,8 @@ pub enum InputFormat {
     Iscomposing,
     /// One XMPP stanza (`<message/>` or `<presence/>` of `jabber:component:accept`).
     Xmpp,
+    /// One SIP request as captured on the wire (a MESSAGE, or a PUBLISH/NOTIFY with PIDF).
+    Sip,
 }
 
 /// What to print.
@@ -55,6 +57,9 @@ pub enum OutputFormat {
     Iscomposing,
     /// XMPP stanzas after a round trip through the broker model (only from `xmpp`).
     Xmpp,
+    /// The SIP MESSAGE the gateway would send after a round trip through the broker
+    /// model (only from `sip`).
+    Sip,
 }
 
 impl InputFormat {
@@ -65,6 +70,7 @@ impl InputFormat {
             InputFormat::Imdn => "IMDN",
             InputFormat::Iscomposing => "is-composing",
             InputFormat::Xmpp => "XMPP stanza",
+            InputFormat::Sip => "SIP request",
         }
     }
 
@@ -75,6 +81,7 @@ impl InputFormat {
             InputFormat::Imdn => OutputFormat::Imdn,
             InputFormat::Iscomposing => OutputFormat::Iscomposing,
             InputFormat::Xmpp => OutputFormat::Xmpp,
+            InputFormat::Sip => OutputFormat::Sip,
         }
     }
 }
@@ -204,7 +211,98 @@ pub fn translate(
                 xmpp_round_trip(submissions).map_err(|e| invalid(from, e))?
             }
         }
+        InputFormat::Sip => {
+            let inbound = sip_inbound(input).map_err(|e| invalid(from, e))?;
+            if as_json {
+                json(&InboundView::from(&inbound))
+            } else {
+                sip_round_trip(inbound).map_err(|e| invalid(from, e))?
+            }
+        }
     })
+}
+
+/// A captured SIP request: what the SIP adapter would submit.
+fn sip_inbound(input: &[u8]) -> Result<Inbound, String> {
+    use cpim_sip::wire::{check_request, frame, Framed};
+    let raw = match frame(input) {
+        Framed::Message(m) if m.is_request => m,
+        Framed::Message(_) => return Err("a response, not a request".to_owned()),
+        Framed::Bad(fault, _) => return Err(format!("{} {}", fault.status, fault.reason)),
+    };
+    let view = check_request(&raw, true).map_err(|f| format!("{} {}", f.status, f.reason))?;
+    match view.method.as_str() {
+        "MESSAGE" => cpim_sip::translate::message_inbound(&view, 0)
+            .map_err(|f| format!("{} {}", f.status, f.reason)),
+        "PUBLISH" | "NOTIFY" => {
+            let presence = Presence::parse_lenient(&view.body).map_err(|e| e.to_string())?;
+            let from =
+                cpim_sip::translate::address_of(&view.from.uri, "From").map_err(|f| f.reason)?;
+            let to = cpim_sip::translate::recipient(&view).map_err(|f| f.reason)?;
+            let (from, to) = if view.method == "PUBLISH" {
+                (to.clone(), to)
+            } else {
+                (from, to)
+            };
+            Ok(Inbound::new(
+                Event::Presence(cpim::event::PresenceUpdate { presence }),
+                from,
+                to,
+            ))
+        }
+        other => Err(format!(
+            "a {other} request carries nothing to translate (MESSAGE, PUBLISH or NOTIFY)"
+        )),
+    }
+}
+
+/// A submission back out as the SIP MESSAGE the adapter would send.
+fn sip_round_trip(inbound: Inbound) -> Result<Vec<u8>, String> {
+    let identity = |address: &Address| match address.identity() {
+        Ok(Some((local, domain))) => Identity::new(&local, &domain),
+        _ => Identity::new("", address.domain()),
+    };
+    let envelope = Envelope {
+        id: MessageId(1),
+        sender: identity(&inbound.from),
+        recipient: identity(&inbound.to),
+        origin: "sip".into(),
+        destination: "sip".into(),
+        origin_from: inbound.from.clone(),
+        origin_to: inbound.to.clone(),
+        from: inbound.from,
+        to: inbound.to,
+        event: inbound.event,
+        protocol_ids: inbound.protocol_ids,
+        hops: inbound.hops.unwrap_or(70),
+        received_at_ms: 0,
+    };
+    let out = cpim_sip::translate::message_out(
+        &envelope,
+        &cpim_sip::translate::OutboundOptions::default(),
+    )
+    .map_err(|e| e.to_string())?
+    .ok_or_else(|| "nothing to send over SIP".to_owned())?;
+    let from = format!("<{}>;tag=1", out.from);
+    let to = format!("<{}>", out.to);
+    Ok(cpim_sip::wire::OutRequest {
+        method: "MESSAGE",
+        uri: &out.to,
+        via_transport: "UDP",
+        via_sent_by: "gateway.invalid",
+        branch: "z9hG4bK-translate",
+        from: &from,
+        to: &to,
+        call_id: out
+            .call_id
+            .as_deref()
+            .unwrap_or("translate@gateway.invalid"),
+        cseq: 1,
+        max_forwards: envelope.hops,
+        headers: &out.headers,
+        body: Some((&out.content_type, &out.body)),
+    }
+    .to_bytes())
 }
 
 /// An [`Inbound`] as JSON.
@@ -305,6 +403,33 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert!(out.starts_with("<message xmlns='jabber:component:accept' from='a@x/r' id='gw-0000000000000001' to='b@y'><body>hi</body>"), "{out}");
         assert_eq!(out.lines().count(), 1);
+    }
+
+    #[test]
+    fn rfc3428_message_to_json_and_back_to_sip() {
+        let input = include_bytes!("../../../tests/vectors/sip/rfc3428-message.sip");
+        let out = translate(InputFormat::Sip, OutputFormat::Json, input).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["event"]["kind"], "message");
+        assert_eq!(v["event"]["body"], "Watson, come here.");
+        assert_eq!(v["event"]["thread"], "asd88asd77a@1.2.3.4");
+        assert_eq!(v["from"], "sip:user1@domain.com");
+        assert_eq!(v["to"], "sip:user2@domain.com");
+        let out = translate(InputFormat::Sip, OutputFormat::Sip, input).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with("MESSAGE sip:user2@domain.com SIP/2.0\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("Call-ID: asd88asd77a@1.2.3.4\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\nWatson, come here."), "{out}");
+        let err = translate(
+            InputFormat::Sip,
+            OutputFormat::Json,
+            b"INVITE sip:a@b SIP/2.0\r\n\r\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("400"), "{err}");
     }
 
     #[test]

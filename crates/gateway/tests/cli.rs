@@ -73,14 +73,15 @@ fn check_never_prints_secrets() {
     let secret = "s3cret-component-value-7d1f";
     let token = "t0ken-app-value-93ab";
     let env = [("CPIM_XMPP_SECRET", secret), ("CPIM_WEBHOOK_TOKEN", token)];
-    for args in [
-        &["check", "--config", "gateway.toml"][..],
-        &["--log-format", "json", "run", "--config", "gateway.toml"][..],
-    ] {
-        let output = gateway(args, &env);
-        let all = format!("{}{}", stdout(&output), stderr(&output));
-        assert!(!all.contains(secret) && !all.contains(token), "{all}");
-    }
+    let output = gateway(&["check", "--config", "gateway.toml"], &env);
+    let all = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(!all.contains(secret) && !all.contains(token), "{all}");
+    let (dir, file, _) = sample_on_free_ports("secrets");
+    let output = run_then_sigterm(&file, true, &env, || {});
+    let _ = std::fs::remove_dir_all(&dir);
+    let all = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(all.contains("configuration loaded"), "{all}");
+    assert!(!all.contains(secret) && !all.contains(token), "{all}");
 }
 
 #[test]
@@ -118,54 +119,104 @@ fn check_missing_file_exits_2() {
     assert!(stderr(&output).contains("does-not-exist.toml: cannot read the configuration file"));
 }
 
-#[test]
-fn run_exits_3_because_adapters_are_not_built_yet() {
-    let output = gateway(&["run", "--config", "gateway.toml"], &[]);
-    let err = stderr(&output);
-    assert_eq!(output.status.code(), Some(3), "{err}");
-    assert!(err.contains("not built yet in this version"), "{err}");
-    for built in ["xmpp", "webhook"] {
-        assert!(
-            !err.contains(&format!("adapter `{built}`")),
-            "{built} is built: {err}"
-        );
+/// A free loopback port for UDP and TCP (best effort).
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
-    assert!(
-        err.contains("adapter `sip` (type sip): not built yet"),
-        "{err}"
-    );
-    assert!(err.contains("nothing was started"), "{err}");
+}
+
+/// The sample configuration in a temporary directory, every listener on a free port
+/// and the XMPP server on a port where nothing listens. Returns the directory, the
+/// file and the SIP port.
+fn sample_on_free_ports(tag: &str) -> (PathBuf, PathBuf, u16) {
+    let dir = std::env::temp_dir().join(format!("cpim-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let sip = free_port();
+    let text = std::fs::read_to_string(workspace_root().join("gateway.toml"))
+        .expect("sample")
+        .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip}"))
+        .replace("127.0.0.1:5347", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{}", free_port()));
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, text).expect("write");
+    (dir, file, sip)
+}
+
+/// Runs `cpim-gateway [--log-format json] run --config FILE`, lets `during` talk to it,
+/// then sends SIGTERM and returns what it printed.
+fn run_then_sigterm(
+    file: &Path,
+    json: bool,
+    env: &[(&str, &str)],
+    during: impl FnOnce(),
+) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cpim-gateway"));
+    if json {
+        command.args(["--log-format", "json"]);
+    }
+    command
+        .args(["run", "--config"])
+        .arg(file)
+        .env_remove("CPIM_XMPP_SECRET")
+        .env_remove("CPIM_WEBHOOK_TOKEN")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command.spawn().expect("the binary runs");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    during();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait_with_output().expect("exit")
 }
 
 #[test]
-fn run_logs_each_missing_adapter_with_structured_fields() {
-    let output = gateway(
-        &["--log-format", "json", "run", "--config", "gateway.toml"],
-        &[],
-    );
-    assert_eq!(output.status.code(), Some(3));
+fn run_sample_config_answers_sip_options_and_stops_on_sigterm() {
+    let (dir, file, sip) = sample_on_free_ports("run");
+    let mut answer = String::new();
+    let output = run_then_sigterm(&file, false, &[], || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+            .expect("timeout");
+        let request = format!(
+            "OPTIONS sip:gw@sip.localhost SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKcli1\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:t@sip.localhost>;tag=1\r\nTo: <sip:gw@sip.localhost>\r\n\
+             Call-ID: cli1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        for _ in 0..20 {
+            socket
+                .send_to(request.as_bytes(), ("127.0.0.1", sip))
+                .expect("send");
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = socket.recv(&mut buf) {
+                answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+                break;
+            }
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
     let err = stderr(&output);
-    let records: Vec<serde_json::Value> = err
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .filter(|record: &serde_json::Value| record["level"] == "ERROR")
-        .collect();
-    let mut adapters: Vec<(String, String)> = records
-        .iter()
-        .map(|record| {
-            let fields = &record["fields"];
-            (
-                fields["adapter"].as_str().unwrap_or_default().to_owned(),
-                fields["type"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    adapters.sort();
-    let expected: Vec<(String, String)> = ["sip"]
-        .iter()
-        .map(|name| ((*name).to_owned(), (*name).to_owned()))
-        .collect();
-    assert_eq!(adapters, expected, "{err}");
+    assert!(
+        answer.starts_with("SIP/2.0 200 OK\r\n"),
+        "{answer:?}\n{err}"
+    );
+    assert!(
+        answer.contains("Allow: MESSAGE, OPTIONS, SUBSCRIBE, NOTIFY, PUBLISH"),
+        "{answer}"
+    );
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains("SIP listening"), "{err}");
 }
 
 #[test]
@@ -240,6 +291,22 @@ fn translate_xml_formats_to_json_and_back() {
 }
 
 #[test]
+fn translate_captured_sip_request_to_json() {
+    let path = "tests/vectors/sip/rfc3428-message.sip";
+    let output = gateway(&["translate", "--from", "sip", "--to", "json", path], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let json = stdout(&output);
+    assert!(json.contains("\"body\": \"Watson, come here.\""), "{json}");
+    assert!(
+        json.contains("\"from\": \"sip:user1@domain.com\""),
+        "{json}"
+    );
+    let sip = gateway(&["translate", "--from", "sip", "--to", "sip", path], &[]);
+    assert_eq!(sip.status.code(), Some(0), "{}", stderr(&sip));
+    assert!(stdout(&sip).starts_with("MESSAGE sip:user2@domain.com SIP/2.0"));
+}
+
+#[test]
 fn translate_reads_standard_input() {
     use std::io::Write;
     use std::process::Stdio;
@@ -269,6 +336,7 @@ fn translate_rejects_malformed_input_with_one_line() {
         ("imdn", "rfc3862-5.1.cpim"),
         ("iscomposing", "rfc3863-4.3.1.pidf"),
         ("xmpp", "rfc3862-5.1.cpim"),
+        ("sip", "rfc3862-5.1.cpim"),
     ] {
         let path = format!("tests/vectors/{name}");
         let output = gateway(&["translate", "--from", format, &path], &[]);

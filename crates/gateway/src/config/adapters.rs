@@ -97,6 +97,43 @@ pub struct SipConfig {
         deserialize_with = "deserialize_max_udp_message"
     )]
     pub max_udp_message: u16,
+    /// Destination domains whose users get messages as `message/cpim` (RFC 3862)
+    /// instead of `text/plain`.
+    #[serde(default)]
+    pub cpim_domains: Vec<Domain>,
+    /// Credentials for challenges (401/407) from upstream proxies and servers.
+    #[serde(default)]
+    pub credentials: Vec<SipCredential>,
+    /// Domains (of `domains`) where the gateway itself is the registrar, so that SIP
+    /// user agents can REGISTER to it with digest authentication.
+    #[serde(default)]
+    pub registrar_domains: Vec<Domain>,
+    /// The accounts that may register in `registrar_domains`.
+    #[serde(default)]
+    pub accounts: Vec<SipAccount>,
+}
+
+/// One `[[adapters.<name>.credentials]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipCredential {
+    /// The realm these credentials answer; any realm when absent.
+    #[serde(default)]
+    pub realm: Option<ConfigString>,
+    /// The user name.
+    pub username: ConfigString,
+    /// The password.
+    pub password: Secret,
+}
+
+/// One `[[adapters.<name>.accounts]]` entry: a user who may register.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipAccount {
+    /// The user part of the address of record (`alice` for `sip:alice@domain`).
+    pub username: ConfigString,
+    /// The password.
+    pub password: Secret,
 }
 
 /// One `listen = [...]` entry of a SIP adapter.

@@ -214,6 +214,37 @@ impl Checker {
                 format!("{} listener of adapter `{name}`", listener.transport),
             );
         }
+        for (index, domain) in sip.registrar_domains.iter().enumerate() {
+            if !sip.domains.iter().any(|d| d.as_str() == domain.as_str()) {
+                self.fail(
+                    path.key("registrar_domains").index(index),
+                    format!(
+                        "registrar domain `{}` is not one of the `domains` of `{name}`",
+                        domain.as_str()
+                    ),
+                    "list only domains this adapter serves",
+                );
+            }
+        }
+        if !sip.accounts.is_empty() && sip.registrar_domains.is_empty() {
+            self.fail(
+                path.key("accounts"),
+                format!("sip adapter `{name}` has `accounts` but no `registrar_domains`"),
+                "add `registrar_domains = [\"sip.example.com\"]`, or remove the accounts",
+            );
+        }
+        for (index, account) in sip.accounts.iter().enumerate() {
+            if account.password.is_empty() {
+                self.fail(
+                    path.key("accounts").index(index).key("password"),
+                    format!(
+                        "account `{}` of `{name}` has an empty password",
+                        account.username
+                    ),
+                    "set a password (e.g. from an environment variable)",
+                );
+            }
+        }
         if let Some(proxy) = &sip.outbound_proxy {
             let proxy = proxy.as_str();
             if !(proxy.starts_with("sip:") || proxy.starts_with("sips:")) || proxy.len() < 5 {
