@@ -189,7 +189,7 @@ fn run_sample_config_answers_sip_options_and_stops_on_sigterm() {
         socket
             .set_read_timeout(Some(std::time::Duration::from_secs(3)))
             .expect("timeout");
-        let request = format!(
+        let request = String::from(
             "OPTIONS sip:gw@sip.localhost SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKcli1\r\n\
              Max-Forwards: 70\r\nFrom: <sip:t@sip.localhost>;tag=1\r\nTo: <sip:gw@sip.localhost>\r\n\
              Call-ID: cli1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
