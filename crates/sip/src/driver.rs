@@ -125,6 +125,9 @@ struct Core {
     subscriber: Mutex<Subscriber>,
     upstream_peers: Mutex<HashMap<String, Peer>>,
     publications: Mutex<Publications>,
+    /// The state SIP users published here, by AOR (the gateway is their presence
+    /// server, RFC 3903).
+    published: Mutex<HashMap<String, Presence>>,
     registrar: Mutex<Registrar>,
 }
 
@@ -183,6 +186,7 @@ impl SipAdapter {
             subscriber: Mutex::new(Subscriber::new(config.timers.timeout())),
             upstream_peers: Mutex::new(HashMap::new()),
             publications: Mutex::new(Publications::new(config.policy)),
+            published: Mutex::new(HashMap::new()),
             registrar: Mutex::new(registrar),
             config,
         });
@@ -422,7 +426,13 @@ impl Core {
             .ok_or_else(|| Fault::new(400, "Bad Request (From without a tag)"))?
             .to_owned();
         let watcher = translate::address_of(&view.from.uri, "From")?;
-        let presentity = translate::recipient(view)?;
+        // Inside the dialog the Request-URI is the gateway's Contact: To names the
+        // presentity.
+        let presentity = if view.to.tag().is_some() {
+            translate::address_of(&view.to.uri, "To")?
+        } else {
+            translate::recipient(view)?
+        };
         let expires = view
             .header("Expires")
             .map(|e| headers::parse_delta_seconds("Expires", e))
@@ -707,6 +717,7 @@ impl Core {
                     .await;
                 }
             }
+            NotifyEffect::Ended => {}
             NotifyEffect::Terminated {
                 presentity,
                 watcher,
@@ -749,6 +760,27 @@ impl Core {
             (Err(e), _) | (_, Err(e)) => return failed(Condition::JidMalformed, e.to_string()),
         };
         let presentity_text = aor_key(&envelope.to);
+        // A SIP user who publishes to the gateway has the gateway as presence server:
+        // nothing to subscribe to; the watchers get the published state.
+        let published = lock(&self.published).get(&presentity_text).cloned();
+        let local = published.is_some()
+            || (self.config.outbound_proxy.is_none()
+                && self.serves(presentity.host().as_str())
+                && lock(&self.registrar)
+                    .lookup(self.now(), &presentity_text)
+                    .is_none());
+        if local {
+            if let Some(presence) = published {
+                let watcher_text = envelope.from.to_string();
+                self.submit_from(
+                    &presentity_text,
+                    &watcher_text,
+                    Event::Presence(PresenceUpdate { presence }),
+                )
+                .await;
+            }
+            return DeliveryOutcome::Delivered;
+        }
         let peer = match self.target_for(&presentity, 0).await {
             Ok(p) => p,
             Err(outcome) => return outcome,
@@ -855,7 +887,7 @@ impl Core {
 
     async fn unsubscribe_upstream(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
         let presentity = aor_key(&envelope.to);
-        let sub = lock(&self.subscriber).stop(&presentity);
+        let sub = lock(&self.subscriber).stop(self.now(), &presentity);
         let peer = lock(&self.upstream_peers).remove(&presentity);
         if let (Some(sub), Some(peer)) = (sub, peer) {
             let final_ = self.send_subscribe(&sub, peer).await;
@@ -918,6 +950,7 @@ impl Core {
             PublishOutcome::Published { etag, expires } => {
                 if let Some(mut p) = presence {
                     p.entity = aor.clone();
+                    lock(&self.published).insert(aor.clone(), p.clone());
                     self.submit_from(&aor, &aor, Event::Presence(PresenceUpdate { presence: p }))
                         .await;
                 }
@@ -933,6 +966,7 @@ impl Core {
 
     /// The presentity withdrew its published state: its watchers see it offline.
     async fn submit_closed(&self, aor: &str) {
+        lock(&self.published).remove(aor);
         let xml = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{}\"><tuple id=\"gw\"><status><basic>closed</basic></status></tuple></presence>",
             xml_escape(aor)

@@ -312,6 +312,8 @@ pub struct OutSubscription {
     pub notify_deadline: Option<Duration>,
     /// A NOTIFY said active.
     pub active: bool,
+    /// The gateway ended it (`Expires: 0` sent): the final NOTIFY is still welcome.
+    pub ending: bool,
 }
 
 /// What the driver must do for the subscriber side.
@@ -347,6 +349,8 @@ pub enum NotifyEffect {
         /// The watcher.
         watcher: String,
     },
+    /// A NOTIFY for a subscription the gateway is ending: acknowledged, nothing else.
+    Ended,
     /// The notifier ended the subscription.
     Terminated {
         /// The presentity.
@@ -379,11 +383,11 @@ impl Subscriber {
         self.subs.is_empty()
     }
 
-    /// The subscription to `presentity`, if any.
+    /// The live subscription to `presentity`, if any.
     pub fn by_presentity(&self, presentity: &str) -> Option<&OutSubscription> {
         self.subs
             .values()
-            .find(|s| s.presentity.eq_ignore_ascii_case(presentity))
+            .find(|s| !s.ending && s.presentity.eq_ignore_ascii_case(presentity))
     }
 
     /// Starts (or restarts) the subscription to `presentity`.
@@ -410,6 +414,7 @@ impl Subscriber {
             refresh_at: None,
             notify_deadline: Some(now + self.timeout),
             active: false,
+            ending: false,
         };
         self.subs.insert(call_id, sub.clone());
         OutSubscription {
@@ -419,11 +424,23 @@ impl Subscriber {
     }
 
     /// Ends the subscription to `presentity`: the SUBSCRIBE with `Expires: 0` to send.
-    pub fn stop(&mut self, presentity: &str) -> Option<OutSubscription> {
-        let call_id = self.by_presentity(presentity)?.call_id.clone();
-        let mut sub = self.subs.remove(&call_id)?;
+    /// The dialog stays until the final NOTIFY (or Timer N), so that the notifier's
+    /// `terminated` NOTIFY is answered 200, not 481 (RFC 6665 §4.1.2.3).
+    pub fn stop(&mut self, now: Duration, presentity: &str) -> Option<OutSubscription> {
+        let call_id = self
+            .subs
+            .values()
+            .find(|s| !s.ending && s.presentity.eq_ignore_ascii_case(presentity))?
+            .call_id
+            .clone();
+        let sub = self.subs.get_mut(&call_id)?;
         sub.expires = 0;
-        Some(sub)
+        sub.ending = true;
+        sub.refresh_at = None;
+        sub.notify_deadline = Some(now + self.timeout);
+        let out = sub.clone();
+        sub.next_cseq += 1;
+        Some(out)
     }
 
     /// A final response to a SUBSCRIBE. `granted` is its `Expires`, `min_expires` its
@@ -491,6 +508,12 @@ impl Subscriber {
             (Some(ours), Some(theirs)) if ours != theirs => return None,
             _ => {}
         }
+        if sub.ending {
+            if matches!(state, SubState::Terminated { .. }) {
+                self.subs.remove(call_id);
+            }
+            return Some(NotifyEffect::Ended);
+        }
         sub.notify_deadline = None;
         match state {
             SubState::Active { expires } | SubState::Pending { expires } => {
@@ -528,7 +551,7 @@ impl Subscriber {
         let mut dead = Vec::new();
         for (call_id, sub) in &mut self.subs {
             if sub.notify_deadline.is_some_and(|d| d <= now) {
-                dead.push(call_id.clone());
+                dead.push((call_id.clone(), sub.ending));
                 continue;
             }
             if sub.refresh_at.is_some_and(|r| r <= now) {
@@ -538,8 +561,8 @@ impl Subscriber {
                 sub.next_cseq += 1;
             }
         }
-        for call_id in dead {
-            if let Some(sub) = self.subs.remove(&call_id) {
+        for (call_id, ending) in dead {
+            if let Some(sub) = self.subs.remove(&call_id).filter(|_| !ending) {
                 // RFC 6665 §4.1.2.4: no NOTIFY within Timer N — the subscription failed.
                 out.push(SubscriberEvent::Terminated {
                     presentity: sub.presentity,
@@ -940,8 +963,35 @@ mod tests {
             s.by_presentity("sip:r@x").unwrap().remote_tag.as_deref(),
             Some("n")
         );
-        let stop = s.stop("sip:r@x").unwrap();
+        let stop = s.stop(3 * S, "sip:r@x").unwrap();
         assert_eq!(stop.expires, 0);
+        assert!(s.by_presentity("sip:r@x").is_none(), "ending");
+        // The notifier's final NOTIFY is still accepted, then the dialog is gone.
+        let e = s.on_notify(
+            4 * S,
+            "c3",
+            Some("t3"),
+            Some("n"),
+            &SubState::Terminated {
+                reason: Some("timeout".into()),
+                retry_after: None,
+            },
+        );
+        assert_eq!(e, Some(NotifyEffect::Ended));
+        assert!(!s.subs.contains_key("c3"));
+        // Without a final NOTIFY, Timer N removes it quietly.
+        let mut s = Subscriber::new(32 * S);
+        s.start(
+            Duration::ZERO,
+            "w".into(),
+            "sip:z@x".into(),
+            600,
+            "c4".into(),
+            "t4".into(),
+        );
+        s.stop(S, "sip:z@x").unwrap();
+        assert!(s.due(S + 32 * S).is_empty());
+        assert!(s.is_empty());
     }
 
     #[test]

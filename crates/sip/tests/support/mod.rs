@@ -68,13 +68,23 @@ pub async fn gateway(
     extra_sip_domains: &[&str],
     configure: impl FnOnce(&mut SipConfig),
 ) -> Gateway {
-    let core = CoreConfig {
+    gateway_with_core(extra_sip_domains, |_| {}, configure).await
+}
+
+/// [`gateway`] with the broker's settings changed by `core_config`.
+pub async fn gateway_with_core(
+    extra_sip_domains: &[&str],
+    core_config: impl FnOnce(&mut CoreConfig),
+    configure: impl FnOnce(&mut SipConfig),
+) -> Gateway {
+    let mut core = CoreConfig {
         hub: HubConfig {
             coalesce_interval: Duration::from_millis(100),
             ..HubConfig::default()
         },
         ..CoreConfig::default()
     };
+    core_config(&mut core);
     let (mut broker, handle) = Broker::new(core, Arc::new(map(extra_sip_domains)));
     let port = free_port();
     let mut domains = vec![SIP_DOMAIN];
