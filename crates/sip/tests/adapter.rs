@@ -216,3 +216,299 @@ async fn rfc3261_17_2_retransmitted_message_is_absorbed_and_answered_again() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gw.mem.count(), 1, "delivered once");
 }
+
+/// Reads one request from a UDP socket (skipping responses), with its source.
+async fn next_request(socket: &UdpSocket) -> (Vec<u8>, std::net::SocketAddr) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut buf))
+            .await
+            .expect("a request arrives")
+            .unwrap();
+        if !buf[..n].starts_with(b"SIP/2.0 ") {
+            return (buf[..n].to_vec(), from);
+        }
+    }
+}
+
+fn digest_field(value: &str, name: &str) -> String {
+    cpim_sip::auth::digest_params(value).unwrap()[name].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_22_3_proxy_challenge_is_answered_with_the_configured_credentials() {
+    let far = Peer2::bind().await;
+    let proxy = far.addr();
+    let gw = support::gateway(&[], |c| {
+        c.outbound_proxy = Some(Peer {
+            transport: Transport::Udp,
+            addr: proxy,
+        });
+        c.credentials = vec![cpim_sip::auth::Credential {
+            realm: Some("proxy.test".into()),
+            username: "gateway".into(),
+            password: "s3cret".into(),
+        }];
+    })
+    .await;
+    gw.from_mem
+        .submit(Inbound::new(
+            Event::Message(Message::text("through the proxy")),
+            Address::parse("sip:carol@mem.test").unwrap(),
+            Address::parse("sip:bob@sip.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let (first, from) = next_request(&far.udp).await;
+    let mut challenge = String::from_utf8(answer(&first, 407)).unwrap();
+    challenge = challenge.replace(
+        "Content-Length: 0",
+        "Proxy-Authenticate: Digest realm=\"proxy.test\", nonce=\"n0nce\", qop=\"auth\", algorithm=MD5\r\nContent-Length: 0",
+    );
+    far.udp.send_to(challenge.as_bytes(), from).await.unwrap();
+    let (second, from) = next_request(&far.udp).await;
+    let auth = header_of(&second, "Proxy-Authorization").expect("credentials on the retry");
+    // The response digest, computed independently with rsipstack (RFC 2617 §3.2.2).
+    let expected = rsipstack::dialog::authenticate::compute_digest(
+        "gateway",
+        "s3cret",
+        "proxy.test",
+        "n0nce",
+        &rsipstack::sip::Method::Message,
+        &digest_field(&auth, "uri"),
+        rsipstack::sip::headers::auth::Algorithm::Md5,
+        Some(&rsipstack::sip::headers::auth::AuthQop::Auth {
+            cnonce: digest_field(&auth, "cnonce"),
+            nc: 1,
+        }),
+    );
+    assert_eq!(digest_field(&auth, "response"), expected, "{auth}");
+    assert_eq!(digest_field(&auth, "username"), "gateway");
+    let cseq = |m: &[u8]| header_of(m, "CSeq").unwrap();
+    assert_ne!(
+        cseq(&first),
+        cseq(&second),
+        "a new CSeq for the new request"
+    );
+    far.udp.send_to(&answer(&second, 200), from).await.unwrap();
+    let metrics = gw.broker.metrics().adapter("sip");
+    for _ in 0..100 {
+        if metrics.delivered_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metrics.delivered_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_10_softphone_registers_with_digest_and_is_reached_at_its_contact() {
+    let gw = support::gateway(&[], |c| {
+        c.registrar = vec![(
+            "sip.test".into(),
+            vec![cpim_sip::auth::RegistrarUser {
+                username: "alice".into(),
+                password: "wonder".into(),
+            }],
+        )];
+    })
+    .await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = phone.local_addr().unwrap();
+    let register = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:sip.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKreg{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=p1\r\nTo: <sip:alice@sip.test>\r\n\
+             Call-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:alice@{me}>\r\nExpires: 600\r\n\
+             {auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let mut buf = vec![0u8; 8192];
+    phone
+        .send_to(register(1, "").as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    let (n, _) = phone.recv_from(&mut buf).await.unwrap();
+    assert_eq!(status_of(&buf[..n]), 401);
+    let www = header_of(&buf[..n], "WWW-Authenticate").unwrap();
+    let nonce = digest_field(&www, "nonce");
+    let response = rsipstack::dialog::authenticate::compute_digest(
+        "alice",
+        "wonder",
+        "sip.test",
+        &nonce,
+        &rsipstack::sip::Method::Register,
+        "sip:sip.test",
+        rsipstack::sip::headers::auth::Algorithm::Md5,
+        None,
+    );
+    let auth = format!(
+        "Authorization: Digest username=\"alice\", realm=\"sip.test\", nonce=\"{nonce}\", uri=\"sip:sip.test\", response=\"{response}\", algorithm=MD5\r\n"
+    );
+    phone
+        .send_to(register(2, &auth).as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    let (n, _) = phone.recv_from(&mut buf).await.unwrap();
+    assert_eq!(
+        status_of(&buf[..n]),
+        200,
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(header_of(&buf[..n], "Contact")
+        .unwrap()
+        .contains(&me.to_string()));
+    // Wrong password: 403.
+    let bad = auth.replace(&response, "00000000000000000000000000000000");
+    phone
+        .send_to(register(3, &bad).as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    let (n, _) = phone.recv_from(&mut buf).await.unwrap();
+    assert_eq!(status_of(&buf[..n]), 403);
+    // A message for alice goes to where she registered from.
+    gw.from_mem
+        .submit(Inbound::new(
+            Event::Message(Message::text("ring ring")),
+            Address::parse("sip:carol@mem.test").unwrap(),
+            Address::parse("sip:alice@sip.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let (m, from) = next_request(&phone).await;
+    assert!(m.starts_with(b"MESSAGE sip:alice@sip.test SIP/2.0\r\n"));
+    assert!(m.ends_with(b"ring ring"));
+    phone.send_to(&answer(&m, 200), from).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_for_the_destination_is_413_and_unknown_event_is_489() {
+    let gw = support::gateway(&[], |_| {}).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = client.local_addr().unwrap();
+    let mut buf = vec![0u8; 8192];
+    // 489 for an event package the gateway does not serve (RFC 6665 §8.2.1).
+    let subscribe = format!(
+        "SUBSCRIBE sip:bob@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKev1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=e1\r\nTo: <sip:bob@mem.test>\r\n\
+         Call-ID: ev1\r\nCSeq: 1 SUBSCRIBE\r\nEvent: dialog\r\nContact: <sip:alice@{me}>\r\n\
+         Expires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    client.send_to(subscribe.as_bytes(), gw.udp).await.unwrap();
+    let (n, _) = client.recv_from(&mut buf).await.unwrap();
+    assert_eq!(status_of(&buf[..n]), 489);
+    assert_eq!(
+        header_of(&buf[..n], "Allow-Events").as_deref(),
+        Some("presence")
+    );
+    // 423 with Min-Expires for too short a subscription.
+    let brief = subscribe
+        .replace("Event: dialog", "Event: presence")
+        .replace("Expires: 600", "Expires: 5")
+        .replace("z9hG4bKev1", "z9hG4bKev2");
+    client.send_to(brief.as_bytes(), gw.udp).await.unwrap();
+    let (n, _) = client.recv_from(&mut buf).await.unwrap();
+    assert_eq!(status_of(&buf[..n]), 423);
+    assert_eq!(header_of(&buf[..n], "Min-Expires").as_deref(), Some("60"));
+    // 481 for a refresh of a subscription that does not exist.
+    let stale = subscribe
+        .replace("Event: dialog", "Event: presence")
+        .replace("To: <sip:bob@mem.test>", "To: <sip:bob@mem.test>;tag=gone")
+        .replace("z9hG4bKev1", "z9hG4bKev3");
+    client.send_to(stale.as_bytes(), gw.udp).await.unwrap();
+    let (n, _) = client.recv_from(&mut buf).await.unwrap();
+    assert_eq!(status_of(&buf[..n]), 481);
+}
+
+/// Self-signed certificate for 127.0.0.1 made with the openssl command line.
+fn self_signed(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+        ])
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs (scripts/setup.sh installs it)");
+    assert!(status.success());
+    (
+        std::fs::read(dir.join("cert.pem")).unwrap(),
+        std::fs::read(dir.join("key.pem")).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_answers_options_and_takes_a_message() {
+    let dir = std::env::temp_dir().join(format!("cpim-sip-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = self_signed(&dir);
+    let port = support::free_port();
+    let gw = support::gateway(&[], |c| {
+        c.listen.push(cpim_sip::transport::Listen {
+            transport: Transport::Tls,
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        });
+        c.tls = Some((cert.clone(), key));
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&cert) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let body = "over TLS";
+    let request = format!(
+        "MESSAGE sip:bob@mem.test SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bKtls1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=t1\r\nTo: <sip:bob@mem.test>\r\n\
+         Call-ID: tls1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut acc = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    let response = loop {
+        if let Some(m) = take_message(&mut acc) {
+            break m;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        acc.extend_from_slice(&buf[..n]);
+    };
+    assert_eq!(status_of(&response), 202);
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+}
