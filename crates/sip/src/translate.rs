@@ -759,6 +759,11 @@ mod tests {
             "too many hops: the message is looping",
         ));
         assert_eq!(f.status, 483);
+        let f = fault_for(&Rejected::new(
+            Condition::PolicyViolation,
+            "a message of 5000 bytes is larger than `xmpp` can carry (4096 bytes)",
+        ));
+        assert_eq!((f.status, f.reason.as_str()), (413, "Request Entity Too Large"));
     }
 
     #[test]

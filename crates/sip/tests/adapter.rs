@@ -383,7 +383,7 @@ async fn rfc3261_10_softphone_registers_with_digest_and_is_reached_at_its_contac
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn too_large_for_the_destination_is_413_and_unknown_event_is_489() {
+async fn rfc6665_subscribe_faults_489_423_481() {
     let gw = support::gateway(&[], |_| {}).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let me = client.local_addr().unwrap();
