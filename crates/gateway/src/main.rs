@@ -4,7 +4,7 @@
 //! cpim-gateway [--log-format text|json] check --config FILE
 //! cpim-gateway [--log-format text|json] run --config FILE
 //! cpim-gateway explain --config FILE ADDRESS
-//! cpim-gateway translate --from cpim|pidf|imdn|iscomposing|xmpp [--to json|SAME] [FILE|-]
+//! cpim-gateway translate --from cpim|pidf|imdn|iscomposing|xmpp|sip [--to json|SAME] [FILE|-]
 //! ```
 //!
 //! Logs go to standard error; `RUST_LOG` sets the level (default `info`).
@@ -16,7 +16,7 @@
 //! | 0 | success (`check`: the configuration is valid); also `--help` and `--version` |
 //! | 1 | `explain`: the address cannot be parsed or routed; `translate`: the input cannot be read or is invalid; an unexpected failure, such as being unable to write to standard output |
 //! | 2 | the configuration file cannot be read or is invalid; also a command-line usage error |
-//! | 3 | `run`: the configuration needs adapters that are not built yet in this version |
+//! | 3 | `run`: the configuration needs an adapter kind this build lacks (none in this version) |
 
 use std::process::ExitCode;
 

@@ -990,3 +990,47 @@ fn rule_user_entries_are_unique_both_ways() {
         ],
     );
 }
+
+#[test]
+fn sip_registrar_accounts_credentials_and_proxy_rules() {
+    let sip_end = "  { transport = \"tcp\", address = \"127.0.0.1:5060\" },\n]\n";
+    // Valid: a registrar domain of the adapter with an account, credentials, a cpim domain.
+    let good = base_with(
+        sip_end,
+        &format!(
+            "{sip_end}registrar_domains = [\"sip.localhost\"]\ncpim_domains = [\"carrier.example\"]\n\
+             [[adapters.sip.accounts]]\nusername = \"alice\"\npassword = \"pw\"\n\
+             [[adapters.sip.credentials]]\nrealm = \"proxy.example\"\nusername = \"gw\"\npassword = \"pw2\"\n"
+        ),
+    );
+    let config = parse(&good).expect("valid");
+    let Some(cpim_gateway::config::AdapterConfig::Sip(sip)) = config.adapters.get("sip") else {
+        panic!("sip adapter")
+    };
+    assert_eq!(sip.accounts.len(), 1);
+    assert_eq!(sip.credentials.len(), 1);
+    // A registrar domain the adapter does not serve.
+    let err = error(&base_with(
+        sip_end,
+        &format!("{sip_end}registrar_domains = [\"other.example\"]\n"),
+    ));
+    assert_contains(&err, &["registrar domain `other.example`"]);
+    // Accounts without a registrar domain.
+    let err = error(&base_with(
+        sip_end,
+        &format!("{sip_end}[[adapters.sip.accounts]]\nusername = \"alice\"\npassword = \"pw\"\n"),
+    ));
+    assert_contains(&err, &["has `accounts` but no `registrar_domains`"]);
+    // Empty passwords.
+    let err = error(&base_with(
+        sip_end,
+        &format!("{sip_end}[[adapters.sip.credentials]]\nusername = \"gw\"\npassword = \"\"\n"),
+    ));
+    assert_contains(&err, &["empty password"]);
+    // An outbound proxy over TLS is not supported yet.
+    let err = error(&base_with(
+        sip_end,
+        &format!("{sip_end}outbound_proxy = \"sips:127.0.0.1:5061\"\n"),
+    ));
+    assert_contains(&err, &["needs outbound TLS"]);
+}

@@ -60,7 +60,8 @@ fn algorithm(name: Option<&String>) -> Option<Algorithm> {
     match name.map(|s| s.to_ascii_uppercase()).as_deref() {
         None | Some("MD5") => Some(Algorithm::Md5),
         Some("SHA-256") => Some(Algorithm::Sha256),
-        Some("SHA-512-256") | Some("SHA-512") => Some(Algorithm::Sha512),
+        // SHA-512-256 (RFC 8760) is not SHA-512: rsipstack has no SHA-512/256, so such a
+        // challenge is not answered rather than answered wrongly.
         _ => None,
     }
 }

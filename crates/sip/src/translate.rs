@@ -763,7 +763,10 @@ mod tests {
             Condition::PolicyViolation,
             "a message of 5000 bytes is larger than `xmpp` can carry (4096 bytes)",
         ));
-        assert_eq!((f.status, f.reason.as_str()), (413, "Request Entity Too Large"));
+        assert_eq!(
+            (f.status, f.reason.as_str()),
+            (413, "Request Entity Too Large")
+        );
     }
 
     #[test]

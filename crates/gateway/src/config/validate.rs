@@ -245,6 +245,28 @@ impl Checker {
                 );
             }
         }
+        for (index, credential) in sip.credentials.iter().enumerate() {
+            if credential.password.is_empty() {
+                self.fail(
+                    path.key("credentials").index(index).key("password"),
+                    format!(
+                        "credentials `{}` of `{name}` have an empty password",
+                        credential.username
+                    ),
+                    "set a password (e.g. from an environment variable)",
+                );
+            }
+        }
+        if let Some(proxy) = &sip.outbound_proxy {
+            let lower = proxy.as_str().to_ascii_lowercase();
+            if lower.starts_with("sips:") || lower.contains(";transport=tls") {
+                self.fail(
+                    path.key("outbound_proxy"),
+                    format!("outbound_proxy `{proxy}` needs outbound TLS, which this version does not have"),
+                    "use a udp or tcp proxy URI, e.g. `sip:127.0.0.1:5070;transport=tcp`",
+                );
+            }
+        }
         if let Some(proxy) = &sip.outbound_proxy {
             let proxy = proxy.as_str();
             if !(proxy.starts_with("sip:") || proxy.starts_with("sips:")) || proxy.len() < 5 {
