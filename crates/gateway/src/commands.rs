@@ -186,6 +186,7 @@ pub async fn sip_config(
         settings.outbound_proxy = Some(Peer { transport: t, addr });
     }
     settings.max_udp_message = usize::from(s.max_udp_message);
+    settings.advertise = s.advertise.as_ref().map(|d| d.as_str().to_owned());
     settings.cpim_domains = s
         .cpim_domains
         .iter()

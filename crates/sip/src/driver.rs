@@ -65,6 +65,9 @@ pub struct SipConfig {
     pub registrar: Vec<(String, Vec<RegistrarUser>)>,
     /// How often subscriptions, publications and transactions are checked for expiry.
     pub tick: Duration,
+    /// The host (name or IP, IPv6 in brackets) peers reach the gateway at, written in
+    /// Via and Contact; the listener's own address when `None`.
+    pub advertise: Option<String>,
 }
 
 impl SipConfig {
@@ -92,6 +95,7 @@ impl SipConfig {
             credentials: Vec::new(),
             registrar: Vec::new(),
             tick: Duration::from_secs(1),
+            advertise: None,
         }
     }
 }
@@ -241,6 +245,18 @@ impl Core {
 
     fn branch(&self) -> String {
         format!("z9hG4bK{}", self.unique())
+    }
+
+    /// `host:port` for Via and Contact: the advertised host when configured (behind NAT,
+    /// in a container, or a listener on 0.0.0.0), else the listener's address.
+    fn sent_by(&self, transport: Transport) -> String {
+        let local = self.transports.local(transport);
+        match (&self.config.advertise, local) {
+            (Some(host), Some(addr)) => format!("{host}:{}", addr.port()),
+            (Some(host), None) => host.clone(),
+            (None, Some(addr)) => addr.to_string(),
+            (None, None) => "invalid".to_owned(),
+        }
     }
 
     fn registrar_on(&self) -> bool {
@@ -504,10 +520,12 @@ impl Core {
             }
             return Err(translate::fault_for(&rejected));
         }
-        let local = self.transports.local(peer.transport);
         let ok = Fault::new(200, "OK")
             .with_header("Expires", expires.to_string())
-            .with_header("Contact", contact_of(local, peer.transport));
+            .with_header(
+                "Contact",
+                contact_of(&self.sent_by(peer.transport), peer.transport),
+            );
         self.reply(m, peer, &ok, Some(&key.1)).await;
         match outcome {
             SubscribeOutcome::Ended(dialog) => {
@@ -580,7 +598,6 @@ impl Core {
         state: SubState,
         body: Option<Vec<u8>>,
     ) -> u16 {
-        let local = self.transports.local(peer.transport);
         let event = match &dialog.event_id {
             Some(id) => format!("presence;id={id}"),
             None => "presence".to_owned(),
@@ -588,7 +605,10 @@ impl Core {
         let headers = vec![
             ("Event".to_owned(), event),
             ("Subscription-State".to_owned(), state.to_string()),
-            ("Contact".to_owned(), contact_of(local, peer.transport)),
+            (
+                "Contact".to_owned(),
+                contact_of(&self.sent_by(peer.transport), peer.transport),
+            ),
         ];
         let from = format!("<{}>;tag={}", dialog.presentity, dialog.local_tag);
         let to = format!("<{}>;tag={}", dialog.watcher, dialog.remote_tag);
@@ -846,12 +866,14 @@ impl Core {
         sub: &crate::subscription::OutSubscription,
         peer: Peer,
     ) -> Final {
-        let local = self.transports.local(peer.transport);
         let headers = vec![
             ("Event".to_owned(), "presence".to_owned()),
             ("Accept".to_owned(), PIDF.to_owned()),
             ("Expires".to_owned(), sub.expires.to_string()),
-            ("Contact".to_owned(), contact_of(local, peer.transport)),
+            (
+                "Contact".to_owned(),
+                contact_of(&self.sent_by(peer.transport), peer.transport),
+            ),
         ];
         let from = format!("<{}>;tag={}", sub.watcher, sub.local_tag);
         let to = match &sub.remote_tag {
@@ -1168,11 +1190,7 @@ impl Core {
         F: Fn(&str, &str) -> Vec<u8>,
     {
         let branch = self.branch();
-        let sent_by = self
-            .transports
-            .local(peer.transport)
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "invalid".to_owned());
+        let sent_by = self.sent_by(peer.transport);
         let bytes = build(&branch, &sent_by);
         let (tx, mut rx) = mpsc::channel(8);
         lock(&self.clients).insert(branch.clone(), tx);
@@ -1290,8 +1308,7 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn contact_of(local: Option<SocketAddr>, transport: Transport) -> String {
-    let host = local.map_or_else(|| "invalid".to_owned(), |a| a.to_string());
+fn contact_of(host: &str, transport: Transport) -> String {
     match transport {
         Transport::Udp => format!("<sip:gw@{host}>"),
         Transport::Tcp => format!("<sip:gw@{host};transport=tcp>"),

@@ -512,3 +512,43 @@ async fn tls_listener_answers_options_and_takes_a_message() {
     assert_eq!(status_of(&response), 202);
     assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertised_host_is_written_in_via_and_contact() {
+    let far = Peer2::bind().await;
+    let proxy = far.addr();
+    let gw = support::gateway(&[], |c| {
+        c.outbound_proxy = Some(Peer {
+            transport: Transport::Udp,
+            addr: proxy,
+        });
+        c.advertise = Some("gw.example.net".into());
+    })
+    .await;
+    // An upstream subscription carries both (a Contact for the NOTIFYs).
+    gw.from_mem
+        .submit(Inbound::new(
+            Event::Subscription(cpim::event::Subscription::new(
+                cpim::event::SubscriptionOp::Subscribe,
+            )),
+            Address::parse("sip:carol@mem.test").unwrap(),
+            Address::parse("sip:bob@sip.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let (request, from) = next_request(&far.udp).await;
+    assert!(request.starts_with(b"SUBSCRIBE sip:bob@sip.test SIP/2.0\r\n"));
+    let port = gw.udp.port();
+    assert!(
+        header_of(&request, "Via")
+            .unwrap()
+            .starts_with(&format!("SIP/2.0/UDP gw.example.net:{port};")),
+        "{}",
+        String::from_utf8_lossy(&request)
+    );
+    assert_eq!(
+        header_of(&request, "Contact").unwrap(),
+        format!("<sip:gw@gw.example.net:{port}>")
+    );
+    far.udp.send_to(&answer(&request, 403), from).await.unwrap();
+}

@@ -97,6 +97,10 @@ pub struct SipConfig {
         deserialize_with = "deserialize_max_udp_message"
     )]
     pub max_udp_message: u16,
+    /// The host peers reach the gateway at (behind NAT, in a container, or with a
+    /// listener on 0.0.0.0), written in Via and Contact; the listener address otherwise.
+    #[serde(default)]
+    pub advertise: Option<Domain>,
     /// Destination domains whose users get messages as `message/cpim` (RFC 3862)
     /// instead of `text/plain`.
     #[serde(default)]
