@@ -57,14 +57,40 @@ pub fn run(path: &Path) -> Result<(), Error> {
         let broker = serve::prepare(&config)?;
         let adapters = build_adapters(&config, &broker).await?;
         let running = serve::launch(broker, adapters);
-        let (_status, _reloader) = serve::reload_on_sighup(path.to_owned(), running.broker.clone())
-            .map_err(Error::Runtime)?;
+        let (reloads, _status) = tokio::sync::watch::channel(serve::ReloadStatus::default());
+        let _reloader =
+            serve::reload_on_sighup_into(path.to_owned(), running.broker.clone(), reloads.clone())
+                .map_err(Error::Runtime)?;
+        let (stop_admin, admin_shutdown) = tokio::sync::watch::channel(false);
+        let admin = match &config.admin {
+            Some(admin) => {
+                let state = crate::admin::AdminState {
+                    broker: running.broker.clone(),
+                    adapters: config.adapters.keys().cloned().collect(),
+                    config: path.to_owned(),
+                    reloads,
+                    reloading: Arc::new(tokio::sync::Mutex::new(())),
+                };
+                let (_bound, task) = crate::admin::start(admin.listen, state, admin_shutdown)
+                    .await
+                    .map_err(Error::Runtime)?;
+                Some(task)
+            }
+            None => None,
+        };
         let mut running = running;
         tokio::select! {
             stopped = serve::stop_signal() => stopped.map_err(Error::Runtime)?,
             () = running.ended() => return Err(Error::Stopped),
         }
+        // Stop accepting, let deliveries in flight finish (the broker's drain deadline),
+        // then stop the admin listener last so that readiness can be watched to the end.
         running.stop().await;
+        let _ = stop_admin.send(true);
+        if let Some(task) = admin {
+            let _ = task.await;
+        }
+        tracing::info!("stopped");
         Ok(())
     })
 }

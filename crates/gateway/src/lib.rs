@@ -7,6 +7,7 @@
 //! answers from the broker's address map) and the `translate` dry-run tool ([`translate`]); the protocol adapters
 //! and the broker are not built yet, and `run` says so instead of starting anything.
 
+pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;

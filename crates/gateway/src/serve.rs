@@ -121,9 +121,20 @@ pub fn reload_on_sighup(
     path: PathBuf,
     broker: BrokerHandle,
 ) -> std::io::Result<(watch::Receiver<ReloadStatus>, JoinHandle<()>)> {
+    let (tx, rx) = watch::channel(ReloadStatus::default());
+    let task = reload_on_sighup_into(path, broker, tx)?;
+    Ok((rx, task))
+}
+
+/// [`reload_on_sighup`] reporting into an existing status channel (shared with the
+/// admin listener's reload route).
+pub fn reload_on_sighup_into(
+    path: PathBuf,
+    broker: BrokerHandle,
+    tx: watch::Sender<ReloadStatus>,
+) -> std::io::Result<JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = signal(SignalKind::hangup())?;
-    let (tx, rx) = watch::channel(ReloadStatus::default());
     let task = tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             match reload(&path, &broker).await {
@@ -141,7 +152,7 @@ pub fn reload_on_sighup(
             }
         }
     });
-    Ok((rx, task))
+    Ok(task)
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -158,6 +158,18 @@ impl WebhookAdapter {
             .collect();
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let bound = listener.local_addr()?;
+        // Listening is this adapter's "connected" (readiness, `cpim_adapter_connected`).
+        let metrics = context.metrics.clone();
+        let mut shutdown = context.shutdown.clone();
+        metrics.set_connected(true);
+        tokio::spawn(async move {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
+            }
+            metrics.set_connected(false);
+        });
         let shared = Arc::new(Shared::new(&config, apps, context));
         server::spawn(listener, shared.clone());
         tracing::info!(adapter = %config.name, %bound, "webhook API listening");
