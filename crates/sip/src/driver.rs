@@ -1131,7 +1131,8 @@ impl Core {
                     to: &to,
                     call_id: &call_id,
                     cseq: cseq + u32::from(!auth.is_empty()),
-                    max_forwards: envelope.hops.max(1),
+                    // 0 when the hop count is spent: the next element answers 483.
+                    max_forwards: envelope.hops,
                     headers: &all,
                     body: Some((&out.content_type, &out.body)),
                 }

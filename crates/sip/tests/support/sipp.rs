@@ -78,9 +78,12 @@ pub(crate) fn sipp_bin() -> String {
     std::env::var("SIPP_BIN").unwrap_or_else(|_| "sipp".to_owned())
 }
 
-/// `crates/sip/tests/sipp`, where the scenario files are.
+/// `crates/sip/tests/sipp`, where the scenario files are (found from any crate of the
+/// workspace: this file is also included by the gateway's end-to-end tests).
 pub(crate) fn scenario_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("sip")
         .join("tests")
         .join("sipp")
 }

@@ -1,0 +1,818 @@
+//! End to end: one `cpim-gateway run --config FILE` process between a real Prosody (XMPP
+//! users bob and carol), SIP peers (SIPp as the sending UA; a SIP phone on a UDP/TCP
+//! socket as the outbound proxy the gateway sends to) and an HTTP application (curl as
+//! the client, an axum receiver for the signed transactions). All on loopback, started
+//! and stopped by the test.
+
+#[path = "../../xmpp/tests/support/mod.rs"]
+mod support;
+
+#[path = "../../sip/tests/support/sipp.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod sipp;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path as FsPath;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::put;
+use axum::Router;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+use sipp::{Sipp, SippOptions, Transport};
+use support::{MessageExtras, Prosody, ProsodyOpts, XmppClient, COMPONENT, TIMEOUT};
+
+const TOKEN: &str = "e2e-token-0123456789";
+const ALIAS: &str = "sip.gw.xmpp.test";
+const ALIAS_SECRET: &str = "alias-secret";
+
+struct Guard(Option<Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = udp.local_addr().expect("addr").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The SIP phone: the gateway's outbound proxy. Answers MESSAGE with the next scripted
+// status (200 by default), SUBSCRIBE with 200 and a NOTIFY (open), records everything.
+
+#[derive(Default)]
+struct PhoneState {
+    requests: Vec<String>,
+    statuses: Vec<u16>,
+}
+
+#[derive(Clone)]
+struct Phone {
+    state: Arc<Mutex<PhoneState>>,
+    addr: SocketAddr,
+}
+
+fn header(msg: &str, name: &str) -> Option<String> {
+    let head = msg.split("\r\n\r\n").next()?;
+    head.split("\r\n").skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+fn reply(request: &str, status: u16, extra: &str) -> String {
+    let head = request.split("\r\n\r\n").next().unwrap_or_default();
+    let mut out = format!("SIP/2.0 {status} Answer\r\n");
+    for line in head.split("\r\n").skip(1) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if name == "to" && !line.contains("tag=") {
+            out.push_str(line);
+            out.push_str(";tag=phone1\r\n");
+        } else if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(extra);
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+fn notify_for(subscribe: &str, phone: SocketAddr) -> Option<(String, SocketAddr)> {
+    let contact = header(subscribe, "Contact")?;
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()?
+        .to_owned();
+    let hostport = target.split('@').nth(1)?.split(';').next()?;
+    let gw: SocketAddr = hostport.parse().ok()?;
+    let to = header(subscribe, "To")?;
+    let from = header(subscribe, "From")?;
+    let call_id = header(subscribe, "Call-ID")?;
+    let body = format!(
+        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{}\"><tuple id=\"p\"><status><basic>open</basic></status><note>at my desk</note></tuple></presence>",
+        to.trim_start_matches('<').split('>').next().unwrap_or_default()
+    );
+    Some((
+        format!(
+            "NOTIFY {target} SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKphone{}\r\nMax-Forwards: 70\r\n\
+             From: {to};tag=phone1\r\nTo: {from}\r\nCall-ID: {call_id}\r\nCSeq: 1 NOTIFY\r\n\
+             Event: presence\r\nSubscription-State: active;expires=600\r\n\
+             Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{body}",
+            call_id.len(),
+            body.len()
+        ),
+        gw,
+    ))
+}
+
+impl Phone {
+    async fn start() -> Phone {
+        let port = free_port();
+        let udp = Arc::new(UdpSocket::bind(("127.0.0.1", port)).await.expect("udp"));
+        let tcp = TcpListener::bind(("127.0.0.1", port)).await.expect("tcp");
+        let phone = Phone {
+            state: Arc::new(Mutex::new(PhoneState::default())),
+            addr: udp.local_addr().expect("addr"),
+        };
+        let p = phone.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.starts_with("SIP/2.0") {
+                    continue;
+                }
+                let (answer, notify) = p.answer(&text);
+                let _ = udp.send_to(answer.as_bytes(), from).await;
+                if let Some((notify, to)) = notify {
+                    let _ = udp.send_to(notify.as_bytes(), to).await;
+                }
+            }
+        });
+        let p = phone.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = tcp.accept().await {
+                let p = p.clone();
+                tokio::spawn(async move {
+                    let mut acc: Vec<u8> = Vec::new();
+                    let mut buf = vec![0u8; 65_536];
+                    loop {
+                        while let Some(end) = acc.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&acc[..end]).into_owned();
+                            let len: usize = header(&format!("{head}\r\n\r\n"), "Content-Length")
+                                .and_then(|l| l.parse().ok())
+                                .unwrap_or(0);
+                            if acc.len() < end + 4 + len {
+                                break;
+                            }
+                            let msg: Vec<u8> = acc.drain(..end + 4 + len).collect();
+                            let text = String::from_utf8_lossy(&msg).into_owned();
+                            let (answer, _) = p.answer(&text);
+                            let _ = stream.write_all(answer.as_bytes()).await;
+                        }
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => acc.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        phone
+    }
+
+    fn answer(&self, request: &str) -> (String, Option<(String, SocketAddr)>) {
+        let mut state = self.state.lock().expect("lock");
+        state.requests.push(request.to_owned());
+        if request.starts_with("SUBSCRIBE ") {
+            let expires = header(request, "Expires").unwrap_or_else(|| "600".into());
+            let notify = (expires != "0")
+                .then(|| notify_for(request, self.addr))
+                .flatten();
+            return (
+                reply(request, 200, &format!("Expires: {expires}\r\n")),
+                notify,
+            );
+        }
+        let status = if state.statuses.is_empty() {
+            200
+        } else {
+            state.statuses.remove(0)
+        };
+        (reply(request, status, ""), None)
+    }
+
+    fn script(&self, statuses: &[u16]) {
+        self.state
+            .lock()
+            .expect("lock")
+            .statuses
+            .extend_from_slice(statuses);
+    }
+
+    fn requests(&self, method: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .expect("lock")
+            .requests
+            .iter()
+            .filter(|r| r.starts_with(&format!("{method} ")))
+            .cloned()
+            .collect()
+    }
+
+    async fn wait_message(&self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(m) = self.requests("MESSAGE").into_iter().find(|m| {
+                m.split_once("\r\n\r\n")
+                    .is_some_and(|(_, b)| b.starts_with(needle))
+            }) {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no MESSAGE with {needle:?} at the phone: {:#?}",
+                self.requests("MESSAGE")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The HTTP application.
+
+#[derive(Default)]
+struct Received {
+    events: Vec<serde_json::Value>,
+}
+
+async fn receive(
+    State(store): State<Arc<Mutex<Received>>>,
+    Path(_txn): Path<String>,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    if let Ok(mut s) = store.lock() {
+        s.events
+            .extend(json["events"].as_array().cloned().unwrap_or_default());
+    }
+    StatusCode::OK
+}
+
+struct App {
+    store: Arc<Mutex<Received>>,
+    api: u16,
+}
+
+impl App {
+    fn post(&self, path: &str, body: &serde_json::Value) -> (u16, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+            .arg(format!("http://127.0.0.1:{}{path}", self.api))
+            .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body.to_string(),
+            ])
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    async fn wait_event(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let found = self
+                .store
+                .lock()
+                .ok()
+                .and_then(|s| s.events.iter().find(|e| pred(e)).cloned());
+            if let Some(e) = found {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} at the app: {:#?}",
+                self.store
+                    .lock()
+                    .map(|s| s.events.clone())
+                    .unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway.
+
+struct Gateway {
+    _guard: Guard,
+    sip: u16,
+    _lines: mpsc::Receiver<String>,
+}
+
+fn start_gateway(dir: &FsPath, config: &str, ready: &[&str]) -> Gateway {
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, config).expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cpim-gateway"))
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the gateway runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let guard = Guard(Some(child));
+    let (tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready
+        .iter()
+        .all(|needle| log.iter().filter(|l| l.contains(needle)).count() >= 1)
+    {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| panic!("the gateway did not start:\n{}", log.join("\n")));
+        match lines.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => panic!("the gateway did not start:\n{}", log.join("\n")),
+        }
+    }
+    let sip = config
+        .split("transport = \"udp\", address = \"127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|p| p.parse().ok())
+        .expect("sip port in config");
+    Gateway {
+        _guard: guard,
+        sip,
+        _lines: lines,
+    }
+}
+
+fn uac(gw: u16, to_user: &str, to_domain: &str, from_user: &str, body: &str) -> Sipp {
+    Sipp::start(
+        "uac_message.xml",
+        SippOptions::uac(SocketAddr::from(([127, 0, 0, 1], gw)))
+            .transport(Transport::Udp)
+            .timeout(Duration::from_secs(20))
+            .service(to_user)
+            .var("to_domain", to_domain)
+            .var("from_user", from_user)
+            .var("from_domain", "sip.test")
+            .var("body", body)
+            .var("expect", "202")
+            .calls(1),
+    )
+    .expect("sipp starts")
+}
+
+async fn finish(s: Sipp) {
+    let result = tokio::task::spawn_blocking(move || s.wait(Duration::from_secs(30)))
+        .await
+        .expect("join");
+    result.expect("SIPp got 202");
+}
+
+struct World {
+    prosody: Prosody,
+    phone: Phone,
+    app: App,
+    gw: Gateway,
+    receiver: tokio::task::JoinHandle<()>,
+}
+
+async fn world() -> World {
+    assert!(Sipp::available(), "sipp is missing: run scripts/setup.sh");
+    let prosody = Prosody::start(ProsodyOpts::default().component(ALIAS, ALIAS_SECRET)).await;
+    for user in ["bob", "carol", "dave"] {
+        prosody.register(user, &format!("{user}-pass")).await;
+    }
+    let phone = Phone::start().await;
+    let store = Arc::new(Mutex::new(Received::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hooks = listener.local_addr().expect("addr");
+    let router = Router::new()
+        .route("/hooks/transactions/{txn}", put(receive))
+        .with_state(store.clone());
+    let receiver = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let (sip, api) = (free_port(), free_port());
+    let dir = prosody.dir().join("gw");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = format!(
+        r#"[adapters.sip]
+type = "sip"
+domains = ["sip.test"]
+listen = [
+  {{ transport = "udp", address = "127.0.0.1:{sip}" }},
+  {{ transport = "tcp", address = "127.0.0.1:{sip}" }},
+]
+outbound_proxy = "sip:{phone};transport=udp"
+
+[adapters.xmpp]
+type = "xmpp"
+server = "{server}"
+user_domains = ["xmpp.test"]
+message_type = "chat"
+ping_interval_secs = 5
+
+[[adapters.xmpp.components]]
+domain = "{COMPONENT}"
+secret = "{secret}"
+
+[[adapters.xmpp.components]]
+domain = "{ALIAS}"
+secret = "{ALIAS_SECRET}"
+
+[adapters.webhook]
+type = "webhook"
+listen = "127.0.0.1:{api}"
+
+[[adapters.webhook.apps]]
+name = "demo"
+domains = ["app.test"]
+token = "{TOKEN}"
+url = "http://{hooks}/hooks"
+
+[[aliases]]
+domain = "sip.test"
+on = "xmpp"
+as = "{ALIAS}"
+
+[[users]]
+identity = "carol@xmpp.test"
+on = "sip"
+as = "sip:+15551234567@carrier.test"
+"#,
+        phone = phone.addr,
+        server = prosody.component_addr(),
+        secret = prosody.component_secret(COMPONENT),
+    );
+    let gw = start_gateway(
+        &dir,
+        &config,
+        &[
+            "component connected",
+            "webhook API listening",
+            "SIP listening",
+        ],
+    );
+    // Both component streams up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    World {
+        prosody,
+        phone,
+        app: App { store, api },
+        gw,
+        receiver,
+    }
+}
+
+const HELLO: &str = "مرحبا 👋 שלום — héllo";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_messages_in_all_six_directions_with_replies() {
+    let w = world().await;
+    let mut bob = XmppClient::connect(&w.prosody, "bob@xmpp.test", "bob-pass").await;
+
+    // 1. SIP → XMPP (SIPp), non-ASCII; reply XMPP → SIP.
+    finish(uac(
+        w.gw.sip,
+        "bob",
+        "xmpp.test",
+        "alice",
+        &format!("1 {HELLO}"),
+    ))
+    .await;
+    let got = bob
+        .expect(
+            |e| e.get("body").is_some_and(|b| b.starts_with("1 ")),
+            TIMEOUT,
+        )
+        .await;
+    assert_eq!(got.get("body"), Some(format!("1 {HELLO}").as_str()));
+    assert_eq!(got.sender_bare(), Some("alice@sip.gw.xmpp.test"));
+    bob.send_message(
+        "alice@sip.gw.xmpp.test",
+        "2 reply from bob ✓",
+        MessageExtras::default(),
+    )
+    .await;
+    let m = w.phone.wait_message("2 reply from bob").await;
+    assert!(
+        m.starts_with("MESSAGE sip:alice@sip.test SIP/2.0\r\n"),
+        "{m}"
+    );
+    assert!(
+        header(&m, "From").is_some_and(|f| f.contains("sip:bob@xmpp.test")),
+        "{m}"
+    );
+
+    // 2. SIP → webhook (SIPp); reply webhook → SIP.
+    finish(uac(w.gw.sip, "bot", "app.test", "alice", "3 hi bot")).await;
+    let e = w
+        .app
+        .wait_event("the SIP message", |e| {
+            e["type"] == "message" && e["text"] == "3 hi bot"
+        })
+        .await;
+    assert_eq!(e["from"], "im:alice@sip.test");
+    assert_eq!(e["to"], "im:bot@app.test");
+    let (status, body) = w.app.post(
+        "/v1/messages",
+        &serde_json::json!({"from": "im:bot@app.test", "to": "sip:alice@sip.test", "text": format!("4 {HELLO}")}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let m = w.phone.wait_message("4 ").await;
+    assert!(m.contains(HELLO), "{m}");
+    assert!(
+        header(&m, "From").is_some_and(|f| f.contains("sip:bot@app.test")),
+        "{m}"
+    );
+
+    // 3. webhook → XMPP; reply XMPP → webhook.
+    let (status, body) = w.app.post(
+        "/v1/messages",
+        &serde_json::json!({"from": "im:bot@app.test", "to": "xmpp:bob@xmpp.test", "text": "5 from the app"}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let got = bob
+        .expect(|e| e.get("body") == Some("5 from the app"), TIMEOUT)
+        .await;
+    assert_eq!(got.sender_bare(), Some("bot\\40app.test@gw.xmpp.test"));
+    bob.send_message(
+        "bot\\40app.test@gw.xmpp.test",
+        "6 reply to the app",
+        MessageExtras::default(),
+    )
+    .await;
+    let e = w
+        .app
+        .wait_event("the XMPP reply", |e| {
+            e["type"] == "message" && e["text"] == "6 reply to the app"
+        })
+        .await;
+    assert!(
+        e["from"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("im:bob@xmpp.test")),
+        "{e}"
+    );
+
+    // 4. A SIP user whose name needs XEP-0106 escaping, and a per-user mapped address.
+    finish(uac(
+        w.gw.sip,
+        "bob",
+        "xmpp.test",
+        "d'artagnan",
+        "7 escaped sender",
+    ))
+    .await;
+    let got = bob
+        .expect(|e| e.get("body") == Some("7 escaped sender"), TIMEOUT)
+        .await;
+    assert_eq!(got.sender_bare(), Some("d\\27artagnan@sip.gw.xmpp.test"));
+    let mut carol = XmppClient::connect(&w.prosody, "carol@xmpp.test", "carol-pass").await;
+    finish(uac(
+        w.gw.sip,
+        "+15551234567",
+        "carrier.test",
+        "alice",
+        "8 to carol by number",
+    ))
+    .await;
+    carol
+        .expect(|e| e.get("body") == Some("8 to carol by number"), TIMEOUT)
+        .await;
+    carol
+        .send_message(
+            "alice@sip.gw.xmpp.test",
+            "9 carol answers",
+            MessageExtras::default(),
+        )
+        .await;
+    let m = w.phone.wait_message("9 carol answers").await;
+    assert!(
+        header(&m, "From").is_some_and(|f| f.contains("sip:+15551234567@carrier.test")),
+        "{m}"
+    );
+
+    // 5. Larger than the SIP UDP limit: over TCP (RFC 3428 §8).
+    let big = format!("10 {}", "ü".repeat(1000));
+    bob.send_message(
+        "alice@sip.gw.xmpp.test",
+        big.as_str(),
+        MessageExtras::default(),
+    )
+    .await;
+    let m = w.phone.wait_message("10 üüü").await;
+    assert!(
+        header(&m, "Via").is_some_and(|v| v.starts_with("SIP/2.0/TCP")),
+        "{m}"
+    );
+    assert!(m.ends_with(&big));
+
+    // 6. Failures on each far side reach the sender in its own protocol.
+    // SIP far side: 404 → an XMPP error to bob.
+    w.phone.script(&[404]);
+    bob.send_message(
+        "ghost@sip.gw.xmpp.test",
+        "11 to nobody",
+        MessageExtras::default(),
+    )
+    .await;
+    let err = bob
+        .expect(
+            |e| {
+                e.get("type") == Some("error")
+                    || e.xml().contains("type=\"error\"")
+                    || e.xml().contains("type='error'")
+            },
+            TIMEOUT,
+        )
+        .await;
+    assert!(err.xml().contains("item-not-found"), "{err}");
+    // XMPP far side: no such user → the app hears `failed`.
+    let (status, body) = w.app.post(
+        "/v1/messages",
+        &serde_json::json!({"from": "im:bot@app.test", "to": "xmpp:nobody@xmpp.test", "text": "12 into the void"}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let failed = w
+        .app
+        .wait_event("the failure", |e| {
+            e["type"] == "notification" && e["message_id"] == id["id"] && e["status"] == "failed"
+        })
+        .await;
+    assert!(failed["condition"].is_string(), "{failed}");
+    // Unroutable: SIP 404 before anything is accepted.
+    let unroutable = Sipp::start(
+        "uac_message.xml",
+        SippOptions::uac(SocketAddr::from(([127, 0, 0, 1], w.gw.sip)))
+            .transport(Transport::Udp)
+            .timeout(Duration::from_secs(20))
+            .service("x")
+            .var("to_domain", "nowhere.test")
+            .var("from_user", "alice")
+            .var("from_domain", "sip.test")
+            .var("body", "13 lost")
+            .var("expect", "404")
+            .calls(1),
+    )
+    .expect("sipp");
+    finish(unroutable).await;
+
+    bob.close().await;
+    carol.close().await;
+    w.receiver.abort();
+}
+
+/// One presentity (a SIP user behind the proxy) watched from XMPP and from the app at
+/// once: one upstream SUBSCRIBE, both watchers get the NOTIFY's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_presence_of_a_sip_user_watched_from_xmpp_and_the_app() {
+    let w = world().await;
+    let mut dave = XmppClient::connect(&w.prosody, "dave@xmpp.test", "dave-pass").await;
+    dave.send_presence(
+        support::PresenceKind::Subscribe,
+        Some("alice@sip.gw.xmpp.test"),
+        None,
+        None,
+    )
+    .await;
+    let (status, body) = w.app.post(
+        "/v1/subscriptions",
+        &serde_json::json!({"watcher": "im:bot@app.test", "target": "sip:alice@sip.test"}),
+    );
+    assert!((200..300).contains(&status), "{status} {body}");
+    let p = dave
+        .expect(
+            |e| {
+                e.kind() == "presence"
+                    && e.sender_bare() == Some("alice@sip.gw.xmpp.test")
+                    && e.xml().contains("at my desk")
+            },
+            TIMEOUT,
+        )
+        .await;
+    assert!(!p.xml().contains("unavailable"), "{p}");
+    let e = w
+        .app
+        .wait_event("alice's presence", |e| {
+            e["type"] == "presence" && e["note"] == "at my desk"
+        })
+        .await;
+    assert_eq!(e["status"], "available", "{e}");
+    let subscribes: Vec<String> = w
+        .phone
+        .requests("SUBSCRIBE")
+        .into_iter()
+        .filter(|s| header(s, "Expires").as_deref() != Some("0"))
+        .collect();
+    assert_eq!(
+        subscribes.len(),
+        1,
+        "one upstream subscription: {subscribes:#?}"
+    );
+    dave.close().await;
+    w.receiver.abort();
+}
+
+/// Two gateways that each send `loop.test` to the other: the hop count (SIP
+/// Max-Forwards / RFC 3860 MaxForwards) stops the message; it is not relayed forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_loop_between_two_gateways_is_stopped_by_the_hop_count() {
+    assert!(Sipp::available(), "sipp is missing: run scripts/setup.sh");
+    let dir = std::env::temp_dir().join(format!("cpim-e2e-loop-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("a")).expect("dir");
+    std::fs::create_dir_all(dir.join("b")).expect("dir");
+    let (a, b, admin_a) = (free_port(), free_port(), free_port());
+    let config = |me: u16, other: u16, admin: Option<u16>| {
+        let admin = admin
+            .map(|p| format!("[admin]\nlisten = \"127.0.0.1:{p}\"\n\n"))
+            .unwrap_or_default();
+        format!(
+            r#"{admin}[gateway]
+max_hops = 20
+
+[adapters.sip]
+type = "sip"
+domains = ["loop.test", "sip.test"]
+listen = [{{ transport = "udp", address = "127.0.0.1:{me}" }}]
+outbound_proxy = "sip:127.0.0.1:{other};transport=udp"
+"#
+        )
+    };
+    let _gw_a = start_gateway(
+        &dir.join("a"),
+        &config(a, b, Some(admin_a)),
+        &["SIP listening"],
+    );
+    let _gw_b = start_gateway(&dir.join("b"), &config(b, a, None), &["SIP listening"]);
+    finish(uac(a, "x", "loop.test", "alice", "round and round")).await;
+    // The message bounced between A and B until the hop count ran out, then failed.
+    let deadline = Instant::now() + TIMEOUT;
+    let metrics = loop {
+        let out = Command::new("curl")
+            .args(["-sS", &format!("http://127.0.0.1:{admin_a}/metrics")])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let failed: u64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("cpim_failed_total{") || l.starts_with("cpim_rejected_total{")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        if failed > 0 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the loop was not stopped:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let received: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("cpim_received_total{adapter=\"sip\"}"))
+        .filter_map(|l| l.rsplit(" ").next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        received <= 20,
+        "bounded by max_hops: {received} received\n{metrics}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
