@@ -8,7 +8,7 @@
 mod support;
 
 #[path = "../../sip/tests/support/sipp.rs"]
-#[allow(dead_code, unreachable_pub)]
+#[allow(unreachable_pub)]
 mod sipp;
 
 use std::io::{BufRead, BufReader};
