@@ -816,3 +816,101 @@ outbound_proxy = "sip:127.0.0.1:{other};transport=udp"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A SIP watcher (SIPp) follows an XMPP user: the XMPP user approves and goes online;
+/// the SIP watcher is notified (open), then unsubscribes. Composing from XMPP reaches the
+/// SIP side as isComposing, and a SIP 200 comes back to the app as `delivered` when the
+/// app asked for a receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_sip_watcher_of_an_xmpp_user_composing_and_receipts() {
+    let w = world().await;
+    let mut bob = XmppClient::connect(&w.prosody, "bob@xmpp.test", "bob-pass").await;
+    let watcher = Sipp::start(
+        "uac_subscribe.xml",
+        SippOptions::uac(SocketAddr::from(([127, 0, 0, 1], w.gw.sip)))
+            .transport(Transport::Udp)
+            .timeout(Duration::from_secs(25))
+            .service("bob")
+            .var("to_domain", "xmpp.test")
+            .var("from_user", "alice")
+            .var("from_domain", "sip.test")
+            .var("expires", "600")
+            .calls(1),
+    )
+    .expect("sipp");
+    // bob is asked, approves and is online.
+    bob.expect(
+        |e| {
+            e.kind() == "presence"
+                && e.get("type") == Some("subscribe")
+                && e.sender_bare() == Some("alice@sip.gw.xmpp.test")
+        },
+        TIMEOUT,
+    )
+    .await;
+    bob.send_presence(
+        support::PresenceKind::Subscribed,
+        Some("alice@sip.gw.xmpp.test"),
+        None,
+        None,
+    )
+    .await;
+    bob.send_presence(
+        support::PresenceKind::Available,
+        None,
+        None,
+        Some("in the lab"),
+    )
+    .await;
+    let report = tokio::task::spawn_blocking(move || watcher.wait(Duration::from_secs(30)))
+        .await
+        .expect("join")
+        .expect("the SIP watcher saw bob open and its unsubscribe confirmed");
+    let open = report
+        .received_requests("NOTIFY")
+        .into_iter()
+        .find(|n| n.body().contains("<basic>open</basic>"))
+        .expect("a NOTIFY with bob's state");
+    assert!(
+        open.body().contains("entity=\"sip:bob@xmpp.test\""),
+        "{}",
+        open.body()
+    );
+
+    // Composing: XEP-0085 → RFC 3994.
+    bob.send_message(
+        "alice@sip.gw.xmpp.test",
+        None,
+        MessageExtras {
+            chat_state: Some("composing".into()),
+            ..MessageExtras::default()
+        },
+    )
+    .await;
+    let deadline = Instant::now() + TIMEOUT;
+    let composing = loop {
+        if let Some(m) = w.phone.requests("MESSAGE").into_iter().find(|m| {
+            header(m, "Content-Type").as_deref() == Some("application/im-iscomposing+xml")
+        }) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no isComposing MESSAGE");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(composing.contains("<state>active</state>"), "{composing}");
+
+    // Receipt: the app asks; the SIP phone answers 200 (delivered, RFC 3428 §4).
+    let (status, body) = w.app.post(
+        "/v1/messages",
+        &serde_json::json!({"from": "im:bot@app.test", "to": "sip:alice@sip.test", "text": "14 please confirm", "receipt": true}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let id: serde_json::Value = serde_json::from_str(&body).expect("json");
+    w.app
+        .wait_event("the delivery receipt", |e| {
+            e["type"] == "notification" && e["message_id"] == id["id"] && e["status"] == "delivered"
+        })
+        .await;
+    bob.close().await;
+    w.receiver.abort();
+}
