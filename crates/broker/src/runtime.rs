@@ -60,7 +60,7 @@ impl Submitter {
             inbound: Box::new(inbound),
             reply,
         };
-        let stopped = || Rejected::new(Condition::ServiceUnavailable, "the gateway is stopping");
+        let stopped = stopping_rejection;
         self.tx.send(command).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -207,7 +207,7 @@ impl Broker {
                     self.rx.close();
                     while let Ok(command) = self.rx.try_recv() {
                         if let Command::Submit { reply, .. } = command {
-                            let _ = reply.send(Err(Rejected::new(Condition::ServiceUnavailable, "the gateway is stopping")));
+                            let _ = reply.send(Err(stopping_rejection()));
                         }
                     }
                 }
@@ -325,5 +325,16 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What a submission gets while the gateway stops: a temporary refusal with a retry hint
+/// (SIP 503 + Retry-After, HTTP 503 + Retry-After, XMPP `resource-constraint`), so that
+/// senders try again once it is back instead of giving up.
+fn stopping_rejection() -> Rejected {
+    Rejected {
+        condition: Condition::ResourceConstraint,
+        text: "the gateway is stopping; try again shortly".to_owned(),
+        retry_after: Some(Duration::from_secs(5)),
     }
 }

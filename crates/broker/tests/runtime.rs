@@ -280,5 +280,9 @@ async fn router_swap_and_stop() {
     assert_eq!(r.condition, Condition::ItemNotFound);
     s.handle.stop();
     let r = s.submit_sip.submit(msg()).await.expect_err("stopping");
-    assert_eq!(r.condition, Condition::ServiceUnavailable);
+    assert_eq!(r.condition, Condition::ResourceConstraint);
+    assert!(
+        r.retry_after.is_some(),
+        "a temporary refusal with a retry hint"
+    );
 }

@@ -163,14 +163,8 @@ impl SipAdapter {
     ) -> std::io::Result<(Arc<SipAdapter>, Vec<(Transport, SocketAddr)>)> {
         let (acceptor, connector) = tls_setup(config.tls.as_ref())?;
         let (sink, mut received) = mpsc::channel(4096);
-        let (transports, bound) = Transports::bind(
-            &config.listen,
-            acceptor,
-            connector,
-            sink,
-            context.shutdown.clone(),
-        )
-        .await?;
+        let (transports, bound) =
+            Transports::bind(&config.listen, acceptor, connector, sink).await?;
         for (transport, addr) in &bound {
             tracing::info!(adapter = %config.name, transport = transport.token(), %addr, "SIP listening");
         }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::wire::MAX_MESSAGE_BYTES;
 
@@ -83,7 +83,6 @@ struct Inner {
     tls_local: Option<SocketAddr>,
     streams: Mutex<HashMap<Peer, mpsc::Sender<Vec<u8>>>>,
     sink: Sink,
-    shutdown: watch::Receiver<bool>,
     tls_client: Option<TlsConnector>,
 }
 
@@ -110,13 +109,13 @@ const STREAM_QUEUE: usize = 1024;
 
 impl Transports {
     /// Binds every listener and starts reading. Returns the transports and the bound
-    /// addresses in the order given.
+    /// addresses in the order given. They keep reading until the process ends, so that
+    /// responses to requests in flight still arrive while the gateway drains.
     pub async fn bind(
         listen: &[Listen],
         tls_acceptor: Option<TlsAcceptor>,
         tls_client: Option<TlsConnector>,
         sink: Sink,
-        shutdown: watch::Receiver<bool>,
     ) -> io::Result<(Transports, Vec<(Transport, SocketAddr)>)> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
@@ -156,7 +155,6 @@ impl Transports {
                 tls_local,
                 streams: Mutex::new(HashMap::new()),
                 sink,
-                shutdown,
                 tls_client,
             }),
         };
@@ -245,13 +243,11 @@ impl Transports {
     }
 
     async fn udp_loop(self, socket: Arc<UdpSocket>) {
-        let mut shutdown = self.inner.shutdown.clone();
+        // Reading goes on while the gateway stops: responses to requests in flight must
+        // still arrive during the broker's drain; the process exit ends it.
         let mut buf = vec![0u8; 65_536];
         loop {
-            let received = tokio::select! {
-                r = socket.recv_from(&mut buf) => r,
-                _ = shutdown.changed() => return,
-            };
+            let received = socket.recv_from(&mut buf).await;
             match received {
                 Ok((n, from)) => {
                     let bytes = &buf[..n];
@@ -282,12 +278,8 @@ impl Transports {
         listener: TcpListener,
         tls: Option<TlsAcceptor>,
     ) {
-        let mut shutdown = self.inner.shutdown.clone();
         loop {
-            let accepted = tokio::select! {
-                r = listener.accept() => r,
-                _ = shutdown.changed() => return,
-            };
+            let accepted = listener.accept().await;
             let (stream, addr) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
@@ -339,14 +331,8 @@ impl Transports {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(peer, tx.clone());
-        let mut shutdown = self.inner.shutdown.clone();
         tokio::spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    m = rx.recv() => m,
-                    _ = shutdown.changed() => None,
-                };
-                let Some(bytes) = next else { break };
+            while let Some(bytes) = rx.recv().await {
                 if writer.write_all(&bytes).await.is_err() {
                     break;
                 }
@@ -356,16 +342,12 @@ impl Transports {
         let this = self.clone();
         let pong = tx.clone();
         tokio::spawn(async move {
-            let mut shutdown = this.inner.shutdown.clone();
             let mut buf: Vec<u8> = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 16_384];
             'read: loop {
-                let n = tokio::select! {
-                    r = reader.read(&mut chunk) => match r {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    },
-                    _ = shutdown.changed() => break,
+                let n = match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
                 };
                 buf.extend_from_slice(&chunk[..n]);
                 loop {

@@ -552,3 +552,64 @@ async fn advertised_host_is_written_in_via_and_contact() {
     );
     far.udp.send_to(&answer(&request, 403), from).await.unwrap();
 }
+
+/// SIGTERM's drain: a MESSAGE in flight when the gateway stops still gets its response
+/// read and reported; a new MESSAGE meanwhile gets 503 with Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_reads_responses_in_flight_and_refuses_new_work_with_503() {
+    let far = Peer2::bind().await;
+    let proxy = far.addr();
+    let gw = support::gateway(&[], |c| {
+        c.outbound_proxy = Some(Peer {
+            transport: Transport::Udp,
+            addr: proxy,
+        });
+    })
+    .await;
+    gw.from_mem
+        .submit(Inbound::new(
+            Event::Message(Message::text("in flight at the stop")),
+            Address::parse("sip:carol@mem.test").unwrap(),
+            Address::parse("sip:bob@sip.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let (request, from) = next_request(&far.udp).await;
+    gw.broker.stop();
+    // A new MESSAGE while stopping: 503 + Retry-After.
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let late = format!(
+        "MESSAGE sip:dora@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKlate1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=l1\r\nTo: <sip:dora@mem.test>\r\n\
+         Call-ID: late1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\nlate",
+        client.local_addr().unwrap()
+    );
+    client.send_to(late.as_bytes(), gw.udp).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status_of(&buf[..n]),
+        503,
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(header_of(&buf[..n], "Retry-After").is_some());
+    // The answer to the request in flight comes after the stop began: still counted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    far.udp.send_to(&answer(&request, 200), from).await.unwrap();
+    let metrics = gw.broker.metrics().adapter("sip");
+    for _ in 0..100 {
+        if metrics.delivered_count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        metrics.delivered_count(),
+        1,
+        "the in-flight MESSAGE completed during the drain"
+    );
+}
