@@ -262,6 +262,15 @@ async fn receive(
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
+    // The app's far-side failure: it refuses anything that says so.
+    let refuse = json["events"].as_array().is_some_and(|events| {
+        events
+            .iter()
+            .any(|e| e["text"].as_str().is_some_and(|t| t.contains("reject me")))
+    });
+    if refuse {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
     if let Ok(mut s) = store.lock() {
         s.events
             .extend(json["events"].as_array().cloned().unwrap_or_default());
@@ -457,6 +466,7 @@ secret = "{ALIAS_SECRET}"
 [adapters.webhook]
 type = "webhook"
 listen = "127.0.0.1:{api}"
+give_up_secs = 2
 
 [[adapters.webhook.apps]]
 name = "demo"
@@ -692,6 +702,25 @@ async fn e2e_messages_in_all_six_directions_with_replies() {
     )
     .expect("sipp");
     finish(unroutable).await;
+    // Webhook far side: the app's URL keeps failing; after the give-up time the XMPP
+    // sender gets an error stanza.
+    bob.send_message(
+        "bot\\40app.test@gw.xmpp.test",
+        "15 reject me",
+        MessageExtras::default(),
+    )
+    .await;
+    let err = bob
+        .expect(
+            |e| {
+                e.xml().contains("15 reject me")
+                    || (e.sender_bare() == Some("bot\\40app.test@gw.xmpp.test")
+                        && (e.xml().contains("type=\"error\"") || e.xml().contains("type='error'")))
+            },
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(err.xml().contains("error"), "{err}");
 
     bob.close().await;
     carol.close().await;

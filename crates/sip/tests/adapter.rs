@@ -613,3 +613,45 @@ async fn graceful_stop_reads_responses_in_flight_and_refuses_new_work_with_503()
         "the in-flight MESSAGE completed during the drain"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpim_domains_get_message_cpim() {
+    let far = Peer2::bind().await;
+    let proxy = far.addr();
+    let gw = support::gateway(&[], |c| {
+        c.outbound_proxy = Some(Peer {
+            transport: Transport::Udp,
+            addr: proxy,
+        });
+        c.cpim_domains = vec!["sip.test".into()];
+    })
+    .await;
+    gw.from_mem
+        .submit(Inbound::new(
+            Event::Message(Message::text("wrapped")),
+            Address::parse("sip:carol@mem.test").unwrap(),
+            Address::parse("sip:bob@sip.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let (request, from) = next_request(&far.udp).await;
+    assert_eq!(
+        header_of(&request, "Content-Type").as_deref(),
+        Some("message/cpim")
+    );
+    let body = String::from_utf8_lossy(&request).to_string();
+    let cpim = body.split_once("\r\n\r\n").unwrap().1;
+    let parsed = cpim::message::CpimMessage::parse(cpim.as_bytes()).unwrap();
+    assert_eq!(parsed.content().body(), b"wrapped");
+    assert_eq!(
+        parsed
+            .from()
+            .unwrap()
+            .unwrap()
+            .address()
+            .unwrap()
+            .to_string(),
+        "sip:carol@mem.test"
+    );
+    far.udp.send_to(&answer(&request, 200), from).await.unwrap();
+}
