@@ -254,12 +254,34 @@ impl Link {
                     .max(Duration::from_secs(2)),
                 response_timeout: self.ping_interval.max(Duration::from_secs(2)),
             };
-            let connect = Component::new_plaintext(
-                &self.domain,
-                &self.secret,
-                DnsConfig::addr(&self.server),
-                timeouts,
-            );
+            // DnsConfig::addr takes an IP address and a port: a host name (`prosody:5347`
+            // on a compose network) is looked up here, before every attempt, so that a
+            // server whose address changed is found again. Each address is tried in turn.
+            let connect = async {
+                let addrs: Vec<std::net::SocketAddr> =
+                    match tokio::net::lookup_host(self.server.as_str()).await {
+                        Ok(addrs) => addrs.collect(),
+                        Err(error) => return Err(tokio_xmpp::Error::Io(error)),
+                    };
+                let mut last = tokio_xmpp::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} has no address", self.server),
+                ));
+                for addr in addrs {
+                    match Component::new_plaintext(
+                        &self.domain,
+                        &self.secret,
+                        DnsConfig::addr(&addr.to_string()),
+                        timeouts,
+                    )
+                    .await
+                    {
+                        Ok(component) => return Ok(component),
+                        Err(error) => last = error,
+                    }
+                }
+                Err(last)
+            };
             let mut shutdown = self.shutdown.clone();
             let connected = tokio::select! {
                 c = connect => c,

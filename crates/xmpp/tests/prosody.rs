@@ -55,6 +55,11 @@ fn map() -> AddressMap {
 }
 
 async fn gateway(prosody: &Prosody) -> Gateway {
+    gateway_at(prosody, prosody.component_addr().to_string()).await
+}
+
+/// The gateway connecting to the component port as `server` says.
+async fn gateway_at(prosody: &Prosody, server: String) -> Gateway {
     let config = CoreConfig {
         hub: HubConfig {
             coalesce_interval: Duration::from_millis(100),
@@ -66,7 +71,7 @@ async fn gateway(prosody: &Prosody) -> Gateway {
     let xmpp = XmppAdapter::start(
         XmppConfig {
             name: "xmpp".into(),
-            server: prosody.component_addr().to_string(),
+            server,
             components: vec![
                 (COMPONENT.into(), prosody.component_secret(COMPONENT).into()),
                 (ALIAS.into(), ALIAS_SECRET.into()),
@@ -148,6 +153,15 @@ async fn setup() -> (Prosody, Gateway, XmppClient) {
     let gw = gateway(&prosody).await;
     let alice = XmppClient::connect(&prosody, "alice@xmpp.test", "alice-pass").await;
     (prosody, gw, alice)
+}
+
+/// The server may be named by a host name (a compose service name such as `prosody:5347`
+/// in docker/), looked up before each connection attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn component_server_given_by_host_name_is_looked_up() {
+    let prosody = Prosody::start(ProsodyOpts::default().component(ALIAS, ALIAS_SECRET)).await;
+    // `gateway_at` waits until the adapter reports the components connected.
+    let _gw = gateway_at(&prosody, format!("localhost:{}", prosody.component_port())).await;
 }
 
 /// Scenario 1: an XMPP user writes to a SIP user and gets the reply; subject, thread and
