@@ -514,12 +514,19 @@ impl Core {
             }
             return Err(translate::fault_for(&rejected));
         }
-        let ok = Fault::new(200, "OK")
+        let mut ok = Fault::new(200, "OK")
             .with_header("Expires", expires.to_string())
             .with_header(
                 "Contact",
                 contact_of(&self.sent_by(peer.transport), peer.transport),
             );
+        // RFC 3261 §12.1.1: a dialog-creating 2xx copies the Record-Route values, so the
+        // watcher's in-dialog requests keep going through its proxies.
+        for (name, value) in &view.headers {
+            if name.eq_ignore_ascii_case("Record-Route") {
+                ok = ok.with_header("Record-Route", value.clone());
+            }
+        }
         self.reply(m, peer, &ok, Some(&key.1)).await;
         match outcome {
             SubscribeOutcome::Ended(dialog) => {

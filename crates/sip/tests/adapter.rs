@@ -655,3 +655,41 @@ async fn cpim_domains_get_message_cpim() {
     );
     far.udp.send_to(&answer(&request, 200), from).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_12_1_1_subscribe_2xx_copies_record_route() {
+    let gw = support::gateway(&[], |_| {}).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = client.local_addr().unwrap();
+    let subscribe = format!(
+        "SUBSCRIBE sip:bob@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKrr1\r\n\
+         Record-Route: <sip:proxy1.test;lr>\r\nRecord-Route: <sip:proxy2.test;lr>\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=rr\r\nTo: <sip:bob@mem.test>\r\n\
+         Call-ID: rr1\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\nContact: <sip:alice@{me}>\r\n\
+         Expires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    client.send_to(subscribe.as_bytes(), gw.udp).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = String::from_utf8_lossy(&buf[..n]).to_string();
+        if m.starts_with("SIP/2.0 200") {
+            let rr: Vec<&str> = m
+                .lines()
+                .filter(|l| l.starts_with("Record-Route:"))
+                .collect();
+            assert_eq!(
+                rr,
+                [
+                    "Record-Route: <sip:proxy1.test;lr>",
+                    "Record-Route: <sip:proxy2.test;lr>"
+                ],
+                "{m}"
+            );
+            break;
+        }
+    }
+}
