@@ -141,7 +141,7 @@ pub async fn sip_config(
     config: &Config,
 ) -> std::io::Result<cpim_sip::SipConfig> {
     use crate::config::SipTransport;
-    use cpim_sip::transport::{Listen, Peer, Transport};
+    use cpim_sip::transport::{Listen, Transport};
     let transport = |t: SipTransport| match t {
         SipTransport::Udp => Transport::Udp,
         SipTransport::Tcp => Transport::Tcp,
@@ -183,33 +183,10 @@ pub async fn sip_config(
     if let Some(proxy) = &s.outbound_proxy {
         let uri = cpim::address::SipUri::parse(proxy.as_str())
             .map_err(|e| std::io::Error::other(format!("outbound_proxy: {e}")))?;
-        let t = match uri
-            .param("transport")
-            .flatten()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("tcp") => Transport::Tcp,
-            Some("tls") => Transport::Tls,
-            _ if uri.is_secure() => Transport::Tls,
-            _ => Transport::Udp,
-        };
-        let port = uri
-            .port()
-            .unwrap_or(if t == Transport::Tls { 5061 } else { 5060 });
-        let host = uri
-            .host()
-            .as_str()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let addr = tokio::net::lookup_host((host.as_str(), port))
-            .await?
-            .next()
-            .ok_or_else(|| {
-                std::io::Error::other(format!("outbound_proxy: cannot resolve {host}"))
-            })?;
-        settings.outbound_proxy = Some(Peer { transport: t, addr });
+        let peer = cpim_sip::transport::resolve(&uri)
+            .await
+            .map_err(|e| std::io::Error::other(format!("outbound_proxy: {e}")))?;
+        settings.outbound_proxy = Some(peer);
     }
     settings.max_udp_message = usize::from(s.max_udp_message);
     settings.advertise = s.advertise.as_ref().map(|d| d.as_str().to_owned());

@@ -256,18 +256,19 @@ fn sip_inbound(input: &[u8]) -> Result<Inbound, String> {
     }
 }
 
-/// A submission back out as the SIP MESSAGE the adapter would send.
-fn sip_round_trip(inbound: Inbound) -> Result<Vec<u8>, String> {
+/// The envelope the broker would make of `inbound` when it stays on `adapter`,
+/// addressed as received.
+fn envelope_as_received(inbound: Inbound, adapter: &str, id: MessageId) -> Envelope {
     let identity = |address: &Address| match address.identity() {
         Ok(Some((local, domain))) => Identity::new(&local, &domain),
         _ => Identity::new("", address.domain()),
     };
-    let envelope = Envelope {
-        id: MessageId(1),
+    Envelope {
+        id,
         sender: identity(&inbound.from),
         recipient: identity(&inbound.to),
-        origin: "sip".into(),
-        destination: "sip".into(),
+        origin: adapter.into(),
+        destination: adapter.into(),
         origin_from: inbound.from.clone(),
         origin_to: inbound.to.clone(),
         from: inbound.from,
@@ -275,8 +276,13 @@ fn sip_round_trip(inbound: Inbound) -> Result<Vec<u8>, String> {
         event: inbound.event,
         protocol_ids: inbound.protocol_ids,
         hops: inbound.hops.unwrap_or(70),
-        received_at_ms: 0,
-    };
+        received_at_ms: inbound.received_at_ms,
+    }
+}
+
+/// A submission back out as the SIP MESSAGE the adapter would send.
+fn sip_round_trip(inbound: Inbound) -> Result<Vec<u8>, String> {
+    let envelope = envelope_as_received(inbound, "sip", MessageId(1));
     let out = cpim_sip::translate::message_out(
         &envelope,
         &cpim_sip::translate::OutboundOptions::default(),
@@ -331,27 +337,9 @@ impl<'a> From<&'a Inbound> for InboundView<'a> {
 
 /// Each submission through an envelope addressed as received, back out as stanzas.
 fn xmpp_round_trip(submissions: Vec<Inbound>) -> Result<Vec<u8>, xmpp::TranslateError> {
-    let identity = |address: &Address| match address.identity() {
-        Ok(Some((local, domain))) => Identity::new(&local, &domain),
-        _ => Identity::new("", address.domain()),
-    };
     let mut out = Vec::new();
     for (n, inbound) in (1..).zip(submissions) {
-        let envelope = Envelope {
-            id: MessageId(n),
-            sender: identity(&inbound.from),
-            recipient: identity(&inbound.to),
-            origin: "xmpp".into(),
-            destination: "xmpp".into(),
-            origin_from: inbound.from.clone(),
-            origin_to: inbound.to.clone(),
-            from: inbound.from,
-            to: inbound.to,
-            event: inbound.event,
-            protocol_ids: inbound.protocol_ids,
-            hops: inbound.hops.unwrap_or(70),
-            received_at_ms: inbound.received_at_ms,
-        };
+        let envelope = envelope_as_received(inbound, "xmpp", MessageId(n));
         for stanza in xmpp::outbound(&envelope, &xmpp::OutboundOptions::default())? {
             out.extend_from_slice(String::from(&stanza).as_bytes());
             out.push(b'\n');

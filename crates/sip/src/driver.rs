@@ -697,22 +697,9 @@ impl Core {
             .header("Subscription-State")
             .ok_or_else(|| Fault::new(400, "Bad Request (missing Subscription-State)"))
             .and_then(|s| SubState::parse(s).map_err(Fault::from))?;
-        let presence = if view.body.is_empty() {
-            None
-        } else {
-            let essence = view
-                .content_type
-                .as_deref()
-                .and_then(|c| c.split(';').next())
-                .map(|c| c.trim().to_ascii_lowercase());
-            if essence.as_deref() != Some(PIDF) {
-                return Err(Fault::new(415, "Unsupported Media Type").with_header("Accept", PIDF));
-            }
-            Some(
-                Presence::parse_lenient(&view.body)
-                    .map_err(|e| Fault::new(400, format!("Bad Request (invalid PIDF: {e})")))?,
-            )
-        };
+        // RFC 6665 §8.1.2: a NOTIFY's extensions the gateway does not understand are
+        // dropped, not refused.
+        let presence = pidf_body(view, true)?;
         let effect = lock(&self.subscriber).on_notify(
             self.now(),
             &view.call_id,
@@ -945,22 +932,7 @@ impl Core {
             .header("Expires")
             .map(|e| headers::parse_delta_seconds("Expires", e))
             .transpose()?;
-        let presence = if view.body.is_empty() {
-            None
-        } else {
-            let essence = view
-                .content_type
-                .as_deref()
-                .and_then(|c| c.split(';').next())
-                .map(|c| c.trim().to_ascii_lowercase());
-            if essence.as_deref() != Some(PIDF) {
-                return Err(Fault::new(415, "Unsupported Media Type").with_header("Accept", PIDF));
-            }
-            Some(
-                Presence::parse(&view.body)
-                    .map_err(|e| Fault::new(400, format!("Bad Request (invalid PIDF: {e})")))?,
-            )
-        };
+        let presence = pidf_body(view, false)?;
         let outcome = lock(&self.publications).on_publish(
             self.now(),
             &aor,
@@ -1035,34 +1007,9 @@ impl Core {
         } else if let Some(proxy) = self.config.outbound_proxy {
             proxy
         } else {
-            let transport = match explicit.as_deref() {
-                Some("tcp") => Transport::Tcp,
-                Some("tls") => Transport::Tls,
-                _ if uri.is_secure() => Transport::Tls,
-                _ => Transport::Udp,
-            };
-            let port = uri.port().unwrap_or(if transport == Transport::Tls {
-                5061
-            } else {
-                5060
-            });
-            let host = uri
-                .host()
-                .as_str()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let addr = match tokio::net::lookup_host((host.as_str(), port)).await {
-                Ok(mut addrs) => addrs.next(),
-                Err(_) => None,
-            };
-            let Some(addr) = addr else {
-                return Err(failed(
-                    Condition::RemoteServerNotFound,
-                    format!("cannot resolve {host}"),
-                ));
-            };
-            Peer { transport, addr }
+            crate::transport::resolve(uri)
+                .await
+                .map_err(|e| failed(Condition::RemoteServerNotFound, e.to_string()))?
         };
         if peer.transport == Transport::Udp && size > self.config.max_udp_message {
             // RFC 3428 §8: too large for UDP; a congestion-controlled transport, unless
@@ -1316,6 +1263,31 @@ fn contact_of(host: &str, transport: Transport) -> String {
         Transport::Tcp => format!("<sip:gw@{host};transport=tcp>"),
         Transport::Tls => format!("<sip:gw@{host};transport=tls>"),
     }
+}
+
+/// The PIDF document of a NOTIFY or PUBLISH (`None` without a body): 415 with `Accept`
+/// for another content type, 400 for an invalid document. `lenient` drops unknown
+/// `mustUnderstand` extensions instead of refusing them (RFC 3863 §4.2.3).
+fn pidf_body(view: &RequestView, lenient: bool) -> Result<Option<Presence>, Fault> {
+    if view.body.is_empty() {
+        return Ok(None);
+    }
+    let essence = view
+        .content_type
+        .as_deref()
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase());
+    if essence.as_deref() != Some(PIDF) {
+        return Err(Fault::new(415, "Unsupported Media Type").with_header("Accept", PIDF));
+    }
+    let parsed = if lenient {
+        Presence::parse_lenient(&view.body)
+    } else {
+        Presence::parse(&view.body)
+    };
+    parsed
+        .map(Some)
+        .map_err(|e| Fault::new(400, format!("Bad Request (invalid PIDF: {e})")))
 }
 
 /// RFC 6665 §8.2.1: only the presence package (489 with `Allow-Events` otherwise).

@@ -394,6 +394,39 @@ impl Transports {
     }
 }
 
+/// Where a SIP URI is reached without a proxy (RFC 3263 without NAPTR/SRV): its
+/// `transport` parameter (or TLS for `sips:`, else UDP), its port (or 5060/5061), and the
+/// first address its host resolves to.
+pub async fn resolve(uri: &cpim::address::SipUri) -> io::Result<Peer> {
+    let explicit = uri
+        .param("transport")
+        .flatten()
+        .map(str::to_ascii_lowercase);
+    let transport = match explicit.as_deref() {
+        Some("tcp") => Transport::Tcp,
+        Some("tls") => Transport::Tls,
+        _ if uri.is_secure() => Transport::Tls,
+        _ => Transport::Udp,
+    };
+    let port = uri.port().unwrap_or(if transport == Transport::Tls {
+        5061
+    } else {
+        5060
+    });
+    let host = uri
+        .host()
+        .as_str()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .map(|addr| Peer { transport, addr })
+        .ok_or_else(|| io::Error::other(format!("cannot resolve {host}")))
+}
+
 /// One step of stream framing.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StreamFrame {

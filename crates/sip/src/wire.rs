@@ -494,22 +494,7 @@ pub fn response(
         out.push_str(&format!("{name}: {value}\r\n"));
     }
     out.push_str(&format!("Server: {SERVER}\r\n"));
-    let mut bytes = match body {
-        Some((content_type, body)) => {
-            out.push_str(&format!(
-                "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            ));
-            let mut b = out.into_bytes();
-            b.extend_from_slice(body);
-            b
-        }
-        None => {
-            out.push_str("Content-Length: 0\r\n\r\n");
-            out.into_bytes()
-        }
-    };
-    bytes.shrink_to_fit();
+    let bytes = with_body(out, body);
     Some(bytes)
 }
 
@@ -557,6 +542,26 @@ pub fn stamp_received(request: &mut RawMessage, source: std::net::SocketAddr) {
     let mut all = vec![stamped];
     all.extend(rest);
     *value = all.join(",");
+}
+
+/// Ends a message's header section with `Content-Type`/`Content-Length` and appends
+/// the body (`Content-Length: 0` without one).
+fn with_body(mut head: String, body: Option<(&str, &[u8])>) -> Vec<u8> {
+    match body {
+        Some((content_type, body)) => {
+            head.push_str(&format!(
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            ));
+            let mut bytes = head.into_bytes();
+            bytes.extend_from_slice(body);
+            bytes
+        }
+        None => {
+            head.push_str("Content-Length: 0\r\n\r\n");
+            head.into_bytes()
+        }
+    }
 }
 
 /// A request the gateway sends, before serialization.
@@ -610,21 +615,7 @@ impl OutRequest<'_> {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
         out.push_str(&format!("User-Agent: {SERVER}\r\n"));
-        match self.body {
-            Some((content_type, body)) => {
-                out.push_str(&format!(
-                    "Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-                    body.len()
-                ));
-                let mut b = out.into_bytes();
-                b.extend_from_slice(body);
-                b
-            }
-            None => {
-                out.push_str("Content-Length: 0\r\n\r\n");
-                out.into_bytes()
-            }
-        }
+        with_body(out, self.body)
     }
 }
 
