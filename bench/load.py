@@ -323,9 +323,8 @@ def run_one(gw, sip_port, target, rate, seconds, recorder, work):
          "-s", user, "-set", "to_domain", domain, "-set", "from_user", "load",
          "-set", "from_domain", "sip.test",
          "-r", str(rate), "-m", str(total), "-l", str(max(1000, rate)),
-         "-timeout", f"{seconds * 6 + 30}s", "-timeout_error",
-         "-trace_stat", "-stf", os.path.join(work, f"sipp-{target}-{rate}.csv")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "-timeout", f"{seconds * 6 + 30}s", "-timeout_error"],
+        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sent_in = time.time() - start
     # Wait for the stragglers: stop when nothing arrived for 3 s.
     last, last_change = recorder.count(), time.time()
