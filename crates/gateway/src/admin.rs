@@ -116,39 +116,27 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 
 async fn reload(State(state): State<AdminState>) -> Response {
     let _one = state.reloading.lock().await;
-    match serve::reload(&state.config, &state.broker).await {
-        Ok(()) => {
-            tracing::info!(config = %state.config.display(), "admin: address map reloaded");
-            state.reloads.send_modify(|s| s.applied += 1);
-            let s = state.reloads.borrow().clone();
-            (
-                StatusCode::OK,
-                Json(serde_json::json!({
-                    "status": "reloaded",
-                    "applied": s.applied,
-                    "rejected": s.rejected,
-                })),
-            )
-                .into_response()
-        }
-        Err(error) => {
-            tracing::error!(config = %state.config.display(), %error, "admin: reload rejected; the current address map stays");
-            state.reloads.send_modify(|s| {
-                s.rejected += 1;
-                s.last_error = Some(error.to_string());
-            });
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                [(header::CONTENT_TYPE, "application/problem+json")],
-                serde_json::json!({
-                    "type": "about:blank",
-                    "title": "reload rejected",
-                    "status": 422,
-                    "detail": error.to_string(),
-                })
-                .to_string(),
-            )
-                .into_response()
-        }
+    match serve::reload_recorded(&state.config, &state.broker, &state.reloads, "admin").await {
+        Ok(counts) => (
+            StatusCode::OK,
+            Json(serde_json::json!({
+                "status": "reloaded",
+                "applied": counts.applied,
+                "rejected": counts.rejected,
+            })),
+        )
+            .into_response(),
+        Err(detail) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            serde_json::json!({
+                "type": "about:blank",
+                "title": "reload rejected",
+                "status": 422,
+                "detail": detail,
+            })
+            .to_string(),
+        )
+            .into_response(),
     }
 }

@@ -137,22 +137,37 @@ pub fn reload_on_sighup_into(
     let mut hangups = signal(SignalKind::hangup())?;
     let task = tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match reload(&path, &broker).await {
-                Ok(()) => {
-                    tracing::info!(config = %path.display(), "SIGHUP: address map reloaded");
-                    tx.send_modify(|s| s.applied += 1);
-                }
-                Err(error) => {
-                    tracing::error!(config = %path.display(), %error, "SIGHUP: reload rejected; the current address map stays");
-                    tx.send_modify(|s| {
-                        s.rejected += 1;
-                        s.last_error = Some(error.to_string());
-                    });
-                }
-            }
+            let _ = reload_recorded(&path, &broker, &tx, "SIGHUP").await;
         }
     });
     Ok(task)
+}
+
+/// Reloads the address map from `path` (see [`reload`]), logs the outcome as coming from
+/// `trigger` (`SIGHUP`, `admin`) and counts it in `tx`. Returns the counts after a
+/// reload that was applied, or why it was rejected.
+pub async fn reload_recorded(
+    path: &Path,
+    broker: &BrokerHandle,
+    tx: &watch::Sender<ReloadStatus>,
+    trigger: &str,
+) -> Result<ReloadStatus, String> {
+    match reload(path, broker).await {
+        Ok(()) => {
+            tracing::info!(config = %path.display(), "{trigger}: address map reloaded");
+            tx.send_modify(|s| s.applied += 1);
+            Ok(tx.borrow().clone())
+        }
+        Err(error) => {
+            tracing::error!(config = %path.display(), %error, "{trigger}: reload rejected; the current address map stays");
+            let error = error.to_string();
+            tx.send_modify(|s| {
+                s.rejected += 1;
+                s.last_error = Some(error.clone());
+            });
+            Err(error)
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -378,13 +378,16 @@ pub fn check_request(req: &RawMessage, register: bool) -> Result<RequestView, Fa
     // RFC 3261 §8.2.1: an unknown method is 501 before anything about the method is
     // compared; then the CSeq method must match; then a known but unsupported method
     // is 405.
-    if !is_known_method(method) {
-        check_method(method, register)?;
+    let method_fault = check_method(method, register).err();
+    if let Some(unknown) = method_fault.clone().filter(|f| f.status == 501) {
+        return Err(unknown);
     }
     if cseq.method != *method {
         return Err(Fault::bad("CSeq method does not match the request method"));
     }
-    check_method(method, register)?;
+    if let Some(unsupported) = method_fault {
+        return Err(unsupported);
+    }
     let view = RequestView {
         method: method.clone(),
         uri: uri.clone(),
@@ -417,13 +420,6 @@ pub fn check_request(req: &RawMessage, register: bool) -> Result<RequestView, Fa
         );
     }
     Ok(view)
-}
-
-fn is_known_method(method: &str) -> bool {
-    matches!(
-        method,
-        "MESSAGE" | "OPTIONS" | "SUBSCRIBE" | "NOTIFY" | "PUBLISH" | "ACK" | "REGISTER"
-    ) || KNOWN_UNSUPPORTED.contains(&method)
 }
 
 /// Option tags the gateway supports in `Require`.
