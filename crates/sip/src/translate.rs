@@ -52,12 +52,14 @@ pub fn address_of(uri: &str, what: &str) -> Result<Address, Fault> {
     }
 }
 
-/// The address-of-record of a SIP URI as a lowercase-host string key (`sip:user@host`),
-/// for matching subscriptions and publications.
+/// The address-of-record of a SIP URI (`sip:user@host`, no parameters), for matching
+/// subscriptions and publications and as the URI of the gateway's own requests about
+/// it. The host is already lowercase; the user part keeps its case (RFC 3261 §19.1.4:
+/// user parts compare case-sensitively).
 pub fn aor_key(address: &Address) -> String {
     match address {
-        Address::Sip(u) => u.aor().to_string().to_ascii_lowercase(),
-        other => other.to_string().to_ascii_lowercase(),
+        Address::Sip(u) => u.aor().to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -715,6 +717,12 @@ mod tests {
         let mut v = view("text/plain", "x", "");
         v.max_forwards = Some(0);
         assert_eq!(message_inbound(&v, 0).unwrap_err().status, 483);
+    }
+
+    #[test]
+    fn rfc3261_19_1_4_aor_keeps_the_user_case_and_drops_parameters() {
+        let a = Address::parse("sip:Alice@SIP.Test:5070;transport=tcp").unwrap();
+        assert_eq!(aor_key(&a), "sip:Alice@sip.test:5070");
     }
 
     #[test]
