@@ -26,9 +26,18 @@
 //!   protocol ids. A delivered message whose sender asked for a delivery receipt
 //!   produces a [`NotificationStatus::Delivered`] notification. Notifications are never
 //!   answered with notifications.
+//! - **Durability** (with `spool` on). Every accepted message and notification is
+//!   recorded as a [`SpoolOp::Put`], its final outcome as a [`SpoolOp::Remove`], every
+//!   dedup key as a [`SpoolOp::Remember`]; the runtime commits them (see
+//!   [`Core::take_ops`]) before it answers the senders and dispatches. [`Core::restore`]
+//!   queues a recovered spool again in id (acceptance) order per destination.
+//! - **Expiry.** A message not delivered within its lifetime (`message_expiry`, or less
+//!   when its sender said so) fails back to its sender (`remote-server-timeout`) instead
+//!   of being delivered late. Waiting messages expire on time; one in flight when its
+//!   lifetime ends expires if it comes back with `RetryLater`.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +53,7 @@ use crate::envelope::{
 use crate::identity::Identity;
 use crate::map::{AddressMap, Route};
 use crate::presence::{HubConfig, Output, PresenceHub, SubscriptionState, TerminationReason};
+use crate::spool::{Recovered, SpoolOp, StoredEnvelope};
 
 /// The address map as the core uses it: implemented by [`AddressMap`], and by simpler
 /// maps in tests.
@@ -105,6 +115,19 @@ pub struct CoreConfig {
     pub id_seed: u64,
     /// The presence hub's settings (coalescing interval, limits).
     pub hub: HubConfig,
+    /// Record what must survive a restart as [`SpoolOp`]s (see [`Core::take_ops`]).
+    pub spool: bool,
+    /// How long an accepted message may wait for delivery; `None`: for ever. A sender's
+    /// shorter lifetime ([`Inbound::expires`]) wins.
+    pub message_expiry: Option<Duration>,
+    /// The first delay after a `RetryLater` whose own hint is shorter; doubled on each
+    /// further attempt up to `max_retry_backoff`.
+    pub retry_backoff: Duration,
+    /// The longest backoff between attempts.
+    pub max_retry_backoff: Duration,
+    /// The wall clock (ms since the Unix epoch) at `now` = 0: the spool keeps wall-clock
+    /// times, the core counts from its start.
+    pub clock_origin_ms: u64,
 }
 
 impl Default for CoreConfig {
@@ -119,6 +142,11 @@ impl Default for CoreConfig {
             max_delivery_attempts: 10,
             id_seed: 1,
             hub: HubConfig::default(),
+            spool: false,
+            message_expiry: None,
+            retry_backoff: Duration::ZERO,
+            max_retry_backoff: Duration::from_secs(60),
+            clock_origin_ms: 0,
         }
     }
 }
@@ -137,6 +165,11 @@ pub enum Report {
         adapter: AdapterName,
         /// Why.
         condition: Condition,
+    },
+    /// A submission was refused because its destination's queue was full.
+    QueueFull {
+        /// The destination adapter.
+        adapter: AdapterName,
     },
     /// A delivery succeeded (delivered or handed on).
     Delivered {
@@ -166,6 +199,8 @@ struct Destination {
     in_flight: usize,
     blocked_until: Option<Duration>,
     scheduled: bool,
+    /// The time of this destination's entry in `Core::expiries`, if any.
+    expiry_timer: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -182,6 +217,7 @@ struct Waiting {
     envelope: Envelope,
     accepted_at: Duration,
     attempts: u32,
+    expires_at: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -190,6 +226,7 @@ struct InFlight {
     envelope: Envelope,
     accepted_at: Duration,
     attempts: u32,
+    expires_at: Option<Duration>,
 }
 
 /// The longest retry delay honoured; a peer's larger `Retry-After` is capped.
@@ -204,8 +241,13 @@ pub struct Core {
     ready: VecDeque<DestKey>,
     in_flight: HashMap<MessageId, InFlight>,
     timers: BinaryHeap<Reverse<(Duration, DestKey)>>,
+    /// When a destination's earliest waiting message expires (one entry per destination).
+    expiries: BTreeSet<(Duration, DestKey)>,
+    /// Dedup keys: the first id and the end of the key's window.
     dedup: HashMap<(AdapterName, String), (MessageId, Duration)>,
     dedup_order: VecDeque<(Duration, (AdapterName, String))>,
+    /// What the spool must record, oldest first.
+    ops: Vec<SpoolOp>,
     next_id: u64,
     queued_total: usize,
     reports: VecDeque<Report>,
@@ -240,6 +282,8 @@ impl Core {
             ready: VecDeque::new(),
             in_flight: HashMap::new(),
             timers: BinaryHeap::new(),
+            expiries: BTreeSet::new(),
+            ops: Vec::new(),
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
             next_id,
@@ -360,6 +404,10 @@ impl Core {
             }
         }
         let destination = destination.name.clone();
+        let lifetime = match (inbound.expires, self.config.message_expiry) {
+            (Some(asked), Some(limit)) => Some(asked.min(limit)),
+            (asked, limit) => asked.or(limit),
+        };
         let sender = match self.router.resolve(origin, &inbound.from) {
             Ok(r) => (r.identity, r.instance),
             Err(why) => match inbound.from.identity() {
@@ -405,6 +453,9 @@ impl Core {
         if waiting >= self.config.max_queued_per_destination
             || self.queued_total >= self.config.max_queued_total
         {
+            self.reports.push_back(Report::QueueFull {
+                adapter: destination.clone(),
+            });
             return Err(Rejected {
                 condition: Condition::ResourceConstraint,
                 text: format!("too many messages waiting for {to_address}; try again later"),
@@ -430,7 +481,8 @@ impl Core {
         if let Some(key) = dedup {
             self.remember(now, key, id);
         }
-        self.enqueue(key, envelope, now);
+        let expires_at = lifetime.map(|l| now.saturating_add(l));
+        self.enqueue(key, envelope, now, expires_at, true);
         Ok(Accepted {
             id,
             duplicate: false,
@@ -438,8 +490,16 @@ impl Core {
     }
 
     fn remember(&mut self, now: Duration, key: (AdapterName, String), id: MessageId) {
-        self.dedup.insert(key.clone(), (id, now));
-        self.dedup_order.push_back((now, key));
+        let until = now.saturating_add(self.config.dedup_window);
+        if self.config.spool {
+            self.ops.push(SpoolOp::Remember {
+                key: format!("{}\n{}", key.0, key.1),
+                id,
+                expires_ms: self.wall_ms(until),
+            });
+        }
+        self.dedup.insert(key.clone(), (id, until));
+        self.dedup_order.push_back((until, key));
         while self.dedup.len() > self.config.dedup_capacity {
             match self.dedup_order.pop_front() {
                 Some((_, old)) => {
@@ -658,7 +718,7 @@ impl Core {
             hops: self.config.max_hops,
             received_at_ms: 0,
         };
-        self.enqueue(key, envelope, now);
+        self.enqueue(key, envelope, now, None, true);
     }
 
     fn allocate_id(&mut self) -> MessageId {
@@ -667,7 +727,23 @@ impl Core {
         id
     }
 
-    fn enqueue(&mut self, key: DestKey, envelope: Envelope, now: Duration) {
+    /// Queues `envelope` for `key`; `persist`: record it for the spool (messages and
+    /// notifications only: presence and composing are soft state).
+    fn enqueue(
+        &mut self,
+        key: DestKey,
+        envelope: Envelope,
+        now: Duration,
+        expires_at: Option<Duration>,
+        persist: bool,
+    ) {
+        if persist && self.config.spool && spooled(&envelope.event) {
+            self.ops.push(SpoolOp::Put(Box::new(StoredEnvelope::new(
+                &envelope,
+                self.wall_ms(now),
+                expires_at.map(|t| self.wall_ms(t)),
+            ))));
+        }
         if let Some(slot) = self.adapters.get_mut(&key.0) {
             slot.queued += 1;
         }
@@ -677,8 +753,50 @@ impl Core {
             envelope,
             accepted_at: now,
             attempts: 0,
+            expires_at,
         });
+        self.arm_expiry(&key, expires_at);
         self.schedule(&key);
+    }
+
+    /// Makes sure `key` is swept no later than `at`.
+    fn arm_expiry(&mut self, key: &DestKey, at: Option<Duration>) {
+        let Some(at) = at else {
+            return;
+        };
+        let Some(dest) = self.destinations.get_mut(key) else {
+            return;
+        };
+        if dest.expiry_timer.is_some_and(|t| t <= at) {
+            return;
+        }
+        if let Some(old) = dest.expiry_timer.replace(at) {
+            self.expiries.remove(&(old, key.clone()));
+        }
+        self.expiries.insert((at, key.clone()));
+    }
+
+    /// Fails the waiting envelopes of `key` whose lifetime ended by `now` and arms the
+    /// sweep for the next one.
+    fn expire_waiting(&mut self, key: &DestKey, now: Duration) {
+        let Some(dest) = self.destinations.get_mut(key) else {
+            return;
+        };
+        if let Some(t) = dest.expiry_timer.take() {
+            self.expiries.remove(&(t, key.clone()));
+        }
+        let (gone, kept): (VecDeque<Waiting>, VecDeque<Waiting>) =
+            std::mem::take(&mut dest.waiting)
+                .into_iter()
+                .partition(|w| w.expires_at.is_some_and(|e| e <= now));
+        dest.waiting = kept;
+        let next = dest.waiting.iter().filter_map(|w| w.expires_at).min();
+        self.arm_expiry(key, next);
+        for w in gone {
+            let latency = now.saturating_sub(w.accepted_at);
+            let expired = expired_failure(w.accepted_at, w.expires_at);
+            self.finish(key, now, w.envelope, latency, Err(expired));
+        }
     }
 
     /// Puts `key` on the ready list if it can dispatch now.
@@ -713,6 +831,7 @@ impl Core {
                 envelope,
                 accepted_at,
                 attempts,
+                expires_at,
             }) = dest.waiting.pop_front()
             else {
                 continue;
@@ -725,6 +844,7 @@ impl Core {
                     envelope: envelope.clone(),
                     accepted_at,
                     attempts,
+                    expires_at,
                 },
             );
             self.schedule(&key);
@@ -740,6 +860,7 @@ impl Core {
             envelope,
             accepted_at,
             attempts,
+            expires_at,
         }) = self.in_flight.remove(&id)
         else {
             return;
@@ -749,9 +870,19 @@ impl Core {
             dest.in_flight = dest.in_flight.saturating_sub(1);
         }
         match outcome {
+            DeliveryOutcome::RetryLater { .. } if expires_at.is_some_and(|e| e <= now) => {
+                let expired = expired_failure(accepted_at, expires_at);
+                self.finish(&key, now, envelope, latency, Err(expired));
+            }
             DeliveryOutcome::RetryLater { after } => {
                 let attempts = attempts + 1;
                 if attempts < self.config.max_delivery_attempts {
+                    let backoff = self
+                        .config
+                        .retry_backoff
+                        .saturating_mul(1 << (attempts - 1).min(16))
+                        .min(self.config.max_retry_backoff);
+                    let after = after.max(backoff);
                     if let Some(dest) = self.destinations.get_mut(&key) {
                         let at = dest
                             .waiting
@@ -764,13 +895,15 @@ impl Core {
                                 envelope,
                                 accepted_at,
                                 attempts,
+                                expires_at,
                             },
                         );
                         let until = now.saturating_add(after.min(MAX_RETRY_AFTER));
                         // Another in-flight envelope's retry never shortens a block.
                         let until = dest.blocked_until.map_or(until, |b| b.max(until));
                         dest.blocked_until = Some(until);
-                        self.timers.push(Reverse((until, key)));
+                        self.timers.push(Reverse((until, key.clone())));
+                        self.arm_expiry(&key, expires_at);
                     }
                     return;
                 }
@@ -810,6 +943,9 @@ impl Core {
             slot.queued = slot.queued.saturating_sub(1);
         }
         self.queued_total = self.queued_total.saturating_sub(1);
+        if self.config.spool && spooled(&envelope.event) {
+            self.ops.push(SpoolOp::Remove(envelope.id));
+        }
         let is_message = matches!(envelope.event, Event::Message(_));
         let notify = match (&result, &envelope.event) {
             (Ok(true), Event::Message(m)) if m.receipts.delivered => {
@@ -865,7 +1001,8 @@ impl Core {
             received_at_ms: envelope.received_at_ms,
         };
         let key = (origin, notification.to.to_string());
-        self.enqueue(key, notification, now);
+        let expires_at = self.config.message_expiry.map(|l| now.saturating_add(l));
+        self.enqueue(key, notification, now, expires_at, true);
     }
 
     fn drop_if_idle(&mut self, key: &DestKey) {
@@ -874,18 +1011,18 @@ impl Core {
             .get(key)
             .is_some_and(|d| d.waiting.is_empty() && d.in_flight == 0 && d.blocked_until.is_none())
         {
-            self.destinations.remove(key);
+            if let Some(t) = self.destinations.remove(key).and_then(|d| d.expiry_timer) {
+                self.expiries.remove(&(t, key.clone()));
+            }
         }
     }
 
     /// The earliest time at which [`Core::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Duration> {
         let timer = self.timers.peek().map(|Reverse((t, _))| *t);
-        let dedup = self
-            .dedup_order
-            .front()
-            .map(|(t, _)| *t + self.config.dedup_window);
-        [timer, dedup, self.hub.poll_timeout()]
+        let dedup = self.dedup_order.front().map(|(t, _)| *t);
+        let expiry = self.expiries.first().map(|(t, _)| *t);
+        [timer, dedup, expiry, self.hub.poll_timeout()]
             .into_iter()
             .flatten()
             .min()
@@ -907,6 +1044,14 @@ impl Core {
             }
             self.schedule(&key);
         }
+        while let Some((t, key)) = self.expiries.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.expire_waiting(&key, now);
+            // `expire_waiting` removed the entry (or the destination is gone).
+            self.expiries.remove(&(t, key));
+        }
         self.expire_dedup(now);
         self.hub.handle_timeout(now);
         self.drain_hub(now, None);
@@ -919,7 +1064,7 @@ impl Core {
 
     fn expire_dedup(&mut self, now: Duration) {
         while let Some((t, _)) = self.dedup_order.front() {
-            if *t + self.config.dedup_window > now {
+            if *t > now {
                 break;
             }
             if let Some((t, key)) = self.dedup_order.pop_front() {
@@ -934,6 +1079,134 @@ impl Core {
     pub fn poll_report(&mut self) -> Option<Report> {
         self.reports.pop_front()
     }
+
+    /// What the spool must record since the last call, oldest first.
+    pub fn take_ops(&mut self) -> Vec<SpoolOp> {
+        std::mem::take(&mut self.ops)
+    }
+
+    /// Gives back operations whose commit failed, to go with the next commit.
+    pub fn return_ops(&mut self, mut ops: Vec<SpoolOp>) {
+        ops.append(&mut self.ops);
+        self.ops = ops;
+    }
+
+    /// The next id the core will give: recorded with each commit, so that ids never
+    /// repeat across restarts even if the wall clock goes back.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Turns recording for the spool on or off.
+    pub fn set_spooling(&mut self, on: bool) {
+        self.config.spool = on;
+    }
+
+    /// Sets the wall clock at `now` = 0 (ms since the Unix epoch).
+    pub fn set_clock_origin(&mut self, ms: u64) {
+        self.config.clock_origin_ms = ms;
+    }
+
+    /// Takes back envelopes accepted but not made durable (their commit failed): they
+    /// leave their queues and their dedup keys are forgotten, as if never accepted.
+    pub fn withdraw(&mut self, ids: &HashSet<MessageId>) {
+        let mut emptied = Vec::new();
+        for (key, dest) in &mut self.destinations {
+            let before = dest.waiting.len();
+            dest.waiting.retain(|w| !ids.contains(&w.envelope.id));
+            let removed = before - dest.waiting.len();
+            if removed > 0 {
+                if let Some(slot) = self.adapters.get_mut(&key.0) {
+                    slot.queued = slot.queued.saturating_sub(removed);
+                }
+                self.queued_total = self.queued_total.saturating_sub(removed);
+                emptied.push(key.clone());
+            }
+        }
+        for key in emptied {
+            self.drop_if_idle(&key);
+        }
+        self.dedup.retain(|_, (id, _)| !ids.contains(id));
+        self.ops.retain(|op| match op {
+            SpoolOp::Put(e) => !ids.contains(&e.id),
+            SpoolOp::Remember { id, .. } => !ids.contains(id),
+            _ => true,
+        });
+    }
+
+    /// Queues what a spool held at start-up: per destination in id (acceptance) order,
+    /// ahead of anything new; lifetimes keep counting by the wall clock (an envelope
+    /// that expired meanwhile fails back at the first timer). Dedup keys whose window
+    /// has not ended are remembered again. Returns how many envelopes were queued.
+    pub fn restore(&mut self, now: Duration, recovered: Recovered) -> usize {
+        let Recovered {
+            mut envelopes,
+            mut dedup,
+            next_id,
+            ..
+        } = recovered;
+        self.next_id = self.next_id.max(next_id);
+        envelopes.sort_by_key(|e| e.id);
+        let mut queued = 0;
+        for record in envelopes {
+            self.next_id = self.next_id.max(record.id.0.wrapping_add(1));
+            match record.envelope() {
+                Ok(envelope) => {
+                    let key = (envelope.destination.clone(), envelope.to.to_string());
+                    let expires_at = record.expires_at_ms.map(|ms| self.core_time(ms));
+                    self.enqueue(key, envelope, now, expires_at, false);
+                    queued += 1;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "a spooled envelope cannot be read; it is dropped");
+                    self.ops.push(SpoolOp::Remove(record.id));
+                }
+            }
+        }
+        dedup.sort_by_key(|d| d.expires_ms);
+        for d in dedup {
+            let Some((origin, key)) = d.key.split_once('\n') else {
+                continue;
+            };
+            let entry = (AdapterName::from(origin), key.to_owned());
+            let until = self.core_time(d.expires_ms);
+            self.dedup.insert(entry.clone(), (d.id, until));
+            self.dedup_order.push_back((until, entry));
+        }
+        queued
+    }
+
+    /// Core time `t` on the wall clock (ms since the Unix epoch).
+    fn wall_ms(&self, t: Duration) -> u64 {
+        let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+        self.config.clock_origin_ms.saturating_add(ms)
+    }
+
+    /// A wall-clock time as core time (0 if it was before the core started).
+    fn core_time(&self, wall_ms: u64) -> Duration {
+        Duration::from_millis(wall_ms.saturating_sub(self.config.clock_origin_ms))
+    }
+}
+
+/// Events the spool keeps: messages and the notifications about them. Presence,
+/// subscriptions and composing are soft state, refreshed by their peers.
+fn spooled(event: &Event) -> bool {
+    matches!(event, Event::Message(_) | Event::Notification(_))
+}
+
+/// The failure of an envelope whose lifetime ended before it could be delivered.
+fn expired_failure(
+    accepted_at: Duration,
+    expires_at: Option<Duration>,
+) -> (Condition, Option<String>) {
+    let lifetime = expires_at.map_or(Duration::ZERO, |e| e.saturating_sub(accepted_at));
+    (
+        Condition::RemoteServerTimeout,
+        Some(format!(
+            "not delivered within its lifetime of {} s: expired",
+            lifetime.as_secs()
+        )),
+    )
 }
 
 #[cfg(test)]
@@ -1668,6 +1941,369 @@ pub(crate) mod tests {
                 presence: presence_of("pres:bob@xmpp.test", "n3")
             }))
         );
+    }
+
+    fn failed_condition(e: &Envelope) -> Option<Condition> {
+        match &e.event {
+            Event::Notification(Notification {
+                status: NotificationStatus::Failed { condition, .. },
+                ..
+            }) => Some(*condition),
+            _ => None,
+        }
+    }
+
+    /// Expiry on a fake clock: a message waiting behind a blocked destination fails back
+    /// to its sender when its lifetime ends, not when the destination returns; a
+    /// sender's shorter lifetime (SIP `Expires`) wins over the configured one.
+    #[test]
+    fn expired_messages_fail_back_to_the_sender_on_time() {
+        let mut c = core_with(CoreConfig {
+            message_expiry: Some(Duration::from_secs(60)),
+            ..CoreConfig::default()
+        });
+        let to = "sip:bob@xmpp.test";
+        c.accept(T0, "sip", msg("first", "sip:alice@sip.test", to))
+            .unwrap();
+        c.accept(
+            Duration::from_secs(1),
+            "sip",
+            Inbound {
+                expires: Some(Duration::from_secs(10)),
+                ..msg("short", "sip:alice@sip.test", to)
+            },
+        )
+        .unwrap();
+        c.accept(
+            Duration::from_secs(2),
+            "sip",
+            Inbound {
+                expires: Some(Duration::from_secs(3600)),
+                ..msg("long", "sip:alice@sip.test", to)
+            },
+        )
+        .unwrap();
+        let e = c.poll_dispatch().unwrap();
+        assert_eq!(body(&e), "first");
+        // The peer is down for 10 minutes.
+        c.complete(
+            Duration::from_secs(2),
+            e.id,
+            DeliveryOutcome::RetryLater {
+                after: Duration::from_secs(600),
+            },
+        );
+        assert_eq!(c.poll_dispatch(), None);
+        // "short" (1 s + 10 s) is the first thing due, long before the retry.
+        assert_eq!(c.poll_timeout(), Some(Duration::from_secs(11)));
+        c.handle_timeout(Duration::from_secs(11));
+        let n = c.poll_dispatch().unwrap();
+        assert_eq!(n.destination.as_ref(), "sip");
+        assert_eq!(n.to, addr("sip:alice@sip.test"));
+        assert_eq!(failed_condition(&n), Some(Condition::RemoteServerTimeout));
+        assert_eq!(c.poll_dispatch(), None, "the others still wait");
+        c.complete(Duration::from_secs(11), n.id, DeliveryOutcome::Accepted);
+        assert_eq!(c.queued_total(), 2, "first and long");
+        // At 60 s "first" expires and so does "long": 3600 s asked, 60 s configured.
+        assert_eq!(c.poll_timeout(), Some(Duration::from_secs(60)));
+        c.handle_timeout(Duration::from_secs(60));
+        let mut failed = 1;
+        while let Some(n) = c.poll_dispatch() {
+            if n.destination.as_ref() == "sip" {
+                failed += 1;
+                assert_eq!(failed_condition(&n), Some(Condition::RemoteServerTimeout));
+            }
+            c.complete(Duration::from_secs(60), n.id, DeliveryOutcome::Accepted);
+        }
+        assert_eq!(failed, 2, "first (60 s); long is still waiting until 62 s");
+        c.handle_timeout(Duration::from_secs(62));
+        let n = c.poll_dispatch().unwrap();
+        assert_eq!(failed_condition(&n), Some(Condition::RemoteServerTimeout));
+        let Event::Notification(note) = &n.event else {
+            panic!("not a notification")
+        };
+        assert!(
+            matches!(&note.status, NotificationStatus::Failed { text: Some(t), .. } if t.contains("lifetime of 60 s"))
+        );
+    }
+
+    /// An envelope in flight when its lifetime ends is not cut off; if it comes back
+    /// with `RetryLater` it expires instead of being retried.
+    #[test]
+    fn an_expired_retry_fails_instead_of_waiting_again() {
+        let mut c = core_with(CoreConfig {
+            message_expiry: Some(Duration::from_secs(30)),
+            ..CoreConfig::default()
+        });
+        c.accept(
+            T0,
+            "sip",
+            msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test"),
+        )
+        .unwrap();
+        let e = c.poll_dispatch().unwrap();
+        c.handle_timeout(Duration::from_secs(31));
+        assert_eq!(
+            c.poll_dispatch(),
+            None,
+            "in flight: not expired by the sweep"
+        );
+        c.complete(
+            Duration::from_secs(40),
+            e.id,
+            DeliveryOutcome::RetryLater {
+                after: Duration::from_secs(1),
+            },
+        );
+        let n = c.poll_dispatch().unwrap();
+        assert_eq!(failed_condition(&n), Some(Condition::RemoteServerTimeout));
+        assert_eq!(c.queued_total(), 1, "only the notification");
+    }
+
+    /// Backoff: a short retry hint is stretched, doubling per attempt up to the cap.
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_cap() {
+        let mut c = core_with(CoreConfig {
+            retry_backoff: Duration::from_secs(1),
+            max_retry_backoff: Duration::from_secs(4),
+            max_delivery_attempts: 100,
+            ..CoreConfig::default()
+        });
+        c.accept(
+            T0,
+            "sip",
+            msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test"),
+        )
+        .unwrap();
+        let mut now = T0;
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            let e = c.poll_dispatch().unwrap();
+            c.complete(
+                now,
+                e.id,
+                DeliveryOutcome::RetryLater {
+                    after: Duration::ZERO,
+                },
+            );
+            let due = c.poll_timeout().unwrap();
+            waits.push((due - now).as_secs());
+            now = due;
+            c.handle_timeout(now);
+        }
+        assert_eq!(waits, [1, 2, 4, 4, 4]);
+    }
+
+    /// With the spool on, the core records a put per accepted message, the dedup key,
+    /// and on the final outcome the removal — together with the failure notification
+    /// that answers it, so that a crash never loses both.
+    #[test]
+    fn spool_operations_follow_each_envelope_from_acceptance_to_outcome() {
+        let mut c = core_with(CoreConfig {
+            spool: true,
+            clock_origin_ms: 1_000_000,
+            message_expiry: Some(Duration::from_secs(60)),
+            ..CoreConfig::default()
+        });
+        let a = c
+            .accept(
+                Duration::from_secs(1),
+                "sip",
+                Inbound {
+                    dedup_key: Some("call-1/1".into()),
+                    ..msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test")
+                },
+            )
+            .unwrap();
+        let ops = c.take_ops();
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        let SpoolOp::Put(put) = &ops[1] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(put.id, a.id);
+        assert_eq!(put.accepted_at_ms, 1_001_000);
+        assert_eq!(put.expires_at_ms, Some(1_061_000));
+        assert_eq!(
+            ops[0],
+            SpoolOp::Remember {
+                key: "sip\ncall-1/1".into(),
+                id: a.id,
+                expires_ms: 1_001_000 + 600_000,
+            }
+        );
+        // Presence is soft state: nothing to record.
+        c.accept(
+            T0,
+            "sip",
+            Inbound::new(
+                Event::Presence(PresenceUpdate {
+                    presence: presence_of("sip:alice@sip.test", "x"),
+                }),
+                addr("sip:alice@sip.test"),
+                addr("sip:bob@xmpp.test"),
+            ),
+        )
+        .unwrap();
+        assert!(c.take_ops().iter().all(|op| !matches!(op, SpoolOp::Put(_))));
+        let e = c.poll_dispatch().unwrap();
+        c.complete(
+            Duration::from_secs(2),
+            e.id,
+            DeliveryOutcome::Failed {
+                condition: Condition::ItemNotFound,
+                text: None,
+            },
+        );
+        let ops = c.take_ops();
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert_eq!(ops[0], SpoolOp::Remove(a.id));
+        let SpoolOp::Put(note) = &ops[1] else {
+            panic!("{ops:?}")
+        };
+        assert!(matches!(note.event, Event::Notification(_)));
+        assert!(note.id > a.id);
+        assert!(c.next_id() > note.id.0);
+    }
+
+    /// A spool written by one core and restored into another: per destination in id
+    /// order, ahead of what arrives after the restart; ids keep growing; dedup keys are
+    /// remembered; what expired while the gateway was down fails back at the first
+    /// timer.
+    #[test]
+    fn restore_requeues_in_acceptance_order_with_dedup_and_expiry() {
+        use crate::spool::{MemorySpool, Spool};
+        let mut spool = MemorySpool::default();
+        let mut first = core_with(CoreConfig {
+            spool: true,
+            clock_origin_ms: 1_000_000,
+            message_expiry: Some(Duration::from_secs(60)),
+            ..CoreConfig::default()
+        });
+        let mut ids = Vec::new();
+        for (i, to) in ["sip:bob@xmpp.test", "sip:carol@xmpp.test"]
+            .iter()
+            .cycle()
+            .take(6)
+            .enumerate()
+        {
+            let inbound = Inbound {
+                dedup_key: Some(format!("k{i}")),
+                expires: (i == 5).then_some(Duration::from_secs(5)),
+                ..msg(&format!("m{i}"), "sip:alice@sip.test", to)
+            };
+            ids.push(first.accept(T0, "sip", inbound).unwrap().id);
+        }
+        // m0 is in flight when the process dies; nothing finished.
+        first.poll_dispatch().unwrap();
+        spool
+            .commit(&first.take_ops(), first.next_id(), 1_000_000)
+            .unwrap();
+
+        // The gateway comes back 10 s later: m5's 5 s lifetime is over.
+        let mut second = core_with(CoreConfig {
+            spool: true,
+            clock_origin_ms: 1_010_000,
+            ..CoreConfig::default()
+        });
+        let recovered = spool.recover(1_010_000).unwrap();
+        assert_eq!(second.restore(T0, recovered), 6);
+        assert!(
+            second.take_ops().is_empty(),
+            "restoring records nothing new"
+        );
+        let again = second
+            .accept(
+                T0,
+                "sip",
+                Inbound {
+                    dedup_key: Some("k3".into()),
+                    ..msg("m3", "sip:alice@sip.test", "sip:carol@xmpp.test")
+                },
+            )
+            .unwrap();
+        assert_eq!((again.id, again.duplicate), (ids[3], true));
+        let new = second
+            .accept(
+                T0,
+                "sip",
+                msg("new", "sip:alice@sip.test", "sip:bob@xmpp.test"),
+            )
+            .unwrap();
+        assert!(new.id > ids[5]);
+        second.handle_timeout(T0);
+        let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+        let mut failures = Vec::new();
+        loop {
+            let batch: Vec<Envelope> = std::iter::from_fn(|| second.poll_dispatch()).collect();
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch {
+                if e.destination.as_ref() == "sip" {
+                    failures.push(e.clone());
+                } else {
+                    seen.entry(e.recipient.to_string())
+                        .or_default()
+                        .push(body(&e));
+                }
+                second.complete(T0, e.id, DeliveryOutcome::Delivered);
+            }
+        }
+        assert_eq!(seen["bob@xmpp.test"], ["m0", "m2", "m4", "new"]);
+        assert_eq!(seen["carol@xmpp.test"], ["m1", "m3"]);
+        assert_eq!(failures.len(), 1, "m5 expired while the gateway was down");
+        let Event::Notification(n) = &failures[0].event else {
+            panic!()
+        };
+        assert_eq!(n.message_id, ids[5].to_string());
+    }
+
+    /// A commit that failed: the envelopes leave their queues and dedup, as if never
+    /// accepted; other operations stay for the next commit.
+    #[test]
+    fn withdrawn_envelopes_are_not_delivered_and_not_remembered() {
+        let mut c = core_with(CoreConfig {
+            spool: true,
+            ..CoreConfig::default()
+        });
+        let keep = c
+            .accept(
+                T0,
+                "sip",
+                msg("keep", "sip:alice@sip.test", "sip:bob@xmpp.test"),
+            )
+            .unwrap();
+        let kept_ops = c.take_ops();
+        let gone = c
+            .accept(
+                T0,
+                "sip",
+                Inbound {
+                    dedup_key: Some("k".into()),
+                    ..msg("gone", "sip:alice@sip.test", "sip:bob@xmpp.test")
+                },
+            )
+            .unwrap();
+        let failed = c.take_ops();
+        c.return_ops(failed);
+        c.withdraw(&HashSet::from([gone.id]));
+        assert!(c.take_ops().is_empty());
+        assert_eq!(c.queued_total(), 1);
+        let e = c.poll_dispatch().unwrap();
+        assert_eq!(e.id, keep.id);
+        assert_eq!(c.poll_dispatch(), None);
+        let again = c
+            .accept(
+                T0,
+                "sip",
+                Inbound {
+                    dedup_key: Some("k".into()),
+                    ..msg("gone", "sip:alice@sip.test", "sip:bob@xmpp.test")
+                },
+            )
+            .unwrap();
+        assert!(!again.duplicate);
+        assert_eq!(kept_ops.len(), 1);
     }
 
     #[test]

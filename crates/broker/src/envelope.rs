@@ -73,6 +73,9 @@ pub struct Inbound {
     pub hops: Option<u8>,
     /// When the adapter received it, in milliseconds since the Unix epoch.
     pub received_at_ms: u64,
+    /// How long the sender wants it delivered within (SIP `Expires`); `None`: the
+    /// gateway's configured lifetime. The shorter of the two applies.
+    pub expires: Option<Duration>,
 }
 
 impl Inbound {
@@ -86,6 +89,7 @@ impl Inbound {
             dedup_key: None,
             hops: None,
             received_at_ms: 0,
+            expires: None,
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - [`runtime`]: the tokio task around the core; [`Submitter`] for adapters.
 //! - [`presence`]: the presence hub (pure): subscriptions, aggregation, cached state,
 //!   coalesced fan-out, expiry, probes.
+//! - [`spool`]: store and forward — the [`spool::Spool`] trait, the embedded
+//!   [`spool::RedbSpool`] file store.
 //! - [`metrics`]: the per-adapter metrics, Prometheus text format.
 //! - [`testing`]: an in-memory adapter for tests without networks.
 //!
@@ -27,6 +29,7 @@ pub mod map;
 pub mod metrics;
 pub mod presence;
 pub mod runtime;
+pub mod spool;
 pub mod testing;
 
 pub use adapter::{Adapter, AdapterContext, DeliveryPolicy};

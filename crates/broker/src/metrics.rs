@@ -9,6 +9,12 @@
 //! | `cpim_queue_depth` | gauge | `adapter` | events waiting for or in delivery by the adapter |
 //! | `cpim_delivery_latency_seconds` | histogram | `adapter` | from reception at the origin to the destination adapter's outcome |
 //! | `cpim_adapter_connected` | gauge | `adapter` | 1 when the adapter's link or listener is up |
+//! | `cpim_queue_full_total` | counter | `adapter` | submissions refused because a destination of this adapter had its queue (spool share) full |
+//! | `cpim_spool_envelopes` | gauge | | envelopes in the spool (accepted, no final outcome yet) |
+//! | `cpim_spool_commits_total` | counter | | durable spool commits (each covers a batch of operations) |
+//! | `cpim_spool_operations_total` | counter | | spool operations committed (puts, removals, dedup keys) |
+//! | `cpim_spool_commit_seconds_total` | counter | | time spent in spool commits |
+//! | `cpim_spool_errors_total` | counter | | failed spool commits (their submissions were refused) |
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -32,6 +38,7 @@ struct Inner {
     received: AtomicU64,
     delivered: AtomicU64,
     queue_depth: AtomicI64,
+    queue_full: AtomicU64,
     connected: AtomicBool,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     failed: Mutex<BTreeMap<&'static str, u64>>,
@@ -64,6 +71,15 @@ impl AdapterMetrics {
     }
 
     /// Sets the queue depth.
+    pub fn queue_full(&self) {
+        self.0.queue_full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Submissions refused because a destination of this adapter was full.
+    pub fn queue_full_count(&self) -> u64 {
+        self.0.queue_full.load(Ordering::Relaxed)
+    }
+
     pub fn set_queue_depth(&self, depth: usize) {
         self.0
             .queue_depth
@@ -132,19 +148,134 @@ fn count(map: &Mutex<BTreeMap<&'static str, u64>>, condition: Condition) -> u64 
 
 /// All adapters' metrics.
 #[derive(Debug, Clone, Default)]
-pub struct Metrics(Arc<Mutex<BTreeMap<String, AdapterMetrics>>>);
+pub struct Metrics {
+    adapters: Arc<Mutex<BTreeMap<String, AdapterMetrics>>>,
+    spool: SpoolMetrics,
+}
+
+/// The spool's metrics (gateway-wide).
+#[derive(Debug, Clone, Default)]
+pub struct SpoolMetrics(Arc<SpoolInner>);
+
+#[derive(Debug, Default)]
+struct SpoolInner {
+    enabled: AtomicBool,
+    envelopes: AtomicU64,
+    commits: AtomicU64,
+    operations: AtomicU64,
+    commit_micros: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl SpoolMetrics {
+    /// Counts one commit of `operations` that took `took`, leaving `envelopes` stored.
+    pub fn committed(&self, operations: usize, took: Duration, envelopes: usize) {
+        let s = &self.0;
+        s.enabled.store(true, Ordering::Relaxed);
+        s.commits.fetch_add(1, Ordering::Relaxed);
+        s.operations.fetch_add(
+            u64::try_from(operations).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        s.commit_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.set_envelopes(envelopes);
+    }
+
+    /// Sets the number of stored envelopes.
+    pub fn set_envelopes(&self, envelopes: usize) {
+        self.0.enabled.store(true, Ordering::Relaxed);
+        self.0.envelopes.store(
+            u64::try_from(envelopes).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Counts a failed commit.
+    pub fn failed(&self) {
+        self.0.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Envelopes stored.
+    pub fn envelopes(&self) -> u64 {
+        self.0.envelopes.load(Ordering::Relaxed)
+    }
+
+    /// Commits so far.
+    pub fn commits(&self) -> u64 {
+        self.0.commits.load(Ordering::Relaxed)
+    }
+
+    /// Failed commits so far.
+    pub fn errors(&self) -> u64 {
+        self.0.errors.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let s = &self.0;
+        if !s.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let secs = load(&s.commit_micros) as f64 / 1e6;
+        for (name, kind, help, value) in [
+            (
+                "cpim_spool_envelopes",
+                "gauge",
+                "Envelopes in the spool (accepted, no final outcome yet).",
+                load(&s.envelopes).to_string(),
+            ),
+            (
+                "cpim_spool_commits_total",
+                "counter",
+                "Durable spool commits.",
+                load(&s.commits).to_string(),
+            ),
+            (
+                "cpim_spool_operations_total",
+                "counter",
+                "Spool operations committed.",
+                load(&s.operations).to_string(),
+            ),
+            (
+                "cpim_spool_commit_seconds_total",
+                "counter",
+                "Time spent in spool commits.",
+                format!("{secs:.6}"),
+            ),
+            (
+                "cpim_spool_errors_total",
+                "counter",
+                "Failed spool commits.",
+                load(&s.errors).to_string(),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+}
 
 impl Metrics {
     /// The metrics of `adapter`, created on first use.
     pub fn adapter(&self, adapter: &str) -> AdapterMetrics {
-        let mut m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut m = self.adapters.lock().unwrap_or_else(PoisonError::into_inner);
         m.entry(adapter.to_owned()).or_default().clone()
+    }
+
+    /// The spool's metrics.
+    pub fn spool(&self) -> &SpoolMetrics {
+        &self.spool
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every metric.
     pub fn render(&self) -> String {
         let adapters: Vec<(String, AdapterMetrics)> = {
-            let m = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let m = self.adapters.lock().unwrap_or_else(PoisonError::into_inner);
             m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         let mut out = String::new();
@@ -186,6 +317,14 @@ impl Metrics {
             "1 when the adapter's link or listener is up.",
             &|m| u8::from(m.connected.load(Ordering::Relaxed)).to_string(),
         );
+        simple(
+            &mut out,
+            "cpim_queue_full_total",
+            "counter",
+            "Submissions refused because a destination of the adapter had its queue full.",
+            &|m| m.queue_full.load(Ordering::Relaxed).to_string(),
+        );
+        self.spool.render(&mut out);
         for (name, help, pick) in [
             (
                 "cpim_rejected_total",

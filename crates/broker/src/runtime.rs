@@ -5,8 +5,14 @@
 //! protocol's response. Each dispatched envelope is delivered in its own task, whose
 //! outcome comes back to the core task. Time is `tokio::time::Instant` (so tests can
 //! pause and advance it) measured from the broker's start.
+//!
+//! With a [`Spool`], each turn of the loop takes every submission and outcome that is
+//! waiting (up to [`BATCH`]), lets the core record them, commits the batch durably in one
+//! blocking call (group commit: one fsync however many senders wait), and only then
+//! answers the senders and dispatches. A failed commit refuses that batch's submissions
+//! (`service-unavailable`, retry later) and takes them back out of the queues.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,10 +26,19 @@ use crate::adapter::{Adapter, AdapterContext};
 use crate::core::{Core, CoreConfig, Report, Router};
 use crate::envelope::{Accepted, AdapterName, DeliveryOutcome, Inbound, MessageId, Rejected};
 use crate::metrics::{AdapterMetrics, Metrics};
+use crate::spool::{Recovered, Spool, SpoolError};
 
 /// Capacity of the submission channel; beyond it submitters wait (their own peers then
 /// wait too), which bounds memory.
 const SUBMIT_CHANNEL: usize = 1024;
+
+/// Submissions and outcomes handled per turn of the loop, at most (one spool commit).
+const BATCH: usize = 512;
+
+type Reply = (
+    oneshot::Sender<Result<Accepted, Rejected>>,
+    Result<Accepted, Rejected>,
+);
 
 enum Command {
     Submit {
@@ -106,6 +121,10 @@ pub struct Broker {
     adapters: HashMap<AdapterName, (Arc<dyn Adapter>, AdapterMetrics)>,
     shutdown_rx: watch::Receiver<bool>,
     drain_deadline: Duration,
+    spool: Option<Box<dyn Spool>>,
+    recovered: Option<Recovered>,
+    /// The spool failed beyond repair: nothing new can be made durable.
+    spool_lost: bool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -137,6 +156,9 @@ impl Broker {
             adapters: HashMap::new(),
             shutdown_rx,
             drain_deadline: Duration::from_secs(10),
+            spool: None,
+            recovered: None,
+            spool_lost: false,
         };
         (broker, handle)
     }
@@ -172,6 +194,18 @@ impl Broker {
         self
     }
 
+    /// Makes the broker durable with `spool`: reads what it still holds (queued again
+    /// when the broker starts, ahead of anything new) and from then on commits every
+    /// accepted message before its sender is answered.
+    pub fn with_spool(mut self, mut spool: Box<dyn Spool>) -> Result<Self, SpoolError> {
+        let recovered = spool.recover(crate::envelope::unix_now_ms())?;
+        self.core.set_spooling(true);
+        self.handle.metrics.spool().set_envelopes(spool.len());
+        self.spool = Some(spool);
+        self.recovered = Some(recovered);
+        Ok(self)
+    }
+
     /// Starts the broker task.
     pub fn start(self) -> JoinHandle<()> {
         tokio::spawn(self.run())
@@ -180,14 +214,27 @@ impl Broker {
     async fn run(mut self) {
         let start = Instant::now();
         let now = move || start.elapsed();
+        self.core.set_clock_origin(crate::envelope::unix_now_ms());
+        if let Some(recovered) = self.recovered.take() {
+            let dedup = recovered.dedup.len();
+            let queued = self.core.restore(now(), recovered);
+            tracing::info!(
+                queued,
+                dedup,
+                "spool recovered: delivering again what was not finished"
+            );
+        }
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(MessageId, DeliveryOutcome)>();
         let mut shutdown = self.shutdown_rx.clone();
         let mut stopping: Option<Instant> = None;
+        let mut replies: Vec<Reply> = Vec::new();
         loop {
             // Timers first: a steady stream of submissions must not starve them.
             if self.core.poll_timeout().is_some_and(|t| t <= now()) {
                 self.core.handle_timeout(now());
             }
+            // Durable before anyone hears "accepted" and before anything leaves.
+            self.commit(&mut replies).await;
             // While stopping, only deliveries already in flight finish; nothing new starts.
             if stopping.is_none() {
                 self.dispatch(&done_tx, now());
@@ -212,25 +259,155 @@ impl Broker {
                     }
                 }
                 command = self.rx.recv(), if stopping.is_none() => match command {
-                    Some(Command::Submit { origin, inbound, reply }) => {
-                        let result = self.core.accept(now(), &origin, *inbound);
-                        let _ = reply.send(result);
-                    }
-                    Some(Command::SetRouter(router)) => {
-                        self.core.set_router(router);
-                        tracing::info!("address map replaced");
-                    }
+                    Some(command) => self.on_command(command, &mut replies, now()),
                     None => stopping = Some(Instant::now()),
                 },
                 _ = sleep_until(deadline) => self.core.handle_timeout(now()),
                 _ = tokio::time::sleep(Duration::from_millis(50)), if stopping.is_some() => {}
             }
+            // Whatever else is already waiting joins this turn's commit.
+            for _ in 0..BATCH {
+                let mut progressed = false;
+                if let Ok((id, outcome)) = done_rx.try_recv() {
+                    self.core.complete(now(), id, outcome);
+                    progressed = true;
+                }
+                if stopping.is_none() {
+                    if let Ok(command) = self.rx.try_recv() {
+                        self.on_command(command, &mut replies, now());
+                        progressed = true;
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
         }
+        self.commit(&mut replies).await;
         tracing::info!(
             in_flight = self.core.in_flight(),
             queued = self.core.queued_total(),
+            spooled = self.spool.as_ref().map_or(0, |s| s.len()),
             "broker stopped"
         );
+    }
+
+    fn on_command(&mut self, command: Command, replies: &mut Vec<Reply>, now: Duration) {
+        match command {
+            Command::Submit {
+                origin,
+                inbound,
+                reply,
+            } => {
+                if self.spool_lost {
+                    let _ = reply.send(Err(Rejected {
+                        condition: Condition::ServiceUnavailable,
+                        text: "the message store failed; try again later".to_owned(),
+                        retry_after: Some(Duration::from_secs(30)),
+                    }));
+                    return;
+                }
+                let result = self.core.accept(now, &origin, *inbound);
+                if self.spool.is_some() {
+                    replies.push((reply, result));
+                } else {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::SetRouter(router) => {
+                self.core.set_router(router);
+                tracing::info!("address map replaced");
+            }
+        }
+    }
+
+    /// Commits what the core recorded, then answers the senders waiting for it. On a
+    /// failed commit the new submissions are refused and withdrawn; removals and
+    /// notifications go with the next commit.
+    async fn commit(&mut self, replies: &mut Vec<Reply>) {
+        let ops = self.core.take_ops();
+        let Some(mut spool) = self.spool.take() else {
+            return;
+        };
+        let result = if ops.is_empty() {
+            Ok(ops)
+        } else {
+            let next_id = self.core.next_id();
+            let now_ms = crate::envelope::unix_now_ms();
+            let count = ops.len();
+            let started = std::time::Instant::now();
+            let job = tokio::task::spawn_blocking(move || {
+                let result = spool.commit(&ops, next_id, now_ms);
+                (spool, ops, result)
+            });
+            match job.await {
+                Ok((back, ops, result)) => {
+                    spool = back;
+                    match result {
+                        Ok(()) => {
+                            let took = started.elapsed();
+                            self.handle
+                                .metrics
+                                .spool()
+                                .committed(count, took, spool.len());
+                            Ok(ops)
+                        }
+                        Err(error) => Err((ops, error.to_string())),
+                    }
+                }
+                Err(join) => {
+                    // The spool was lost with the panicking thread: nothing is durable
+                    // from here on, so new submissions are refused (see `on_command`).
+                    tracing::error!(error = %join, "the spool failed (panic); the gateway refuses new messages");
+                    self.handle.metrics.spool().failed();
+                    self.fail_batch(replies, "the message store failed");
+                    self.spool = None;
+                    self.core.set_spooling(false);
+                    self.spool_lost = true;
+                    return;
+                }
+            }
+        };
+        self.spool = Some(spool);
+        match result {
+            Ok(_) => {
+                for (reply, result) in replies.drain(..) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err((ops, error)) => {
+                tracing::error!(%error, "spool commit failed: the batch's submissions are refused");
+                self.handle.metrics.spool().failed();
+                let withdrawn: HashSet<MessageId> = ops
+                    .iter()
+                    .filter_map(|op| match op {
+                        crate::spool::SpoolOp::Put(e) => Some(e.id),
+                        _ => None,
+                    })
+                    .filter(|id| {
+                        replies
+                            .iter()
+                            .any(|(_, r)| r.as_ref().is_ok_and(|a| a.id == *id && !a.duplicate))
+                    })
+                    .collect();
+                self.core.return_ops(ops);
+                self.core.withdraw(&withdrawn);
+                self.fail_batch(replies, "the message store cannot be written");
+            }
+        }
+    }
+
+    fn fail_batch(&mut self, replies: &mut Vec<Reply>, why: &str) {
+        for (reply, result) in replies.drain(..) {
+            let answer = result.and_then(|_| {
+                Err(Rejected {
+                    condition: Condition::ServiceUnavailable,
+                    text: format!("{why}; try again later"),
+                    retry_after: Some(Duration::from_secs(30)),
+                })
+            });
+            let _ = reply.send(answer);
+        }
     }
 
     fn dispatch(
@@ -269,6 +446,7 @@ impl Broker {
             let metrics = |a: &AdapterName| self.handle.metrics.adapter(a);
             match &report {
                 Report::Received { adapter } => metrics(adapter).received(),
+                Report::QueueFull { adapter } => metrics(adapter).queue_full(),
                 Report::Rejected { adapter, condition } => {
                     tracing::debug!(adapter = %adapter, condition = %condition, "submission refused");
                     metrics(adapter).rejected(*condition);

@@ -440,6 +440,7 @@ impl Header {
             protocol_ids: protocol_ids.to_vec(),
             dedup_key,
             hops: None,
+            expires: None,
             received_at_ms: now_ms,
         }
     }
