@@ -355,6 +355,20 @@ pub fn summary(config: &Config) -> String {
         );
     }
     let _ = writeln!(text, "max hops:  {}", config.gateway.max_hops);
+    if config.gateway.spool {
+        let _ = writeln!(
+            text,
+            "spool:     on ({}), messages expire after {} s",
+            config.spool_path().display(),
+            config.gateway.message_expiry_secs
+        );
+    } else {
+        let _ = writeln!(
+            text,
+            "spool:     off (accepted messages are lost if the gateway stops), messages expire after {} s",
+            config.gateway.message_expiry_secs
+        );
+    }
     match &config.admin {
         Some(admin) => {
             let _ = writeln!(text, "admin:     {}", admin.listen);

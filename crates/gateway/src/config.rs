@@ -93,6 +93,17 @@ pub struct GatewaySection {
         deserialize_with = "deserialize_presence_interval_secs"
     )]
     pub presence_interval_secs: u32,
+    /// Store and forward: accepted messages are kept in `data_dir/spool.redb` until
+    /// their final outcome, and delivered again after a restart.
+    #[serde(default = "default_spool")]
+    pub spool: bool,
+    /// Seconds an accepted message may wait for delivery (a SIP sender's shorter
+    /// `Expires` wins); after that it fails back to its sender.
+    #[serde(
+        default = "default_message_expiry_secs",
+        deserialize_with = "deserialize_message_expiry_secs"
+    )]
+    pub message_expiry_secs: u32,
 }
 
 impl Default for GatewaySection {
@@ -104,6 +115,8 @@ impl Default for GatewaySection {
             queue_total: default_queue_total(),
             dedup_window_secs: default_dedup_window_secs(),
             presence_interval_secs: default_presence_interval_secs(),
+            spool: default_spool(),
+            message_expiry_secs: default_message_expiry_secs(),
         }
     }
 }
@@ -175,6 +188,11 @@ impl Config {
     }
 
     /// The data directory, relative paths resolved against the configuration file's directory.
+    /// The spool file (`data_dir/spool.redb`).
+    pub fn spool_path(&self) -> PathBuf {
+        self.data_dir().join("spool.redb")
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         let base = self.source.parent().unwrap_or(Path::new(""));
         base.join(self.gateway.data_dir.as_str())
@@ -418,6 +436,18 @@ fn default_presence_interval_secs() -> u32 {
 
 fn deserialize_presence_interval_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     de::int_in_range(d, "presence_interval_secs", 0, 3_600, "seconds")
+}
+
+fn default_spool() -> bool {
+    true
+}
+
+fn default_message_expiry_secs() -> u32 {
+    86_400
+}
+
+fn deserialize_message_expiry_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de::int_in_range(d, "message_expiry_secs", 1, 30 * 86_400, "seconds")
 }
 
 #[cfg(test)]

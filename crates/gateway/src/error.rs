@@ -49,6 +49,9 @@ pub enum Error {
     /// `translate` could not read or parse its input.
     #[error(transparent)]
     Translate(#[from] crate::translate::TranslateError),
+    /// The spool (store and forward) cannot be opened or read.
+    #[error("cannot open the message spool: {0}")]
+    Spool(#[from] cpim_broker::spool::SpoolError),
     /// Writing to standard output failed.
     #[error("cannot write to standard output: {0}")]
     Output(#[source] std::io::Error),
@@ -63,7 +66,7 @@ impl Error {
             | Error::BadAddress { .. }
             | Error::Unroutable { .. } => 1,
             Error::Config(_) | Error::Map(_) => 2,
-            Error::Stopped | Error::Runtime(_) => 1,
+            Error::Stopped | Error::Runtime(_) | Error::Spool(_) => 1,
             Error::AdaptersNotBuilt { .. } => 3,
         }
     }

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use cpim_broker::core::CoreConfig;
 use cpim_broker::presence::HubConfig;
+use cpim_broker::spool::{RedbSpool, Spool};
 use cpim_broker::{Adapter, Broker, BrokerHandle};
 
 use crate::config::Config;
@@ -33,6 +34,12 @@ pub fn core_config(config: &Config) -> CoreConfig {
             coalesce_interval: Duration::from_secs(u64::from(g.presence_interval_secs)),
             ..HubConfig::default()
         },
+        message_expiry: Some(Duration::from_secs(u64::from(g.message_expiry_secs))),
+        // A destination that is down is tried again with backoff until the message
+        // expires, not given up after a number of attempts.
+        max_delivery_attempts: u32::MAX,
+        retry_backoff: Duration::from_secs(1),
+        max_retry_backoff: Duration::from_secs(60),
         ..CoreConfig::default()
     }
 }
@@ -77,7 +84,12 @@ pub fn start(
 pub fn prepare(config: &Config) -> Result<Broker, Error> {
     let map = config.address_map()?;
     let (broker, _handle) = Broker::new(core_config(config), Arc::new(map));
-    Ok(broker)
+    if !config.gateway.spool {
+        return Ok(broker);
+    }
+    let spool = RedbSpool::open(&config.spool_path())?;
+    tracing::info!(path = %config.spool_path().display(), stored = spool.len(), "spool opened");
+    Ok(broker.with_spool(Box::new(spool))?)
 }
 
 /// Adds the adapters and starts the broker task.

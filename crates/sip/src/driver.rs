@@ -676,7 +676,7 @@ impl Core {
             let body = body.clone().or(side.last_body.clone());
             worst = worst.max(self.notify_locked(&key, true, body).await);
         }
-        translate::outcome_for(worst, None, "NOTIFY")
+        translate::presence_outcome_for(worst, "NOTIFY")
     }
 
     // -----------------------------------------------------------------------------------
@@ -830,7 +830,7 @@ impl Core {
                 min,
             );
             match next {
-                None => return translate::outcome_for(final_.status, None, &final_.reason),
+                None => return translate::presence_outcome_for(final_.status, &final_.reason),
                 Some(SubscriberEvent::Subscribe(retry)) => sub = retry,
                 Some(SubscriberEvent::Terminated {
                     presentity,
@@ -839,7 +839,7 @@ impl Core {
                 }) => {
                     lock(&self.upstream_peers).remove(&presentity);
                     self.submit_deny(&presentity, &watcher, &reason).await;
-                    return translate::outcome_for(final_.status, None, &final_.reason);
+                    return translate::presence_outcome_for(final_.status, &final_.reason);
                 }
             }
         }
@@ -901,7 +901,7 @@ impl Core {
         let peer = lock(&self.upstream_peers).remove(&presentity);
         if let (Some(sub), Some(peer)) = (sub, peer) {
             let final_ = self.send_subscribe(&sub, peer).await;
-            return translate::outcome_for(final_.status, None, &final_.reason);
+            return translate::presence_outcome_for(final_.status, &final_.reason);
         }
         DeliveryOutcome::Accepted
     }

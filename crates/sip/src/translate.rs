@@ -133,6 +133,13 @@ pub fn message_inbound(view: &RequestView, now_ms: u64) -> Result<Inbound, Fault
     inbound.dedup_key = Some(format!("{}/{}", view.call_id, view.cseq.seq));
     inbound.hops = view.max_forwards;
     inbound.received_at_ms = now_ms;
+    // RFC 3428 §7 / RFC 3261 §20.19: the sender's lifetime of the message; the gateway
+    // fails it back rather than deliver it after that (the shorter of this and its own).
+    if let Some(expires) = view.header("Expires") {
+        let secs = crate::headers::parse_delta_seconds("Expires", expires)
+            .map_err(|e| Fault::new(400, format!("Bad Request ({e})")))?;
+        inbound.expires = Some(Duration::from_secs(u64::from(secs)));
+    }
     Ok(inbound)
 }
 
@@ -304,10 +311,28 @@ pub fn outcome_for(status: u16, retry_after: Option<u32>, reason: &str) -> Deliv
         503 | 480 | 486 | 600 if retry_after.is_some() => DeliveryOutcome::RetryLater {
             after: Duration::from_secs(u64::from(retry_after.unwrap_or(1).max(1))),
         },
+        // A peer that is down or overloaded (RFC 3261 §21.4.9, §21.5.4): the message
+        // waits in the spool and is tried again with backoff until it expires.
+        408 | 503 => DeliveryOutcome::RetryLater {
+            after: Duration::from_secs(1),
+        },
         _ => DeliveryOutcome::Failed {
             condition: Condition::from_sip_status(status).unwrap_or(Condition::UndefinedCondition),
             text: Some(format!("SIP {status} {reason}")),
         },
+    }
+}
+
+/// The outcome of a presence request (SUBSCRIBE, NOTIFY): soft state is never waited
+/// for in the spool — its peers refresh it — so a timeout or an unavailable peer fails
+/// it at once with its Table 3 condition.
+pub fn presence_outcome_for(status: u16, reason: &str) -> DeliveryOutcome {
+    match outcome_for(status, None, reason) {
+        DeliveryOutcome::RetryLater { .. } => DeliveryOutcome::Failed {
+            condition: Condition::from_sip_status(status).unwrap_or(Condition::UndefinedCondition),
+            text: Some(format!("SIP {status} {reason}")),
+        },
+        other => other,
     }
 }
 
@@ -738,10 +763,22 @@ mod tests {
                 after: Duration::from_secs(2)
             }
         );
+        // A peer that timed out or is unavailable without a hint: the message waits in
+        // the spool (the broker backs off; it fails with remote-server-timeout when it
+        // expires).
+        for code in [408, 503] {
+            assert_eq!(
+                outcome_for(code, None, ""),
+                DeliveryOutcome::RetryLater {
+                    after: Duration::from_secs(1)
+                },
+                "{code}"
+            );
+        }
         for (code, condition) in [
             (404, Condition::ItemNotFound),
             (480, Condition::RecipientUnavailable),
-            (408, Condition::RemoteServerTimeout),
+            (504, Condition::RemoteServerTimeout),
             (403, Condition::Forbidden),
         ] {
             let DeliveryOutcome::Failed { condition: c, .. } = outcome_for(code, None, "") else {
@@ -749,6 +786,12 @@ mod tests {
             };
             assert_eq!(c, condition, "{code}");
         }
+        let DeliveryOutcome::Failed { condition, .. } =
+            presence_outcome_for(408, "Request Timeout")
+        else {
+            panic!("a presence request is not spooled")
+        };
+        assert_eq!(condition, Condition::RemoteServerTimeout);
     }
 
     #[test]
