@@ -1059,10 +1059,12 @@ impl Core {
         };
         let from = format!("<{}>;tag={}", out.from, self.unique());
         let to = format!("<{}>", out.to);
+        // Without a thread to carry (RFC 7572 §6), the Call-ID is the gateway id: the same
+        // on every attempt and after a restart, so that a receiver can drop a repeat.
         let call_id = out
             .call_id
             .clone()
-            .unwrap_or_else(|| format!("{}@gw", self.unique()));
+            .unwrap_or_else(|| format!("{}@gw", envelope.id));
         let cseq = u32::try_from(self.counter.load(Ordering::Relaxed) % 1_000_000).unwrap_or(1) + 1;
         let headers = out.headers.clone();
         let final_ = self

@@ -7,8 +7,16 @@
 //! XEP-0199 pings, and `service-unavailable` for every other `get`/`set`, so that every
 //! request gets an answer. Messages and presence go through [`crate::translate`] to the
 //! broker; what the broker refuses is answered with an XMPP error stanza.
+//!
+//! XEP-0114 has no acknowledgements: a stanza written just before the server stops is
+//! lost without a trace. So a delivery counts as done only when the server has *read*
+//! it: after writing, the link sends an XEP-0199 ping to the server (an "ack barrier");
+//! the server handles a stream's stanzas in order, so its answer (result or error)
+//! confirms every stanza written before the ping. One barrier covers everything written
+//! meanwhile (one round trip per batch, not per stanza). What is not confirmed when the
+//! stream ends is written again on the next stream, under the same stanza ids.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,7 +248,7 @@ impl Link {
     }
 
     async fn run(mut self, mut outgoing: mpsc::Receiver<Outgoing>) {
-        let mut pending: Option<Outgoing> = None;
+        let mut pending: VecDeque<Outgoing> = VecDeque::new();
         let mut attempt: u32 = 0;
         let mut backoff = Backoff::new(self.min_backoff, self.max_backoff);
         loop {
@@ -315,75 +323,123 @@ impl Link {
     }
 
     /// Runs one connected stream; returns `true` when the gateway stops.
+    ///
+    /// `pending` holds what is not confirmed yet, in order: on entry what the last
+    /// stream did not confirm (written first), on return what this one did not.
     async fn serve(
         &mut self,
         mut component: Connection,
         outgoing: &mut mpsc::Receiver<Outgoing>,
-        pending: &mut Option<Outgoing>,
+        pending: &mut VecDeque<Outgoing>,
     ) -> bool {
         let mut ping = tokio::time::interval(self.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let mut shutdown = self.shutdown.clone();
+        // Written, waiting for the server's confirmation; the outstanding barrier's id and
+        // how many of `unconfirmed` (from the front) it covers.
+        let mut unconfirmed: VecDeque<Outgoing> = VecDeque::new();
+        let mut barrier: Option<(String, usize)> = None;
         // What was waiting when the last stream ended goes out first, in order.
-        if let Some(item) = pending.take() {
-            if let Err(item) = write(&mut component, item).await {
-                *pending = Some(item);
+        while let Some(item) = pending.pop_front() {
+            if !write(&mut component, &item).await {
+                pending.push_front(item);
                 return false;
             }
+            unconfirmed.push_back(item);
         }
-        loop {
+        let ended = loop {
+            if barrier.is_none() && !unconfirmed.is_empty() {
+                let id = format!(
+                    "cpim-ack-{}",
+                    self.ping_counter.fetch_add(1, Ordering::Relaxed)
+                );
+                if !self.send_ping(&mut component, &id).await {
+                    break false;
+                }
+                barrier = Some((id, unconfirmed.len()));
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
                     let _ = component.send_end().await;
-                    return true;
+                    break true;
                 }
                 incoming = component.next() => match incoming {
                     Some(stanza) => {
-                        for reply in self.handle(stanza).await {
-                            if component.send(reply).await.is_err() {
-                                return false;
+                        let element = Element::from(stanza);
+                        if let Some((id, covered)) = &barrier {
+                            if is_answer_to(&element, id) {
+                                for item in unconfirmed.drain(..*covered) {
+                                    let _ = item.written.send(());
+                                }
+                                barrier = None;
+                                continue;
                             }
                         }
+                        let mut failed = false;
+                        for reply in self.handle(&element).await {
+                            if component.send(reply).await.is_err() {
+                                failed = true;
+                                break;
+                            }
+                        }
+                        if failed {
+                            break false;
+                        }
                     }
-                    None => return false,
+                    None => break false,
                 },
                 item = outgoing.recv() => match item {
                     Some(item) => {
-                        if let Err(item) = write(&mut component, item).await {
-                            *pending = Some(item);
-                            return false;
+                        let ok = write(&mut component, &item).await;
+                        unconfirmed.push_back(item);
+                        if !ok {
+                            break false;
                         }
                     }
-                    None => return true,
+                    None => break true,
                 },
                 _ = ping.tick() => {
-                    let n = self.ping_counter.fetch_add(1, Ordering::Relaxed);
-                    let id = format!("cpim-ping-{n}");
-                    let ping = element(
-                        "iq",
-                        NS,
-                        &[("type", "get"), ("id", &id), ("from", &self.domain), ("to", &self.server_domain)],
-                        vec![element("ping", NS_PING, &[], Vec::new())],
-                    );
-                    if let Some(stanza) = to_stanza(ping) {
-                        if component.send(stanza).await.is_err() {
-                            return false;
-                        }
+                    let id = format!("cpim-ping-{}", self.ping_counter.fetch_add(1, Ordering::Relaxed));
+                    if !self.send_ping(&mut component, &id).await {
+                        break false;
                     }
                 }
             }
+        };
+        // Not confirmed: written again on the next stream, ahead of anything newer.
+        while let Some(item) = unconfirmed.pop_back() {
+            pending.push_front(item);
+        }
+        ended
+    }
+
+    /// Sends an XEP-0199 ping to the server; `false` if the stream failed.
+    async fn send_ping(&self, component: &mut Connection, id: &str) -> bool {
+        let ping = element(
+            "iq",
+            NS,
+            &[
+                ("type", "get"),
+                ("id", id),
+                ("from", &self.domain),
+                ("to", &self.server_domain),
+            ],
+            vec![element("ping", NS_PING, &[], Vec::new())],
+        );
+        match to_stanza(ping) {
+            Some(stanza) => component.send(stanza).await.is_ok(),
+            None => true,
         }
     }
 
     /// Handles one received stanza; returns the replies to write.
-    async fn handle(&self, stanza: Stanza) -> Vec<Stanza> {
-        let element = Element::from(stanza);
-        match translate::classify(&element) {
-            StanzaClass::Message | StanzaClass::Presence => self.handle_exchange(&element).await,
+    async fn handle(&self, element: &Element) -> Vec<Stanza> {
+        match translate::classify(element) {
+            StanzaClass::Message | StanzaClass::Presence => self.handle_exchange(element).await,
             StanzaClass::IqRequest(request) => {
-                self.handle_iq(&element, request).into_iter().collect()
+                self.handle_iq(element, request).into_iter().collect()
             }
             StanzaClass::IqResponse | StanzaClass::Unknown => Vec::new(),
         }
@@ -471,22 +527,28 @@ impl Link {
     }
 }
 
-/// Writes every stanza of `item`; on failure gives the item back for the next stream.
-async fn write(component: &mut Connection, item: Outgoing) -> Result<(), Outgoing> {
+/// Writes every stanza of `item`; `false` if the stream failed.
+async fn write(component: &mut Connection, item: &Outgoing) -> bool {
     if item.written.is_closed() {
         // The delivery gave up waiting (the gateway is stopping): nothing to send.
-        return Ok(());
+        return true;
     }
     for element in &item.stanzas {
         let Some(stanza) = to_stanza(element.clone()) else {
             continue;
         };
         if component.send(stanza).await.is_err() {
-            return Err(item);
+            return false;
         }
     }
-    let _ = item.written.send(());
-    Ok(())
+    true
+}
+
+/// Whether `element` is the server's answer (result or error) to our iq `id`.
+fn is_answer_to(element: &Element, id: &str) -> bool {
+    element.name() == "iq"
+        && matches!(element.attr("type"), Some("result" | "error"))
+        && element.attr("id") == Some(id)
 }
 
 /// An element `name` in the component namespace (or `ns`) with these attributes (all names
