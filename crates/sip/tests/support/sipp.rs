@@ -631,7 +631,22 @@ impl Sipp {
     /// `SIPP_KEEP_LOGS` is set). Err carries the exit status, the command
     /// line, the error trace, the `<log>` lines, the end of the message
     /// trace and of stdout/stderr, and the kept directory.
-    pub(crate) fn wait(mut self, timeout: Duration) -> Result<SippReport, String> {
+    pub(crate) fn wait(self, timeout: Duration) -> Result<SippReport, String> {
+        let (report, this) = self.wait_any(timeout)?;
+        if report.status.success() {
+            if !keep_logs() {
+                let _ = fs::remove_dir_all(&this.dir);
+            }
+            Ok(report)
+        } else {
+            Err(this.diagnostics(&format!("sipp failed: {}", report.status)))
+        }
+    }
+
+    /// Waits for SIPp to exit and returns its report whatever its exit status: for load
+    /// runs in which some calls fail by design (a gateway killed under load). The run's
+    /// files are kept in [`Sipp::dir`].
+    pub(crate) fn wait_any(mut self, timeout: Duration) -> Result<(SippReport, Sipp), String> {
         let Some(mut child) = self.child.take() else {
             return Err(self.diagnostics("sipp was already reaped"));
         };
@@ -656,14 +671,7 @@ impl Sipp {
             thread::sleep(Duration::from_millis(20));
         };
         let report = self.report(status);
-        if status.success() {
-            if !keep_logs() {
-                let _ = fs::remove_dir_all(&self.dir);
-            }
-            Ok(report)
-        } else {
-            Err(self.diagnostics(&format!("sipp failed: {status}")))
-        }
+        Ok((report, self))
     }
 
     fn report(&self, status: ExitStatus) -> SippReport {
