@@ -2,13 +2,15 @@
 """Load test: SIPp MESSAGE traffic at fixed rates through one cpim-gateway process
 into Prosody (a counting XMPP receiver) and into an HTTP receiver (webhook app).
 
-Reports per target and rate: sent, delivered, loss, latency percentiles (the send time
+Reports per spool mode, target and rate: sent, delivered, loss, throughput (delivered
+per second from the first send to the last arrival), latency percentiles (the send time
 travels in the body), the gateway's CPU seconds per 10 000 messages and its peak RSS
-(from /proc). Everything runs on 127.0.0.1 with ports picked here; every process started
-here is stopped here.
+(from /proc). With both spool modes, a last table compares them. Everything runs on
+127.0.0.1 with ports picked here; every process started here is stopped here.
 
     /usr/bin/python3 bench/load.py                     # rates 2000 5000 8000 10000, 5 s each
     /usr/bin/python3 bench/load.py --rates 1000 --seconds 3 --targets http
+    /usr/bin/python3 bench/load.py --targets http --spool off on   # the cost of durability
 
 Needs: prosody, sip-tester (sipp) — scripts/setup.sh installs them — and a release build
 of the gateway (built here when missing).
@@ -72,11 +74,13 @@ class Recorder:
         self.lock = threading.Lock()
         self.seen = set()
         self.latencies = []
+        self.last = 0.0
 
     def reset(self):
         with self.lock:
             self.seen.clear()
             self.latencies.clear()
+            self.last = 0.0
 
     def record(self, text, now):
         for m in self.PATTERN.finditer(text):
@@ -86,6 +90,7 @@ class Recorder:
                     continue
                 self.seen.add(n)
                 self.latencies.append((now - float(m.group(1))) * 1000.0)
+                self.last = max(self.last, now)
 
     def count(self):
         with self.lock:
@@ -226,20 +231,25 @@ def start_http(recorder):
 
 def gateway_binary():
     binary = os.path.join(ROOT, "target", "release", "cpim-gateway")
-    if not os.path.exists(binary):
-        print("building the release binary ...", file=sys.stderr)
-        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "cpim-gateway"],
-                       cwd=ROOT, check=True)
+    # Always asked: a no-op when the binary is up to date, a rebuild when it is stale.
+    print("checking the release binary ...", file=sys.stderr)
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "cpim-gateway"],
+                   cwd=ROOT, check=True)
     return binary
 
 
-def start_gateway(work, comp, hooks):
-    sip, api = free_port(), free_port()
+def start_gateway(work, comp, hooks, spool):
+    sip, api, admin = free_port(), free_port(), free_port()
     cfg = os.path.join(work, "gateway.toml")
     with open(cfg, "w") as f:
         f.write(f"""[gateway]
+data_dir = "data-spool-{spool}"
+spool = {"true" if spool == "on" else "false"}
 queue_per_destination = 100000
 queue_total = 1000000
+
+[admin]
+listen = "127.0.0.1:{admin}"
 
 [adapters.sip]
 type = "sip"
@@ -283,9 +293,25 @@ as = "{ALIAS}"
     while time.time() < deadline:
         with open(os.path.join(work, "gateway.log")) as f:
             if f.read().count("component connected") >= 2:
+                proc.admin = admin
                 return proc, sip
         time.sleep(0.1)
     raise SystemExit("the gateway did not connect to Prosody; see " + work)
+
+
+def spool_metrics(admin):
+    """The spool's counters from /metrics (empty with the spool off)."""
+    import urllib.request
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("cpim_spool_") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
 
 def cpu_seconds(pid):
@@ -316,6 +342,7 @@ def run_one(gw, sip_port, target, rate, seconds, recorder, work):
     recorder.reset()
     user, domain = ("recv", DOMAIN) if target == "xmpp" else ("sink", "app.test")
     cpu0 = cpu_seconds(gw.pid)
+    spool0 = spool_metrics(gw.admin)
     start = time.time()
     sipp = subprocess.run(
         ["sipp", f"127.0.0.1:{sip_port}", "-sf", os.path.join(ROOT, "bench", "sipp_load.xml"),
@@ -335,9 +362,17 @@ def run_one(gw, sip_port, target, rate, seconds, recorder, work):
     cpu = cpu_seconds(gw.pid) - cpu0
     got = recorder.count()
     lat = list(recorder.latencies)
+    span = max(recorder.last - start, 1e-3)
+    spool1 = spool_metrics(gw.admin)
+    commits = spool1.get("cpim_spool_commits_total", 0) - spool0.get("cpim_spool_commits_total", 0)
+    commit_s = spool1.get("cpim_spool_commit_seconds_total", 0) - spool0.get("cpim_spool_commit_seconds_total", 0)
     return {
+        "spool_commits": int(commits),
+        "messages_per_commit": round(got / commits, 1) if commits else None,
+        "commit_ms_mean": round(commit_s / commits * 1000, 3) if commits else None,
         "target": target, "rate": rate, "sent": total, "delivered": got,
         "loss": total - got, "sipp_exit": sipp.returncode, "send_seconds": round(sent_in, 2),
+        "throughput_per_s": round(got / span),
         "p50_ms": round(percentile(lat, 50), 1), "p90_ms": round(percentile(lat, 90), 1),
         "p99_ms": round(percentile(lat, 99), 1), "max_ms": round(max(lat) if lat else float("nan"), 1),
         "cpu_s_per_10k": round(cpu / max(got, 1) * 10000, 2), "peak_rss_mib": round(peak_rss_mib(gw.pid), 1),
@@ -349,6 +384,8 @@ def main():
     ap.add_argument("--rates", type=int, nargs="+", default=[2000, 5000, 8000, 10000])
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--targets", nargs="+", default=["xmpp", "http"], choices=["xmpp", "http"])
+    ap.add_argument("--spool", nargs="+", default=["on"], choices=["on", "off"],
+                    help="spool modes to run, each with a fresh gateway (default: on, as shipped)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     for tool in ("prosody", "prosodyctl", "sipp"):
@@ -361,24 +398,40 @@ def main():
         prosody, c2s, comp = start_prosody(work)
         procs.append(prosody)
         http_server = start_http(recorder)
-        gw, sip_port = start_gateway(work, comp, http_server.server_address[1])
-        procs.append(gw)
         receiver = XmppReceiver(c2s, recorder)
         receiver.login()
         receiver.start()
-        time.sleep(0.5)
         results = []
-        for target in args.targets:
-            for rate in args.rates:
-                r = run_one(gw, sip_port, target, rate, args.seconds, recorder, work)
-                results.append(r)
-                print(json.dumps(r), flush=True)
+        for spool in args.spool:
+            gw, sip_port = start_gateway(work, comp, http_server.server_address[1], spool)
+            procs.append(gw)
+            time.sleep(0.5)
+            for target in args.targets:
+                for rate in args.rates:
+                    r = run_one(gw, sip_port, target, rate, args.seconds, recorder, work)
+                    r["spool"] = spool
+                    results.append(r)
+                    print(json.dumps(r), flush=True)
+            gw.terminate()
+            gw.wait(20)
         print()
-        print(f"| target | rate/s | sent | delivered | loss | p50 ms | p90 ms | p99 ms | max ms | CPU s / 10k | peak RSS MiB |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| spool | target | rate/s | sent | delivered | loss | throughput/s | p50 ms | p90 ms | p99 ms | max ms | CPU s / 10k | peak RSS MiB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in results:
-            print(f"| {r['target']} | {r['rate']} | {r['sent']} | {r['delivered']} | {r['loss']} | {r['p50_ms']} | "
-                  f"{r['p90_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['cpu_s_per_10k']} | {r['peak_rss_mib']} |")
+            print(f"| {r['spool']} | {r['target']} | {r['rate']} | {r['sent']} | {r['delivered']} | {r['loss']} | "
+                  f"{r['throughput_per_s']} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['max_ms']} | "
+                  f"{r['cpu_s_per_10k']} | {r['peak_rss_mib']} |")
+        if {"on", "off"} <= set(args.spool):
+            print()
+            print("| target | rate/s | throughput off | throughput on | on/off | CPU s/10k off | CPU s/10k on | p50 ms off | p50 ms on |")
+            print("|---|---|---|---|---|---|---|---|---|")
+            by = {(r["spool"], r["target"], r["rate"]): r for r in results}
+            for target in args.targets:
+                for rate in args.rates:
+                    off, on = by[("off", target, rate)], by[("on", target, rate)]
+                    ratio = on["throughput_per_s"] / max(off["throughput_per_s"], 1)
+                    print(f"| {target} | {rate} | {off['throughput_per_s']} | {on['throughput_per_s']} | {ratio:.2f} | "
+                          f"{off['cpu_s_per_10k']} | {on['cpu_s_per_10k']} | {off['p50_ms']} | {on['p50_ms']} |")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"machine": os.uname().machine, "cpus": os.cpu_count(), "results": results}, f, indent=2)

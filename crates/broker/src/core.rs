@@ -248,6 +248,10 @@ pub struct Core {
     dedup_order: VecDeque<(Duration, (AdapterName, String))>,
     /// What the spool must record, oldest first.
     ops: Vec<SpoolOp>,
+    /// Envelopes recorded for the spool but not yet committed, with their destination:
+    /// they are not dispatched until [`Core::mark_durable`] (per-destination order
+    /// holds: one waiting at the front holds back those behind it).
+    not_durable: HashMap<MessageId, DestKey>,
     next_id: u64,
     queued_total: usize,
     reports: VecDeque<Report>,
@@ -284,6 +288,7 @@ impl Core {
             timers: BinaryHeap::new(),
             expiries: BTreeSet::new(),
             ops: Vec::new(),
+            not_durable: HashMap::new(),
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
             next_id,
@@ -743,6 +748,7 @@ impl Core {
                 self.wall_ms(now),
                 expires_at.map(|t| self.wall_ms(t)),
             ))));
+            self.not_durable.insert(envelope.id, key.clone());
         }
         if let Some(slot) = self.adapters.get_mut(&key.0) {
             slot.queued += 1;
@@ -809,7 +815,10 @@ impl Core {
             if !dest.scheduled
                 && dest.blocked_until.is_none()
                 && dest.in_flight < limit
-                && !dest.waiting.is_empty()
+                && dest
+                    .waiting
+                    .front()
+                    .is_some_and(|w| !self.not_durable.contains_key(&w.envelope.id))
             {
                 dest.scheduled = true;
                 self.ready.push_back(key.clone());
@@ -824,7 +833,12 @@ impl Core {
                 continue;
             };
             dest.scheduled = false;
-            if dest.blocked_until.is_some() {
+            if dest.blocked_until.is_some()
+                || dest
+                    .waiting
+                    .front()
+                    .is_some_and(|w| self.not_durable.contains_key(&w.envelope.id))
+            {
                 continue;
             }
             let Some(Waiting {
@@ -946,6 +960,7 @@ impl Core {
         if self.config.spool && spooled(&envelope.event) {
             self.ops.push(SpoolOp::Remove(envelope.id));
         }
+        self.not_durable.remove(&envelope.id);
         let is_message = matches!(envelope.event, Event::Message(_));
         let notify = match (&result, &envelope.event) {
             (Ok(true), Event::Message(m)) if m.receipts.delivered => {
@@ -1080,9 +1095,32 @@ impl Core {
         self.reports.pop_front()
     }
 
+    /// How many spool operations wait for a commit, and whether any of them is more than
+    /// a removal (someone waits for it); `None` when there are none.
+    pub fn pending_ops(&self) -> Option<(usize, bool)> {
+        (!self.ops.is_empty()).then(|| {
+            let urgent = self.ops.iter().any(|op| !matches!(op, SpoolOp::Remove(_)));
+            (self.ops.len(), urgent)
+        })
+    }
+
     /// What the spool must record since the last call, oldest first.
     pub fn take_ops(&mut self) -> Vec<SpoolOp> {
         std::mem::take(&mut self.ops)
+    }
+
+    /// Whether `id` waits for a commit (its sender must not hear "accepted" before).
+    pub fn awaits_commit(&self, id: MessageId) -> bool {
+        self.not_durable.contains_key(&id)
+    }
+
+    /// The envelopes `ids` were committed: they may be dispatched now.
+    pub fn mark_durable(&mut self, ids: &[MessageId]) {
+        for id in ids {
+            if let Some(key) = self.not_durable.remove(id) {
+                self.schedule(&key);
+            }
+        }
     }
 
     /// Gives back operations whose commit failed, to go with the next commit.
@@ -1127,6 +1165,7 @@ impl Core {
             self.drop_if_idle(&key);
         }
         self.dedup.retain(|_, (id, _)| !ids.contains(id));
+        self.not_durable.retain(|id, _| !ids.contains(id));
         self.ops.retain(|op| match op {
             SpoolOp::Put(e) => !ids.contains(&e.id),
             SpoolOp::Remember { id, .. } => !ids.contains(id),
@@ -1943,6 +1982,20 @@ pub(crate) mod tests {
         );
     }
 
+    /// What a commit does for the core: takes its operations and marks the puts durable.
+    fn commit(c: &mut Core) -> Vec<SpoolOp> {
+        let ops = c.take_ops();
+        let puts: Vec<MessageId> = ops
+            .iter()
+            .filter_map(|op| match op {
+                SpoolOp::Put(e) => Some(e.id),
+                _ => None,
+            })
+            .collect();
+        c.mark_durable(&puts);
+        ops
+    }
+
     fn failed_condition(e: &Envelope) -> Option<Condition> {
         match &e.event {
             Event::Notification(Notification {
@@ -2115,7 +2168,12 @@ pub(crate) mod tests {
                 },
             )
             .unwrap();
-        let ops = c.take_ops();
+        assert_eq!(
+            c.poll_dispatch(),
+            None,
+            "not dispatched before it is durable"
+        );
+        let ops = commit(&mut c);
         assert_eq!(ops.len(), 2, "{ops:?}");
         let SpoolOp::Put(put) = &ops[1] else {
             panic!("{ops:?}")
@@ -2144,7 +2202,9 @@ pub(crate) mod tests {
             ),
         )
         .unwrap();
-        assert!(c.take_ops().iter().all(|op| !matches!(op, SpoolOp::Put(_))));
+        assert!(commit(&mut c)
+            .iter()
+            .all(|op| !matches!(op, SpoolOp::Put(_))));
         let e = c.poll_dispatch().unwrap();
         c.complete(
             Duration::from_secs(2),
@@ -2194,10 +2254,10 @@ pub(crate) mod tests {
             ids.push(first.accept(T0, "sip", inbound).unwrap().id);
         }
         // m0 is in flight when the process dies; nothing finished.
-        first.poll_dispatch().unwrap();
         spool
-            .commit(&first.take_ops(), first.next_id(), 1_000_000)
+            .commit(&commit(&mut first), first.next_id(), 1_000_000)
             .unwrap();
+        first.poll_dispatch().unwrap();
 
         // The gateway comes back 10 s later: m5's 5 s lifetime is over.
         let mut second = core_with(CoreConfig {
@@ -2234,6 +2294,7 @@ pub(crate) mod tests {
         let mut seen: HashMap<String, Vec<String>> = HashMap::new();
         let mut failures = Vec::new();
         loop {
+            commit(&mut second);
             let batch: Vec<Envelope> = std::iter::from_fn(|| second.poll_dispatch()).collect();
             if batch.is_empty() {
                 break;
@@ -2273,7 +2334,7 @@ pub(crate) mod tests {
                 msg("keep", "sip:alice@sip.test", "sip:bob@xmpp.test"),
             )
             .unwrap();
-        let kept_ops = c.take_ops();
+        let kept_ops = commit(&mut c);
         let gone = c
             .accept(
                 T0,
@@ -2289,6 +2350,7 @@ pub(crate) mod tests {
         c.withdraw(&HashSet::from([gone.id]));
         assert!(c.take_ops().is_empty());
         assert_eq!(c.queued_total(), 1);
+        assert!(c.not_durable.is_empty());
         let e = c.poll_dispatch().unwrap();
         assert_eq!(e.id, keep.id);
         assert_eq!(c.poll_dispatch(), None);

@@ -12,7 +12,7 @@
 //! - [`presence`]: the presence hub (pure): subscriptions, aggregation, cached state,
 //!   coalesced fan-out, expiry, probes.
 //! - [`spool`]: store and forward — the [`spool::Spool`] trait, the embedded
-//!   [`spool::RedbSpool`] file store.
+//!   [`spool::FileSpool`] journal.
 //! - [`metrics`]: the per-adapter metrics, Prometheus text format.
 //! - [`testing`]: an in-memory adapter for tests without networks.
 //!
@@ -36,4 +36,4 @@ pub use adapter::{Adapter, AdapterContext, DeliveryPolicy};
 pub use envelope::{Accepted, DeliveryOutcome, Envelope, Inbound, MessageId, Rejected};
 pub use identity::{AddressStyle, Identity};
 pub use map::AddressMap;
-pub use runtime::{Broker, BrokerHandle, Submitter};
+pub use runtime::{Broker, BrokerHandle, PendingAnswer, Submitter};

@@ -26,14 +26,22 @@ use crate::adapter::{Adapter, AdapterContext};
 use crate::core::{Core, CoreConfig, Report, Router};
 use crate::envelope::{Accepted, AdapterName, DeliveryOutcome, Inbound, MessageId, Rejected};
 use crate::metrics::{AdapterMetrics, Metrics};
-use crate::spool::{Recovered, Spool, SpoolError};
+use crate::spool::{Recovered, Spool, SpoolError, SpoolOp};
 
 /// Capacity of the submission channel; beyond it submitters wait (their own peers then
 /// wait too), which bounds memory.
 const SUBMIT_CHANNEL: usize = 1024;
 
-/// Submissions and outcomes handled per turn of the loop, at most (one spool commit).
+/// Submissions and outcomes handled per turn of the loop, at most.
 const BATCH: usize = 512;
+
+/// How long a commit waits for more work once a sender waits for it (group commit: a
+/// commit costs the same whatever it carries, and each one is an fsync).
+const COMMIT_WINDOW: Duration = Duration::from_millis(2);
+
+/// How long removals (nobody waits for them) may wait for a commit: a crash in that time
+/// only means a few messages are delivered again, under the same ids.
+const REMOVAL_WINDOW: Duration = Duration::from_millis(200);
 
 type Reply = (
     oneshot::Sender<Result<Accepted, Rejected>>,
@@ -69,20 +77,46 @@ impl Submitter {
     /// Hands `inbound` to the broker and waits until it is accepted (queued for its
     /// destination) or refused.
     pub async fn submit(&self, inbound: Inbound) -> Result<Accepted, Rejected> {
+        self.submit_pipelined(inbound).await.answer().await
+    }
+
+    /// Hands `inbound` to the broker in order — submissions made one after the other
+    /// are accepted in that order — and returns the answer to wait for separately, so
+    /// that an adapter reading a stream can go on with the next request while this one is
+    /// made durable (the spool commits many submissions at once). Waits only while the
+    /// broker's queue is full.
+    pub async fn submit_pipelined(&self, inbound: Inbound) -> PendingAnswer {
         let (reply, answer) = oneshot::channel();
         let command = Command::Submit {
             origin: self.origin.clone(),
             inbound: Box::new(inbound),
             reply,
         };
-        let stopped = stopping_rejection;
-        self.tx.send(command).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let sent = self.tx.send(command).await.is_ok();
+        PendingAnswer {
+            answer: sent.then_some(answer),
+        }
     }
 
     /// The adapter this submitter speaks for.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+}
+
+/// The broker's answer to a [`Submitter::submit_pipelined`], to wait for.
+#[derive(Debug)]
+pub struct PendingAnswer {
+    answer: Option<oneshot::Receiver<Result<Accepted, Rejected>>>,
+}
+
+impl PendingAnswer {
+    /// Waits for the answer: accepted (durable, with a spool) or refused.
+    pub async fn answer(self) -> Result<Accepted, Rejected> {
+        match self.answer {
+            Some(answer) => answer.await.map_err(|_| stopping_rejection())?,
+            None => Err(stopping_rejection()),
+        }
     }
 }
 
@@ -121,10 +155,14 @@ pub struct Broker {
     adapters: HashMap<AdapterName, (Arc<dyn Adapter>, AdapterMetrics)>,
     shutdown_rx: watch::Receiver<bool>,
     drain_deadline: Duration,
+    /// The spool, when no commit is running (a running commit has it).
     spool: Option<Box<dyn Spool>>,
+    commit: Option<Commit>,
     recovered: Option<Recovered>,
     /// The spool failed beyond repair: nothing new can be made durable.
     spool_lost: bool,
+    /// When the next commit is due (set when the first operation after a commit arrives).
+    commit_due: Option<Instant>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -157,8 +195,10 @@ impl Broker {
             shutdown_rx,
             drain_deadline: Duration::from_secs(10),
             spool: None,
+            commit: None,
             recovered: None,
             spool_lost: false,
+            commit_due: None,
         };
         (broker, handle)
     }
@@ -233,21 +273,27 @@ impl Broker {
             if self.core.poll_timeout().is_some_and(|t| t <= now()) {
                 self.core.handle_timeout(now());
             }
-            // Durable before anyone hears "accepted" and before anything leaves.
-            self.commit(&mut replies).await;
+            // What arrived since the last commit goes into the next one; its senders hear
+            // "accepted" and its envelopes leave only when it is durable.
+            self.start_commit(&mut replies);
             // While stopping, only deliveries already in flight finish; nothing new starts.
             if stopping.is_none() {
                 self.dispatch(&done_tx, now());
             }
             self.publish_reports();
             if let Some(since) = stopping {
-                if self.core.in_flight() == 0 || since.elapsed() >= self.drain_deadline {
+                let drained = self.core.in_flight() == 0 && self.commit.is_none();
+                if drained || since.elapsed() >= self.drain_deadline {
                     break;
                 }
             }
-            let deadline = self.core.poll_timeout().map(|t| start + t);
+            let deadline = [self.core.poll_timeout().map(|t| start + t), self.commit_due]
+                .into_iter()
+                .flatten()
+                .min();
             tokio::select! {
                 biased;
+                done = commit_done(&mut self.commit) => self.finish_commit(done),
                 Some((id, outcome)) = done_rx.recv() => self.core.complete(now(), id, outcome),
                 _ = shutdown.changed(), if stopping.is_none() => {
                     stopping = Some(Instant::now());
@@ -262,10 +308,14 @@ impl Broker {
                     Some(command) => self.on_command(command, &mut replies, now()),
                     None => stopping = Some(Instant::now()),
                 },
-                _ = sleep_until(deadline) => self.core.handle_timeout(now()),
+                _ = sleep_until(deadline) => {
+                    if self.core.poll_timeout().is_some_and(|t| t <= now()) {
+                        self.core.handle_timeout(now());
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_millis(50)), if stopping.is_some() => {}
             }
-            // Whatever else is already waiting joins this turn's commit.
+            // Whatever else is already waiting joins this turn.
             for _ in 0..BATCH {
                 let mut progressed = false;
                 if let Ok((id, outcome)) = done_rx.try_recv() {
@@ -283,7 +333,17 @@ impl Broker {
                 }
             }
         }
-        self.commit(&mut replies).await;
+        // The last outcomes and what is still to be written.
+        if self.commit.is_some() {
+            let done = commit_done(&mut self.commit).await;
+            self.finish_commit(done);
+        }
+        self.commit_due = Some(Instant::now());
+        self.start_commit(&mut replies);
+        if self.commit.is_some() {
+            let done = commit_done(&mut self.commit).await;
+            self.finish_commit(done);
+        }
         tracing::info!(
             in_flight = self.core.in_flight(),
             queued = self.core.queued_total(),
@@ -308,7 +368,10 @@ impl Broker {
                     return;
                 }
                 let result = self.core.accept(now, &origin, *inbound);
-                if self.spool.is_some() {
+                // "Accepted" waits until the message is durable (also a repeat, until
+                // its first acceptance is); a refusal, or what is not spooled, is
+                // answered at once.
+                if result.as_ref().is_ok_and(|a| self.core.awaits_commit(a.id)) {
                     replies.push((reply, result));
                 } else {
                     let _ = reply.send(result);
@@ -321,93 +384,134 @@ impl Broker {
         }
     }
 
-    /// Commits what the core recorded, then answers the senders waiting for it. On a
-    /// failed commit the new submissions are refused and withdrawn; removals and
-    /// notifications go with the next commit.
-    async fn commit(&mut self, replies: &mut Vec<Reply>) {
-        let ops = self.core.take_ops();
+    /// Starts a commit of what the core recorded once it is due, unless one is running
+    /// (group commit: what arrives meanwhile goes into the next one). A commit is due
+    /// [`COMMIT_WINDOW`] after the first operation that someone waits for (an
+    /// acceptance, a notification to send), or [`REMOVAL_WINDOW`] after the first removal
+    /// when there are only removals. Answers at once when there is nothing to write:
+    /// every earlier acceptance is already durable.
+    fn start_commit(&mut self, replies: &mut Vec<Reply>) {
+        if self.commit.is_some() {
+            return;
+        }
+        if self.spool.is_none() {
+            // No spool (or lost): nothing is recorded; answer what waits.
+            for (reply, result) in replies.drain(..) {
+                let _ = reply.send(result);
+            }
+            return;
+        }
+        let Some((_, urgent)) = self.core.pending_ops() else {
+            self.commit_due = None;
+            for (reply, result) in replies.drain(..) {
+                let _ = reply.send(result);
+            }
+            return;
+        };
+        let now = Instant::now();
+        let window = if urgent || !replies.is_empty() {
+            COMMIT_WINDOW
+        } else {
+            REMOVAL_WINDOW
+        };
+        let due = match self.commit_due {
+            // Work someone waits for shortens a removal-only wait.
+            Some(due) => due.min(now + window),
+            None => now + window,
+        };
+        if due > now {
+            self.commit_due = Some(due);
+            return;
+        }
+        self.commit_due = None;
         let Some(mut spool) = self.spool.take() else {
             return;
         };
-        let result = if ops.is_empty() {
-            Ok(ops)
-        } else {
-            let next_id = self.core.next_id();
-            let now_ms = crate::envelope::unix_now_ms();
-            let count = ops.len();
-            let started = std::time::Instant::now();
-            let job = tokio::task::spawn_blocking(move || {
-                let result = spool.commit(&ops, next_id, now_ms);
-                (spool, ops, result)
-            });
-            match job.await {
-                Ok((back, ops, result)) => {
-                    spool = back;
-                    match result {
-                        Ok(()) => {
-                            let took = started.elapsed();
-                            self.handle
-                                .metrics
-                                .spool()
-                                .committed(count, took, spool.len());
-                            Ok(ops)
-                        }
-                        Err(error) => Err((ops, error.to_string())),
-                    }
-                }
-                Err(join) => {
-                    // The spool was lost with the panicking thread: nothing is durable
-                    // from here on, so new submissions are refused (see `on_command`).
-                    tracing::error!(error = %join, "the spool failed (panic); the gateway refuses new messages");
-                    self.handle.metrics.spool().failed();
-                    self.fail_batch(replies, "the message store failed");
-                    self.spool = None;
-                    self.core.set_spooling(false);
-                    self.spool_lost = true;
-                    return;
-                }
+        let ops = self.core.take_ops();
+        let next_id = self.core.next_id();
+        let now_ms = crate::envelope::unix_now_ms();
+        let puts: Vec<MessageId> = ops
+            .iter()
+            .filter_map(|op| match op {
+                SpoolOp::Put(e) => Some(e.id),
+                _ => None,
+            })
+            .collect();
+        let job = tokio::task::spawn_blocking(move || {
+            let result = spool.commit(&ops, next_id, now_ms);
+            (spool, ops, result)
+        });
+        self.commit = Some(Commit {
+            job,
+            replies: std::mem::take(replies),
+            puts,
+            started: std::time::Instant::now(),
+        });
+    }
+
+    /// A commit ended: on success the senders hear their answers and the envelopes may
+    /// leave; on failure the new submissions are refused and withdrawn, and the rest of
+    /// the operations (removals, notifications) go with the next commit.
+    fn finish_commit(&mut self, done: CommitDone) {
+        let Some(Commit {
+            replies,
+            puts,
+            started,
+            ..
+        }) = self.commit.take()
+        else {
+            return;
+        };
+        let (spool, ops, result) = match done {
+            Ok(done) => done,
+            Err(join) => {
+                // The spool was lost with the panicking thread: nothing is durable from
+                // here on, so new submissions are refused (see `on_command`).
+                tracing::error!(error = %join, "the spool failed (panic); the gateway refuses new messages");
+                self.handle.metrics.spool().failed();
+                fail_batch(replies, "the message store failed");
+                self.core.set_spooling(false);
+                self.core.mark_durable(&puts);
+                self.spool_lost = true;
+                return;
             }
         };
-        self.spool = Some(spool);
+        let count = ops.len();
         match result {
-            Ok(_) => {
-                for (reply, result) in replies.drain(..) {
+            Ok(()) => {
+                self.handle
+                    .metrics
+                    .spool()
+                    .committed(count, started.elapsed(), spool.len());
+                self.core.mark_durable(&puts);
+                for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
             }
-            Err((ops, error)) => {
+            Err(error) => {
                 tracing::error!(%error, "spool commit failed: the batch's submissions are refused");
                 self.handle.metrics.spool().failed();
-                let withdrawn: HashSet<MessageId> = ops
+                let withdrawn: HashSet<MessageId> = replies
                     .iter()
-                    .filter_map(|op| match op {
-                        crate::spool::SpoolOp::Put(e) => Some(e.id),
-                        _ => None,
-                    })
-                    .filter(|id| {
-                        replies
-                            .iter()
-                            .any(|(_, r)| r.as_ref().is_ok_and(|a| a.id == *id && !a.duplicate))
+                    .filter_map(|(_, r)| r.as_ref().ok())
+                    .filter(|a| !a.duplicate)
+                    .map(|a| a.id)
+                    .filter(|id| puts.contains(id))
+                    .collect();
+                let kept: Vec<SpoolOp> = ops
+                    .into_iter()
+                    .filter(|op| match op {
+                        SpoolOp::Put(e) => !withdrawn.contains(&e.id),
+                        SpoolOp::Remember { id, .. } => !withdrawn.contains(id),
+                        _ => true,
                     })
                     .collect();
-                self.core.return_ops(ops);
+                self.core.return_ops(kept);
                 self.core.withdraw(&withdrawn);
-                self.fail_batch(replies, "the message store cannot be written");
+                fail_batch(replies, "the message store cannot be written");
             }
         }
-    }
-
-    fn fail_batch(&mut self, replies: &mut Vec<Reply>, why: &str) {
-        for (reply, result) in replies.drain(..) {
-            let answer = result.and_then(|_| {
-                Err(Rejected {
-                    condition: Condition::ServiceUnavailable,
-                    text: format!("{why}; try again later"),
-                    retry_after: Some(Duration::from_secs(30)),
-                })
-            });
-            let _ = reply.send(answer);
-        }
+        self.spool = Some(spool);
     }
 
     fn dispatch(
@@ -496,6 +600,39 @@ impl Drop for Completion {
                 },
             ));
         }
+    }
+}
+
+type CommitDone =
+    Result<(Box<dyn Spool>, Vec<SpoolOp>, Result<(), SpoolError>), tokio::task::JoinError>;
+
+/// A spool commit running on a blocking thread, and who waits for it.
+struct Commit {
+    job: JoinHandle<(Box<dyn Spool>, Vec<SpoolOp>, Result<(), SpoolError>)>,
+    replies: Vec<Reply>,
+    puts: Vec<MessageId>,
+    started: std::time::Instant,
+}
+
+/// Resolves when the running commit ends; never without one.
+async fn commit_done(commit: &mut Option<Commit>) -> CommitDone {
+    match commit {
+        Some(c) => (&mut c.job).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Refuses every accepted submission of a batch that could not be made durable.
+fn fail_batch(replies: Vec<Reply>, why: &str) {
+    for (reply, result) in replies {
+        let answer = result.and_then(|_| {
+            Err(Rejected {
+                condition: Condition::ServiceUnavailable,
+                text: format!("{why}; try again later"),
+                retry_after: Some(Duration::from_secs(30)),
+            })
+        });
+        let _ = reply.send(answer);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cpim::event::{Event, Message};
 use cpim::{Address, Condition};
 use cpim_broker::core::CoreConfig;
-use cpim_broker::spool::{MemorySpool, RedbSpool, Spool};
+use cpim_broker::spool::{FileSpool, MemorySpool, Spool};
 use cpim_broker::testing::{plain_map, Behavior, MemoryAdapter};
 use cpim_broker::{AddressStyle, Broker, BrokerHandle, Inbound, Submitter};
 use tokio::task::JoinHandle;
@@ -76,7 +76,7 @@ fn spool_path(name: &str) -> PathBuf {
             std::process::id(),
             cpim_broker::envelope::unix_now_ms()
         ))
-        .join("spool.redb")
+        .join("spool.log")
 }
 
 /// The destination never answers; the broker stops (as after a crash, nothing
@@ -87,7 +87,7 @@ fn spool_path(name: &str) -> PathBuf {
 async fn a_restart_delivers_every_accepted_message_once_in_order_under_the_same_id() {
     let path = spool_path("restart");
     let first = start(
-        Box::new(RedbSpool::open(&path).expect("open")),
+        Box::new(FileSpool::open(&path).expect("open")),
         Behavior::Stall,
     );
     let destinations = [
@@ -114,7 +114,7 @@ async fn a_restart_delivers_every_accepted_message_once_in_order_under_the_same_
     );
 
     let second = start(
-        Box::new(RedbSpool::open(&path).expect("reopen")),
+        Box::new(FileSpool::open(&path).expect("reopen")),
         Behavior::Deliver,
     );
     let again = second
@@ -169,7 +169,7 @@ async fn a_restart_delivers_every_accepted_message_once_in_order_under_the_same_
     assert_eq!(second.handle.metrics().spool().envelopes(), 0);
     second.handle.stop();
     second.task.await.expect("broker task");
-    let mut reopened = RedbSpool::open(&path).expect("reopen");
+    let mut reopened = FileSpool::open(&path).expect("reopen");
     assert!(reopened.recover(0).expect("recover").envelopes.is_empty());
     drop(reopened);
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
@@ -180,7 +180,7 @@ async fn a_restart_delivers_every_accepted_message_once_in_order_under_the_same_
 async fn concurrent_submissions_share_one_commit() {
     let path = spool_path("group");
     let running = start(
-        Box::new(RedbSpool::open(&path).expect("open")),
+        Box::new(FileSpool::open(&path).expect("open")),
         Behavior::Deliver,
     );
     let mut tasks = Vec::new();

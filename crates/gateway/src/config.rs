@@ -67,7 +67,7 @@ pub struct GatewaySection {
     )]
     pub max_hops: u8,
     /// Messages waiting for one destination address, at most; beyond it senders are
-    /// told to retry later (SIP 503, HTTP 429, XMPP `resource-constraint`).
+    /// told to retry later (SIP 503, HTTP 503, XMPP `resource-constraint`).
     #[serde(
         default = "default_queue_per_destination",
         deserialize_with = "deserialize_queue_per_destination"
@@ -93,7 +93,7 @@ pub struct GatewaySection {
         deserialize_with = "deserialize_presence_interval_secs"
     )]
     pub presence_interval_secs: u32,
-    /// Store and forward: accepted messages are kept in `data_dir/spool.redb` until
+    /// Store and forward: accepted messages are kept in `data_dir/spool.log` until
     /// their final outcome, and delivered again after a restart.
     #[serde(default = "default_spool")]
     pub spool: bool,
@@ -188,9 +188,9 @@ impl Config {
     }
 
     /// The data directory, relative paths resolved against the configuration file's directory.
-    /// The spool file (`data_dir/spool.redb`).
+    /// The spool file (`data_dir/spool.log`).
     pub fn spool_path(&self) -> PathBuf {
-        self.data_dir().join("spool.redb")
+        self.data_dir().join("spool.log")
     }
 
     pub fn data_dir(&self) -> PathBuf {

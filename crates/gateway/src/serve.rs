@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use cpim_broker::core::CoreConfig;
 use cpim_broker::presence::HubConfig;
-use cpim_broker::spool::{RedbSpool, Spool};
+use cpim_broker::spool::FileSpool;
 use cpim_broker::{Adapter, Broker, BrokerHandle};
 
 use crate::config::Config;
@@ -87,9 +87,11 @@ pub fn prepare(config: &Config) -> Result<Broker, Error> {
     if !config.gateway.spool {
         return Ok(broker);
     }
-    let spool = RedbSpool::open(&config.spool_path())?;
-    tracing::info!(path = %config.spool_path().display(), stored = spool.len(), "spool opened");
-    Ok(broker.with_spool(Box::new(spool))?)
+    let spool = FileSpool::open(&config.spool_path())?;
+    let broker = broker.with_spool(Box::new(spool))?;
+    let stored = broker.handle().metrics().spool().envelopes();
+    tracing::info!(path = %config.spool_path().display(), stored, "spool opened");
+    Ok(broker)
 }
 
 /// Adds the adapters and starts the broker task.

@@ -379,7 +379,7 @@ impl Core {
                     .with_header("Supported", "");
                 self.reply(&m, peer, &fault, None).await;
             }
-            "MESSAGE" => self.on_message(&m, &view, peer).await,
+            "MESSAGE" => self.on_message(m, &view, peer).await,
             "SUBSCRIBE" => {
                 tokio::spawn(async move { self.on_subscribe(m, view, peer).await });
             }
@@ -393,21 +393,27 @@ impl Core {
         }
     }
 
-    async fn on_message(&self, m: &RawMessage, view: &RequestView, peer: Peer) {
+    /// A MESSAGE is submitted in arrival order, and answered when the broker has taken
+    /// it (made it durable): meanwhile the next requests are read and submitted, so that
+    /// one commit of the spool covers many of them.
+    async fn on_message(self: Arc<Self>, m: RawMessage, view: &RequestView, peer: Peer) {
         let inbound = match translate::message_inbound(view, unix_now_ms()) {
             Ok(i) => i,
             Err(fault) => {
                 self.metrics.rejected(Condition::BadRequest);
-                self.reply(m, peer, &fault, None).await;
+                self.reply(&m, peer, &fault, None).await;
                 return;
             }
         };
-        let fault = match self.submitter.submit(inbound).await {
-            // RFC 3428 §4: accepted for relay without end-to-end confirmation.
-            Ok(_) => Fault::new(202, "Accepted"),
-            Err(rejected) => translate::fault_for(&rejected),
-        };
-        self.reply(m, peer, &fault, None).await;
+        let pending = self.submitter.submit_pipelined(inbound).await;
+        tokio::spawn(async move {
+            let fault = match pending.answer().await {
+                // RFC 3428 §4: accepted for relay without end-to-end confirmation.
+                Ok(_) => Fault::new(202, "Accepted"),
+                Err(rejected) => translate::fault_for(&rejected),
+            };
+            self.reply(&m, peer, &fault, None).await;
+        });
     }
 
     // -----------------------------------------------------------------------------------

@@ -737,6 +737,18 @@ mod tests {
         assert_eq!(f.status, 400);
     }
 
+    /// RFC 3428 §7 (RFC 3261 §20.19): a MESSAGE's `Expires` is its lifetime; the broker
+    /// fails it back instead of delivering it after that.
+    #[test]
+    fn rfc3428_expires_sets_the_message_lifetime() {
+        let i = message_inbound(&view("text/plain", "x", "Expires: 30\r\n"), 0).unwrap();
+        assert_eq!(i.expires, Some(Duration::from_secs(30)));
+        let i = message_inbound(&view("text/plain", "x", ""), 0).unwrap();
+        assert_eq!(i.expires, None);
+        let f = message_inbound(&view("text/plain", "x", "Expires: soon\r\n"), 0).unwrap_err();
+        assert_eq!(f.status, 400);
+    }
+
     #[test]
     fn max_forwards_zero_is_483() {
         let mut v = view("text/plain", "x", "");

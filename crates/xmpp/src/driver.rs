@@ -132,6 +132,7 @@ impl XmppAdapter {
         for (index, (domain, secret)) in config.components.iter().enumerate() {
             let (tx, rx) = mpsc::channel(LINK_QUEUE);
             links.insert(domain.to_ascii_lowercase(), tx);
+            let (refusals, refused) = mpsc::unbounded_channel();
             let link = Link {
                 adapter: config.name.clone(),
                 domain: domain.clone(),
@@ -147,8 +148,9 @@ impl XmppAdapter {
                 index,
                 ping_counter: AtomicU64::new(0),
                 server_domain: config.user_domains.first().cloned().unwrap_or_default(),
+                refusals,
             };
-            tokio::spawn(link.run(rx));
+            tokio::spawn(link.run(rx, refused));
         }
         let mut domains = config.user_domains.clone();
         domains.extend(config.components.iter().map(|(d, _)| d.clone()));
@@ -234,6 +236,9 @@ struct Link {
     index: usize,
     ping_counter: AtomicU64,
     server_domain: String,
+    /// Error replies to stanzas the broker refused after they were read (submissions
+    /// are pipelined): written on the stream by `serve`.
+    refusals: mpsc::UnboundedSender<Stanza>,
 }
 
 type Connection = Component<TcpServerConnector>;
@@ -247,7 +252,11 @@ impl Link {
             .set_connected(self.up.iter().all(|f| f.load(Ordering::Relaxed)));
     }
 
-    async fn run(mut self, mut outgoing: mpsc::Receiver<Outgoing>) {
+    async fn run(
+        mut self,
+        mut outgoing: mpsc::Receiver<Outgoing>,
+        mut refused: mpsc::UnboundedReceiver<Stanza>,
+    ) {
         let mut pending: VecDeque<Outgoing> = VecDeque::new();
         let mut attempt: u32 = 0;
         let mut backoff = Backoff::new(self.min_backoff, self.max_backoff);
@@ -301,7 +310,9 @@ impl Link {
                     backoff.reset();
                     self.set_up(true);
                     tracing::info!(adapter = %self.adapter, domain = %self.domain, server = %self.server, "component connected");
-                    let stop = self.serve(component, &mut outgoing, &mut pending).await;
+                    let stop = self
+                        .serve(component, &mut outgoing, &mut pending, &mut refused)
+                        .await;
                     self.set_up(false);
                     if stop {
                         return;
@@ -331,6 +342,7 @@ impl Link {
         mut component: Connection,
         outgoing: &mut mpsc::Receiver<Outgoing>,
         pending: &mut VecDeque<Outgoing>,
+        refused: &mut mpsc::UnboundedReceiver<Stanza>,
     ) -> bool {
         let mut ping = tokio::time::interval(self.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -390,6 +402,11 @@ impl Link {
                     }
                     None => break false,
                 },
+                Some(reply) = refused.recv() => {
+                    if component.send(reply).await.is_err() {
+                        break false;
+                    }
+                }
                 item = outgoing.recv() => match item {
                     Some(item) => {
                         let ok = write(&mut component, &item).await;
@@ -456,18 +473,31 @@ impl Link {
                     .collect();
             }
         };
-        let mut replies = Vec::new();
+        // Submitted in order without waiting for each answer (the spool commits many
+        // at once); a refusal is answered with an error stanza when it comes.
+        let mut answers = Vec::with_capacity(inbound.len());
         for item in inbound {
-            if let Err(rejected) = self.submitter.submit(item).await {
-                let fault = StanzaFault {
-                    condition: rejected.condition,
-                    text: rejected.text,
-                };
-                replies.extend(translate::error_reply(element, &fault).and_then(to_stanza));
-                break;
-            }
+            answers.push(self.submitter.submit_pipelined(item).await);
         }
-        replies
+        let element = element.clone();
+        let refusals = self.refusals.clone();
+        tokio::spawn(async move {
+            for answer in answers {
+                if let Err(rejected) = answer.answer().await {
+                    let fault = StanzaFault {
+                        condition: rejected.condition,
+                        text: rejected.text,
+                    };
+                    if let Some(reply) =
+                        translate::error_reply(&element, &fault).and_then(to_stanza)
+                    {
+                        let _ = refusals.send(reply);
+                    }
+                    break;
+                }
+            }
+        });
+        Vec::new()
     }
 
     fn handle_iq(&self, iq: &Element, request: IqRequest) -> Option<Stanza> {
