@@ -9,12 +9,15 @@
 //! broker; what the broker refuses is answered with an XMPP error stanza.
 //!
 //! XEP-0114 has no acknowledgements: a stanza written just before the server stops is
-//! lost without a trace. So a delivery counts as done only when the server has *read*
-//! it: after writing, the link sends an XEP-0199 ping to the server (an "ack barrier");
-//! the server handles a stream's stanzas in order, so its answer (result or error)
-//! confirms every stanza written before the ping. One barrier covers everything written
+//! lost without a trace. So the link keeps what it wrote until the server has *read*
+//! it: after writing, it sends an XEP-0199 ping to the server (an "ack barrier"); the
+//! server handles a stream's stanzas in order, so its answer (result or error) confirms
+//! every stanza written before the ping. One barrier covers everything written
 //! meanwhile (one round trip per batch, not per stanza). What is not confirmed when the
-//! stream ends is written again on the next stream, under the same stanza ids.
+//! stream ends is written again on the next stream, ahead of anything newer, under the
+//! same stanza ids. A delivery is answered as soon as it is written, so deliveries to
+//! one address pipeline; a crash of the gateway does not lose what it wrote (the kernel
+//! still sends it), only the server failing at the same moment would.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,9 +28,12 @@ use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
 use minidom::rxml::NcName;
 use minidom::Element;
+use sasl::common::ChannelBinding;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_xmpp::connect::{DnsConfig, TcpServerConnector};
-use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::connect::ServerConnector;
+use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, Timeouts};
 use tokio_xmpp::Component;
 use xmpp_parsers::stanza::Stanza;
 
@@ -241,7 +247,34 @@ struct Link {
     refusals: mpsc::UnboundedSender<Stanza>,
 }
 
-type Connection = Component<TcpServerConnector>;
+type Connection = Component<NoDelayConnector>;
+
+/// Plain TCP to the server (XEP-0114 on loopback or a private network) with Nagle's
+/// algorithm off: the ack-barrier ping written behind a stanza must not wait for the
+/// server's delayed ACK (40 ms per delivery otherwise).
+#[derive(Debug, Clone)]
+struct NoDelayConnector(std::net::SocketAddr);
+
+impl ServerConnector for NoDelayConnector {
+    type Stream = BufStream<TcpStream>;
+
+    async fn connect(
+        &self,
+        jid: &xmpp_parsers::jid::Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), tokio_xmpp::Error> {
+        let tcp = TcpStream::connect(self.0).await?;
+        tcp.set_nodelay(true)?;
+        let header = StreamHeader {
+            to: Some(std::borrow::Cow::Borrowed(jid.domain().as_str())),
+            from: None,
+            id: None,
+        };
+        let pending = initiate_stream(BufStream::new(tcp), ns, header, timeouts).await?;
+        Ok((pending, ChannelBinding::None))
+    }
+}
 
 impl Link {
     fn set_up(&self, up: bool) {
@@ -258,6 +291,7 @@ impl Link {
         mut refused: mpsc::UnboundedReceiver<Stanza>,
     ) {
         let mut pending: VecDeque<Outgoing> = VecDeque::new();
+        let mut resend: VecDeque<Vec<Element>> = VecDeque::new();
         let mut attempt: u32 = 0;
         let mut backoff = Backoff::new(self.min_backoff, self.max_backoff);
         loop {
@@ -285,10 +319,10 @@ impl Link {
                     format!("{} has no address", self.server),
                 ));
                 for addr in addrs {
-                    match Component::new_plaintext(
+                    match Component::new_with_connector(
                         &self.domain,
                         &self.secret,
-                        DnsConfig::addr(&addr.to_string()),
+                        NoDelayConnector(addr),
                         timeouts,
                     )
                     .await
@@ -311,7 +345,13 @@ impl Link {
                     self.set_up(true);
                     tracing::info!(adapter = %self.adapter, domain = %self.domain, server = %self.server, "component connected");
                     let stop = self
-                        .serve(component, &mut outgoing, &mut pending, &mut refused)
+                        .serve(
+                            component,
+                            &mut outgoing,
+                            &mut resend,
+                            &mut pending,
+                            &mut refused,
+                        )
                         .await;
                     self.set_up(false);
                     if stop {
@@ -335,12 +375,16 @@ impl Link {
 
     /// Runs one connected stream; returns `true` when the gateway stops.
     ///
-    /// `pending` holds what is not confirmed yet, in order: on entry what the last
-    /// stream did not confirm (written first), on return what this one did not.
+    /// A delivery is answered once its stanzas are written (so deliveries pipeline); the
+    /// stanzas stay in `unconfirmed` until the server confirms them (see the module
+    /// docs). On entry, `resend` holds what the last stream wrote but the server never
+    /// confirmed, and `pending` what could not be written: both go out first, in that
+    /// order. On return they hold the same for the next stream.
     async fn serve(
         &mut self,
         mut component: Connection,
         outgoing: &mut mpsc::Receiver<Outgoing>,
+        resend: &mut VecDeque<Vec<Element>>,
         pending: &mut VecDeque<Outgoing>,
         refused: &mut mpsc::UnboundedReceiver<Stanza>,
     ) -> bool {
@@ -350,86 +394,114 @@ impl Link {
         let mut shutdown = self.shutdown.clone();
         // Written, waiting for the server's confirmation; the outstanding barrier's id and
         // how many of `unconfirmed` (from the front) it covers.
-        let mut unconfirmed: VecDeque<Outgoing> = VecDeque::new();
+        let mut unconfirmed: VecDeque<Vec<Element>> = VecDeque::new();
         let mut barrier: Option<(String, usize)> = None;
-        // What was waiting when the last stream ended goes out first, in order.
-        while let Some(item) = pending.pop_front() {
-            if !write(&mut component, &item).await {
-                pending.push_front(item);
-                return false;
+        let ended = 'stream: {
+            while let Some(stanzas) = resend.pop_front() {
+                if !write(&mut component, &stanzas).await {
+                    resend.push_front(stanzas);
+                    break 'stream false;
+                }
+                unconfirmed.push_back(stanzas);
             }
-            unconfirmed.push_back(item);
-        }
-        let ended = loop {
-            if barrier.is_none() && !unconfirmed.is_empty() {
-                let id = format!(
-                    "cpim-ack-{}",
-                    self.ping_counter.fetch_add(1, Ordering::Relaxed)
-                );
-                if !self.send_ping(&mut component, &id).await {
-                    break false;
+            while let Some(item) = pending.pop_front() {
+                if !self
+                    .deliver_item(&mut component, item, &mut unconfirmed, pending)
+                    .await
+                {
+                    break 'stream false;
                 }
-                barrier = Some((id, unconfirmed.len()));
             }
-            tokio::select! {
-                biased;
-                _ = shutdown.changed() => {
-                    let _ = component.send_end().await;
-                    break true;
-                }
-                incoming = component.next() => match incoming {
-                    Some(stanza) => {
-                        let element = Element::from(stanza);
-                        if let Some((id, covered)) = &barrier {
-                            if is_answer_to(&element, id) {
-                                for item in unconfirmed.drain(..*covered) {
-                                    let _ = item.written.send(());
-                                }
-                                barrier = None;
-                                continue;
-                            }
-                        }
-                        let mut failed = false;
-                        for reply in self.handle(&element).await {
-                            if component.send(reply).await.is_err() {
-                                failed = true;
-                                break;
-                            }
-                        }
-                        if failed {
-                            break false;
-                        }
-                    }
-                    None => break false,
-                },
-                Some(reply) = refused.recv() => {
-                    if component.send(reply).await.is_err() {
-                        break false;
-                    }
-                }
-                item = outgoing.recv() => match item {
-                    Some(item) => {
-                        let ok = write(&mut component, &item).await;
-                        unconfirmed.push_back(item);
-                        if !ok {
-                            break false;
-                        }
-                    }
-                    None => break true,
-                },
-                _ = ping.tick() => {
-                    let id = format!("cpim-ping-{}", self.ping_counter.fetch_add(1, Ordering::Relaxed));
+            loop {
+                if barrier.is_none() && !unconfirmed.is_empty() {
+                    let id = format!(
+                        "cpim-ack-{}",
+                        self.ping_counter.fetch_add(1, Ordering::Relaxed)
+                    );
                     if !self.send_ping(&mut component, &id).await {
                         break false;
+                    }
+                    barrier = Some((id, unconfirmed.len()));
+                }
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => {
+                        let _ = component.send_end().await;
+                        break true;
+                    }
+                    incoming = component.next() => match incoming {
+                        Some(stanza) => {
+                            let element = Element::from(stanza);
+                            if let Some((id, covered)) = &barrier {
+                                if is_answer_to(&element, id) {
+                                    unconfirmed.drain(..*covered);
+                                    barrier = None;
+                                    continue;
+                                }
+                            }
+                            let mut failed = false;
+                            for reply in self.handle(&element).await {
+                                if component.send(reply).await.is_err() {
+                                    failed = true;
+                                    break;
+                                }
+                            }
+                            if failed {
+                                break false;
+                            }
+                        }
+                        None => break false,
+                    },
+                    Some(reply) = refused.recv() => {
+                        if component.send(reply).await.is_err() {
+                            break false;
+                        }
+                    }
+                    item = outgoing.recv() => match item {
+                        Some(item) => {
+                            if !self.deliver_item(&mut component, item, &mut unconfirmed, pending).await {
+                                break false;
+                            }
+                        }
+                        None => break true,
+                    },
+                    _ = ping.tick() => {
+                        let id = format!("cpim-ping-{}", self.ping_counter.fetch_add(1, Ordering::Relaxed));
+                        if !self.send_ping(&mut component, &id).await {
+                            break false;
+                        }
                     }
                 }
             }
         };
         // Not confirmed: written again on the next stream, ahead of anything newer.
-        while let Some(item) = unconfirmed.pop_back() {
-            pending.push_front(item);
+        while let Some(stanzas) = unconfirmed.pop_back() {
+            resend.push_front(stanzas);
         }
         ended
+    }
+
+    /// Writes one delivery and answers it; keeps its stanzas until confirmed. `false`
+    /// (and the item back at the front of `pending`) if the stream failed.
+    async fn deliver_item(
+        &self,
+        component: &mut Connection,
+        item: Outgoing,
+        unconfirmed: &mut VecDeque<Vec<Element>>,
+        pending: &mut VecDeque<Outgoing>,
+    ) -> bool {
+        if item.written.is_closed() {
+            // The delivery gave up waiting (the gateway is stopping): nothing to send.
+            return true;
+        }
+        if !write(component, &item.stanzas).await {
+            pending.push_front(item);
+            return false;
+        }
+        let Outgoing { stanzas, written } = item;
+        let _ = written.send(());
+        unconfirmed.push_back(stanzas);
+        true
     }
 
     /// Sends an XEP-0199 ping to the server; `false` if the stream failed.
@@ -557,13 +629,9 @@ impl Link {
     }
 }
 
-/// Writes every stanza of `item`; `false` if the stream failed.
-async fn write(component: &mut Connection, item: &Outgoing) -> bool {
-    if item.written.is_closed() {
-        // The delivery gave up waiting (the gateway is stopping): nothing to send.
-        return true;
-    }
-    for element in &item.stanzas {
+/// Writes `stanzas`; `false` if the stream failed.
+async fn write(component: &mut Connection, stanzas: &[Element]) -> bool {
+    for element in stanzas {
         let Some(stanza) = to_stanza(element.clone()) else {
             continue;
         };
