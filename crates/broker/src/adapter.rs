@@ -20,6 +20,12 @@ pub struct DeliveryPolicy {
     /// network can take; a larger one is refused at submission with `policy-violation`,
     /// so its sender hears at once (e.g. SIP without a stream transport, RFC 3428 §8).
     pub max_message_bytes: Option<usize>,
+    /// Whether this network's watchers keep their presence subscriptions when the
+    /// gateway restarts (their server holds them: XMPP rosters, applications); the
+    /// broker then restores them from the spool and subscribes upstream again. `false`
+    /// where the subscription lives in state the gateway loses (SIP dialogs): those
+    /// watchers get `481` on their next refresh and subscribe again (RFC 6665 §4.1.2.4).
+    pub resumes_subscriptions: bool,
 }
 
 impl Default for DeliveryPolicy {
@@ -27,6 +33,7 @@ impl Default for DeliveryPolicy {
         DeliveryPolicy {
             max_in_flight_per_destination: 1,
             max_message_bytes: None,
+            resumes_subscriptions: true,
         }
     }
 }

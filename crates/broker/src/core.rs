@@ -252,6 +252,10 @@ pub struct Core {
     /// they are not dispatched until [`Core::mark_durable`] (per-destination order
     /// holds: one waiting at the front holds back those behind it).
     not_durable: HashMap<MessageId, DestKey>,
+    /// When the presence hub's subscriptions are next compared with what the spool
+    /// holds (set when they may have changed), and what it holds.
+    hub_check_at: Option<Duration>,
+    hub_saved: Vec<u8>,
     next_id: u64,
     queued_total: usize,
     reports: VecDeque<Report>,
@@ -289,6 +293,8 @@ impl Core {
             expiries: BTreeSet::new(),
             ops: Vec::new(),
             not_durable: HashMap::new(),
+            hub_check_at: None,
+            hub_saved: Vec::new(),
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
             next_id,
@@ -524,6 +530,9 @@ impl Core {
         recipient: &Identity,
         event: Event,
     ) -> Result<(), Rejected> {
+        if matches!(event, Event::Subscription(_)) {
+            self.hub_changed(now);
+        }
         let refused = |e: crate::presence::HubError| Rejected {
             condition: Condition::ResourceConstraint,
             text: e.to_string(),
@@ -1037,10 +1046,16 @@ impl Core {
         let timer = self.timers.peek().map(|Reverse((t, _))| *t);
         let dedup = self.dedup_order.front().map(|(t, _)| *t);
         let expiry = self.expiries.first().map(|(t, _)| *t);
-        [timer, dedup, expiry, self.hub.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            timer,
+            dedup,
+            expiry,
+            self.hub.poll_timeout(),
+            self.hub_check_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Runs the timers due at `now`: blocked destinations resume, old dedup keys go.
@@ -1068,8 +1083,15 @@ impl Core {
             self.expiries.remove(&(t, key));
         }
         self.expire_dedup(now);
+        if self.hub.poll_timeout().is_some_and(|t| t <= now) {
+            // Subscriptions may expire.
+            self.hub_changed(now);
+        }
         self.hub.handle_timeout(now);
         self.drain_hub(now, None);
+        if self.hub_check_at.is_some_and(|t| t <= now) {
+            self.save_subscriptions(now);
+        }
     }
 
     /// The presence hub, for introspection.
@@ -1102,6 +1124,54 @@ impl Core {
             let urgent = self.ops.iter().any(|op| !matches!(op, SpoolOp::Remove(_)));
             (self.ops.len(), urgent)
         })
+    }
+
+    /// The hub's subscriptions may have changed: they are compared with the spool's copy
+    /// within [`SUBSCRIPTIONS_SAVE_INTERVAL`] (a burst of changes is written once).
+    fn hub_changed(&mut self, now: Duration) {
+        if self.config.spool && self.hub_check_at.is_none() {
+            self.hub_check_at = Some(now.saturating_add(SUBSCRIPTIONS_SAVE_INTERVAL));
+        }
+    }
+
+    /// Records the hub's subscriptions for the spool if they differ from what it holds.
+    fn save_subscriptions(&mut self, _now: Duration) {
+        self.hub_check_at = None;
+        let kept: Vec<KeptSubscription> = self
+            .hub
+            .subscriptions()
+            .into_iter()
+            .map(
+                |(watcher, presentity, active, expires_at)| KeptSubscription {
+                    watcher,
+                    presentity,
+                    active,
+                    expires_ms: expires_at.map(|t| self.wall_ms(t)),
+                },
+            )
+            .collect();
+        let bytes = match serde_json::to_vec(&kept) {
+            Ok(b) => b,
+            Err(error) => {
+                tracing::error!(%error, "presence subscriptions cannot be encoded for the spool");
+                return;
+            }
+        };
+        if bytes != self.hub_saved {
+            self.ops.push(SpoolOp::State {
+                key: SUBSCRIPTIONS_KEY.to_owned(),
+                value: (!kept.is_empty()).then(|| bytes.clone()),
+            });
+            self.hub_saved = bytes;
+        }
+    }
+
+    /// Records what must outlive the process and is only written from time to time
+    /// (the presence subscriptions): for the runtime's last commit at a stop.
+    pub fn save_state(&mut self, now: Duration) {
+        if self.hub_check_at.is_some() {
+            self.save_subscriptions(now);
+        }
     }
 
     /// What the spool must record since the last call, oldest first.
@@ -1182,7 +1252,7 @@ impl Core {
             mut envelopes,
             mut dedup,
             next_id,
-            ..
+            state,
         } = recovered;
         self.next_id = self.next_id.max(next_id);
         envelopes.sort_by_key(|e| e.id);
@@ -1212,7 +1282,45 @@ impl Core {
             self.dedup.insert(entry.clone(), (d.id, until));
             self.dedup_order.push_back((until, entry));
         }
+        if let Some(bytes) = state.get(SUBSCRIPTIONS_KEY) {
+            self.restore_subscriptions(now, bytes);
+        }
         queued
+    }
+
+    /// Presence subscriptions kept by the last run: those of watchers whose network
+    /// keeps them ([`DeliveryPolicy::resumes_subscriptions`]) and that have not expired
+    /// are re-created, and the gateway subscribes upstream again; no presence state is
+    /// restored (the presentities' networks send it again).
+    fn restore_subscriptions(&mut self, now: Duration, bytes: &[u8]) {
+        let kept: Vec<KeptSubscription> = match serde_json::from_slice(bytes) {
+            Ok(k) => k,
+            Err(error) => {
+                tracing::error!(%error, "the kept presence subscriptions cannot be read; they are dropped");
+                self.hub_changed(now);
+                return;
+            }
+        };
+        let (mut restored, mut dropped) = (0usize, 0usize);
+        for k in kept {
+            let expires_at = k.expires_ms.map(|ms| self.core_time(ms));
+            let resumes = self
+                .router
+                .owner(&k.watcher)
+                .and_then(|a| self.adapters.get(a.as_str()))
+                .is_some_and(|a| a.policy.resumes_subscriptions);
+            if !resumes || expires_at.is_some_and(|t| t <= now) {
+                dropped += 1;
+                continue;
+            }
+            self.hub
+                .restore_subscription(k.watcher, k.presentity, k.active, expires_at);
+            restored += 1;
+        }
+        tracing::info!(restored, dropped, "presence subscriptions restored");
+        self.hub_saved = bytes.to_vec();
+        self.hub_changed(now);
+        self.drain_hub(now, None);
     }
 
     /// Core time `t` on the wall clock (ms since the Unix epoch).
@@ -1225,6 +1333,22 @@ impl Core {
     fn core_time(&self, wall_ms: u64) -> Duration {
         Duration::from_millis(wall_ms.saturating_sub(self.config.clock_origin_ms))
     }
+}
+
+/// The spool's state key of the presence subscriptions.
+const SUBSCRIPTIONS_KEY: &str = "presence/subscriptions";
+
+/// How long changed subscriptions wait before they are compared and written.
+const SUBSCRIPTIONS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A presence subscription as the spool keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct KeptSubscription {
+    watcher: Identity,
+    presentity: Identity,
+    active: bool,
+    /// When it expires (ms since the Unix epoch); `None` never.
+    expires_ms: Option<u64>,
 }
 
 /// Events the spool keeps: messages and the notifications about them. Presence,
@@ -1797,6 +1921,114 @@ pub(crate) mod tests {
 
     fn row(d: &str, w: &str, f: &str, t: &str) -> (String, String, String, String) {
         (d.to_owned(), w.to_owned(), f.to_owned(), t.to_owned())
+    }
+
+    /// The spool keeps presence subscriptions: after a restart the one of an XMPP
+    /// watcher (its server keeps it in the roster) is re-created and the gateway
+    /// subscribes upstream again; the one of a SIP watcher (a dialog that died with the
+    /// process) is not — its refresh will get 481 and it subscribes again. No presence
+    /// state comes back: the presentity's network sends it again.
+    #[test]
+    fn presence_subscriptions_survive_a_restart_and_are_re_established_upstream() {
+        use crate::spool::{MemorySpool, Spool};
+        let start = |origin_ms: u64| {
+            let mut c = Core::new(
+                CoreConfig {
+                    spool: true,
+                    clock_origin_ms: origin_ms,
+                    ..CoreConfig::default()
+                },
+                test_map(),
+            );
+            let sip = DeliveryPolicy {
+                resumes_subscriptions: false,
+                ..DeliveryPolicy::default()
+            };
+            c.register_adapter("sip", sip);
+            c.register_adapter("xmpp", DeliveryPolicy::default());
+            c
+        };
+        let mut first = start(1_000_000);
+        let watch = |c: &mut Core, w_net: &str, w: &str, p_net: &str, p: &str, w_as: &str| {
+            c.accept(T0, w_net, sub(SubscriptionOp::Subscribe, w, p))
+                .unwrap();
+            drain(c);
+            c.accept(T0, p_net, sub(SubscriptionOp::Approve, p, w_as))
+                .unwrap();
+            drain(c)
+        };
+        // carol (XMPP) watches dave (SIP); alice (SIP) watches bob (XMPP).
+        let up = watch(
+            &mut first,
+            "xmpp",
+            "carol@xmpp.test",
+            "sip",
+            "sip:dave@sip.test",
+            "sip:carol@xmpp.test",
+        );
+        assert!(
+            up.iter().any(|r| r.0 == "sip" && r.1 == "Subscribe*"),
+            "{up:?}"
+        );
+        watch(
+            &mut first,
+            "sip",
+            "sip:alice@sip.test",
+            "xmpp",
+            "bob@xmpp.test",
+            "alice@sip.test",
+        );
+        // Written once, after the save interval.
+        assert!(commit(&mut first)
+            .iter()
+            .all(|op| !matches!(op, SpoolOp::State { .. })));
+        first.handle_timeout(SUBSCRIPTIONS_SAVE_INTERVAL);
+        let mut spool = MemorySpool::default();
+        let ops = commit(&mut first);
+        assert_eq!(
+            ops.iter()
+                .filter(|op| matches!(op, SpoolOp::State { .. }))
+                .count(),
+            1,
+            "{ops:?}"
+        );
+        spool.commit(&ops, first.next_id(), 1_001_000).unwrap();
+
+        let mut second = start(1_100_000);
+        second.restore(T0, spool.recover(1_100_000).unwrap());
+        commit(&mut second);
+        let out = drain(&mut second);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].0.as_str(), out[0].1.as_str()),
+            ("sip", "Subscribe*")
+        );
+        assert!(out[0].3.contains("dave@sip.test"), "{out:?}");
+        let id =
+            |s: &str| Identity::new(s.split('@').next().unwrap(), s.split('@').nth(1).unwrap());
+        let hub = second.presence();
+        assert_eq!(
+            hub.subscription_state(&id("carol@xmpp.test"), &id("dave@sip.test")),
+            Some(SubscriptionState::Active)
+        );
+        assert_eq!(
+            hub.subscription_state(&id("alice@sip.test"), &id("bob@xmpp.test")),
+            None
+        );
+        assert!(
+            hub.cached(&id("dave@sip.test")).is_none(),
+            "no state invented"
+        );
+        // The dropped SIP watcher is written out of the spool at the next save.
+        second.handle_timeout(SUBSCRIPTIONS_SAVE_INTERVAL);
+        let ops = commit(&mut second);
+        assert_eq!(
+            ops.iter()
+                .filter(|op| matches!(op, SpoolOp::State { .. }))
+                .count(),
+            1,
+            "{ops:?}"
+        );
     }
 
     #[test]

@@ -621,6 +621,67 @@ where
         self.shared.outputs.pop_front()
     }
 
+    /// Every subscription as (watcher, presentity, active, expiry), in `Id` order: what
+    /// the broker keeps across a restart.
+    pub fn subscriptions(&self) -> Vec<(Id, Id, bool, Option<Duration>)> {
+        self.presentities
+            .iter()
+            .flat_map(|(p, e)| {
+                e.watchers
+                    .iter()
+                    .map(move |(w, watch)| (w.clone(), p.clone(), watch.active, watch.expires_at))
+            })
+            .collect()
+    }
+
+    /// Re-creates a subscription kept across a restart, without asking the presentity
+    /// again and without telling the watcher (it has its state): an active one counts for
+    /// the upstream subscription, so the first of a presentity outputs
+    /// [`Output::UpstreamSubscribe`] — the gateway subscribes again on the presentity's
+    /// network. Nothing is cached: watchers hear the presentity's state when its network
+    /// sends it. An existing pair, or one beyond the limit, is left alone.
+    pub fn restore_subscription(
+        &mut self,
+        watcher: Id,
+        presentity: Id,
+        active: bool,
+        expires_at: Option<Duration>,
+    ) {
+        let sh = &mut self.shared;
+        if sh.subscriptions >= sh.config.max_subscriptions {
+            return;
+        }
+        let entry = self.presentities.entry(presentity.clone()).or_default();
+        if entry.watchers.contains_key(&watcher) {
+            return;
+        }
+        entry.watchers.insert(
+            watcher.clone(),
+            Watch {
+                active,
+                expires_at,
+                seen: 0,
+            },
+        );
+        sh.subscriptions += 1;
+        if let Some(at) = expires_at {
+            sh.timers.insert((
+                at,
+                Timer::Expiry {
+                    presentity: presentity.clone(),
+                    watcher,
+                },
+            ));
+        }
+        if active {
+            entry.active += 1;
+            if entry.active == 1 {
+                sh.outputs
+                    .push_back(Output::UpstreamSubscribe { presentity });
+            }
+        }
+    }
+
     /// The state of `watcher`'s subscription to `presentity`; `None` if there is none
     /// (terminated subscriptions are forgotten).
     pub fn subscription_state(&self, watcher: &Id, presentity: &Id) -> Option<SubscriptionState> {

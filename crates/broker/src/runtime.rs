@@ -338,6 +338,7 @@ impl Broker {
             let done = commit_done(&mut self.commit).await;
             self.finish_commit(done);
         }
+        self.core.save_state(now());
         self.commit_due = Some(Instant::now());
         self.start_commit(&mut replies);
         if self.commit.is_some() {
@@ -603,12 +604,13 @@ impl Drop for Completion {
     }
 }
 
-type CommitDone =
-    Result<(Box<dyn Spool>, Vec<SpoolOp>, Result<(), SpoolError>), tokio::task::JoinError>;
+/// What a commit thread gives back: the spool, the operations, and the outcome.
+type Committed = (Box<dyn Spool>, Vec<SpoolOp>, Result<(), SpoolError>);
+type CommitDone = Result<Committed, tokio::task::JoinError>;
 
 /// A spool commit running on a blocking thread, and who waits for it.
 struct Commit {
-    job: JoinHandle<(Box<dyn Spool>, Vec<SpoolOp>, Result<(), SpoolError>)>,
+    job: JoinHandle<Committed>,
     replies: Vec<Reply>,
     puts: Vec<MessageId>,
     started: std::time::Instant,

@@ -979,7 +979,7 @@ mod tests {
                 },
             ];
             spool.commit(&ops, id + 1, 0).unwrap();
-            if id % 1000 == 0 {
+            if id.is_multiple_of(1000) {
                 kept.push(id);
             } else {
                 spool

@@ -176,17 +176,22 @@ fn sipp_load(gw: u16, user: &str, domain: &str, body: &str, calls: u32, rate: f6
     .expect("sipp starts")
 }
 
-/// Waits for SIPp to end; the call numbers it logged as accepted (202), in order.
+/// Waits for SIPp to end; the call numbers it logged as accepted (202), in call order:
+/// the order SIPp sent them (one call after the other at its rate) and so the order the
+/// gateway accepted them in — its 202s may come back in another order, as each one is
+/// sent when its commit is done.
 async fn sipp_accepted(s: Sipp) -> Vec<u32> {
     let (report, _sipp) = tokio::task::spawn_blocking(move || s.wait_any(Duration::from_secs(150)))
         .await
         .expect("join")
         .expect("sipp ends");
-    report
+    let mut accepted: Vec<u32> = report
         .log
         .lines()
         .filter_map(|l| l.trim().strip_prefix("accepted ")?.trim().parse().ok())
-        .collect()
+        .collect();
+    accepted.sort_unstable();
+    accepted
 }
 
 /// The webhook client: POSTs `count` messages "w N" to `to`, one after the other, each

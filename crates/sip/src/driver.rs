@@ -1366,6 +1366,9 @@ impl Adapter for SipAdapter {
                 .can_send(Transport::Tcp)
                 .then_some(wire::MAX_MESSAGE_BYTES - 4096)
                 .or(Some(self.core.config.max_udp_message)),
+            // A SIP watcher's subscription is a dialog of this process: after a restart
+            // its refresh gets 481 and it subscribes again.
+            resumes_subscriptions: false,
         }
     }
 
