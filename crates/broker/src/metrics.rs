@@ -393,7 +393,13 @@ mod tests {
         sip.rejected(Condition::ResourceConstraint);
         sip.set_queue_depth(7);
         sip.set_connected(true);
-        metrics.adapter("xmpp");
+        metrics.adapter("xmpp").queue_full();
+        assert!(
+            !metrics.render().contains("cpim_spool_"),
+            "no spool series without a spool"
+        );
+        metrics.spool().committed(3, Duration::from_millis(2), 5);
+        metrics.spool().failed();
         let text = metrics.render();
         for line in [
             "cpim_received_total{adapter=\"sip\"} 1",
@@ -407,6 +413,13 @@ mod tests {
             "cpim_delivery_latency_seconds_bucket{adapter=\"sip\",le=\"0.05\"} 2",
             "cpim_delivery_latency_seconds_bucket{adapter=\"sip\",le=\"+Inf\"} 2",
             "cpim_delivery_latency_seconds_count{adapter=\"sip\"} 2",
+            "cpim_queue_full_total{adapter=\"xmpp\"} 1",
+            "cpim_queue_full_total{adapter=\"sip\"} 0",
+            "cpim_spool_envelopes 5",
+            "cpim_spool_commits_total 1",
+            "cpim_spool_operations_total 3",
+            "cpim_spool_commit_seconds_total 0.002000",
+            "cpim_spool_errors_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }

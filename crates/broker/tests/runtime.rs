@@ -214,6 +214,8 @@ async fn a_stalled_destination_pushes_back_with_a_retry_hint_others_flow() {
             .rejected_count(Condition::ResourceConstraint),
         1
     );
+    // Counted against the destination's adapter too (the bounded share per destination).
+    assert_eq!(s.handle.metrics().adapter("xmpp").queue_full_count(), 1);
     // Another destination is not held up by bob's queue.
     s.xmpp.set_behavior(Behavior::Deliver);
     send("sip:carol@xmpp.test").await.expect("accepted");

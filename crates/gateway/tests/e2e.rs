@@ -11,11 +11,12 @@ mod support;
 #[allow(unreachable_pub)]
 mod sipp;
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path as FsPath;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
@@ -25,33 +26,13 @@ use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
+use common::{free_port, sip_header as header, sip_reply as reply, GatewayProcess};
 use sipp::{Sipp, SippOptions, Transport};
 use support::{MessageExtras, Prosody, ProsodyOpts, XmppClient, COMPONENT, TIMEOUT};
 
 const TOKEN: &str = "e2e-token-0123456789";
 const ALIAS: &str = "sip.gw.xmpp.test";
 const ALIAS_SECRET: &str = "alias-secret";
-
-struct Guard(Option<Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = udp.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The SIP phone: the gateway's outbound proxy. Answers MESSAGE with the next scripted
@@ -67,39 +48,6 @@ struct PhoneState {
 struct Phone {
     state: Arc<Mutex<PhoneState>>,
     addr: SocketAddr,
-}
-
-fn header(msg: &str, name: &str) -> Option<String> {
-    let head = msg.split("\r\n\r\n").next()?;
-    head.split("\r\n").skip(1).find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_owned())
-    })
-}
-
-fn reply(request: &str, status: u16, extra: &str) -> String {
-    let head = request.split("\r\n\r\n").next().unwrap_or_default();
-    let mut out = format!("SIP/2.0 {status} Answer\r\n");
-    for line in head.split("\r\n").skip(1) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if name == "to" && !line.contains("tag=") {
-            out.push_str(line);
-            out.push_str(";tag=phone1\r\n");
-        } else if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    out.push_str(extra);
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
 }
 
 fn notify_for(subscribe: &str, phone: SocketAddr) -> Option<(String, SocketAddr)> {
@@ -334,55 +282,19 @@ impl App {
 // The gateway.
 
 struct Gateway {
-    _guard: Guard,
+    process: GatewayProcess,
     sip: u16,
-    _lines: mpsc::Receiver<String>,
 }
 
 fn start_gateway(dir: &FsPath, config: &str, ready: &[&str]) -> Gateway {
-    let file = dir.join("gateway.toml");
-    std::fs::write(&file, config).expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cpim-gateway"))
-        .args(["run", "--config"])
-        .arg(&file)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the gateway runs");
-    let stderr = child.stderr.take().expect("stderr");
-    let guard = Guard(Some(child));
-    let (tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log: Vec<String> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready
-        .iter()
-        .all(|needle| log.iter().filter(|l| l.contains(needle)).count() >= 1)
-    {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .unwrap_or_else(|| panic!("the gateway did not start:\n{}", log.join("\n")));
-        match lines.recv_timeout(left) {
-            Ok(line) => log.push(line),
-            Err(_) => panic!("the gateway did not start:\n{}", log.join("\n")),
-        }
-    }
+    let process = GatewayProcess::start(dir, config, ready);
     let sip = config
         .split("transport = \"udp\", address = \"127.0.0.1:")
         .nth(1)
         .and_then(|r| r.split('"').next())
         .and_then(|p| p.parse().ok())
         .expect("sip port in config");
-    Gateway {
-        _guard: guard,
-        sip,
-        _lines: lines,
-    }
+    Gateway { process, sip }
 }
 
 fn uac(gw: u16, to_user: &str, to_domain: &str, from_user: &str, body: &str) -> Sipp {
@@ -731,7 +643,7 @@ async fn e2e_messages_in_all_six_directions_with_replies() {
 /// once: one upstream SUBSCRIBE, both watchers get the NOTIFY's state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_presence_of_a_sip_user_watched_from_xmpp_and_the_app() {
-    let w = world().await;
+    let mut w = world().await;
     let mut dave = XmppClient::connect(&w.prosody, "dave@xmpp.test", "dave-pass").await;
     dave.send_presence(
         support::PresenceKind::Subscribe,
@@ -774,8 +686,57 @@ async fn e2e_presence_of_a_sip_user_watched_from_xmpp_and_the_app() {
         1,
         "one upstream subscription: {subscribes:#?}"
     );
+
+    // The gateway crashes (SIGKILL) and comes back on its spool: dave's and the app's
+    // subscriptions were kept (written within a second of the change), so it subscribes
+    // upstream again — a new SUBSCRIBE to the phone — and alice's state reaches both
+    // watchers again without either of them doing anything.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    dave.drain();
+    let app_before = presence_events(&w.app);
+    tokio::task::block_in_place(|| {
+        w.gw.process.kill9();
+        w.gw.process.restart(&[
+            "component connected",
+            "webhook API listening",
+            "SIP listening",
+            "presence subscriptions restored",
+        ]);
+    });
+    dave.expect(
+        |e| {
+            e.kind() == "presence"
+                && e.sender_bare() == Some("alice@sip.gw.xmpp.test")
+                && e.xml().contains("at my desk")
+        },
+        TIMEOUT,
+    )
+    .await;
+    let deadline = Instant::now() + TIMEOUT;
+    while presence_events(&w.app) <= app_before {
+        assert!(
+            Instant::now() < deadline,
+            "the app's subscription did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let subscribes = w
+        .phone
+        .requests("SUBSCRIBE")
+        .into_iter()
+        .filter(|s| header(s, "Expires").as_deref() != Some("0"))
+        .count();
+    assert_eq!(subscribes, 2, "subscribed upstream again after the restart");
     dave.close().await;
     w.receiver.abort();
+}
+
+/// How many presence events the app has received.
+fn presence_events(app: &App) -> usize {
+    app.store
+        .lock()
+        .map(|s| s.events.iter().filter(|e| e["type"] == "presence").count())
+        .unwrap_or_default()
 }
 
 /// Two gateways that each send `loop.test` to the other: the hop count (SIP
