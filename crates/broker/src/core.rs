@@ -1407,6 +1407,14 @@ pub(crate) mod tests {
         Inbound::new(Event::Message(Message::text(text)), addr(from), addr(to))
     }
 
+    /// `inbound` with a dedup key.
+    fn keyed(key: &str, inbound: Inbound) -> Inbound {
+        Inbound {
+            dedup_key: Some(key.to_owned()),
+            ..inbound
+        }
+    }
+
     fn body(e: &Envelope) -> String {
         match &e.event {
             Event::Message(m) => String::from_utf8_lossy(&m.body).into_owned(),
@@ -1537,9 +1545,11 @@ pub(crate) mod tests {
             dedup_window: Duration::from_secs(10),
             ..CoreConfig::default()
         });
-        let with_key = || Inbound {
-            dedup_key: Some("call-1".into()),
-            ..msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test")
+        let with_key = || {
+            keyed(
+                "call-1",
+                msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test"),
+            )
         };
         let first = c.accept(T0, "sip", with_key()).unwrap();
         let again = c.accept(Duration::from_secs(9), "sip", with_key()).unwrap();
@@ -1556,10 +1566,7 @@ pub(crate) mod tests {
             !c.accept(
                 T0,
                 "xmpp",
-                Inbound {
-                    dedup_key: Some("call-1".into()),
-                    ..msg("x", "bob@xmpp.test", "sip:alice@sip.test")
-                }
+                keyed("call-1", msg("x", "bob@xmpp.test", "sip:alice@sip.test"))
             )
             .unwrap()
             .duplicate
@@ -1594,10 +1601,7 @@ pub(crate) mod tests {
             .accept(
                 T0,
                 "sip",
-                Inbound {
-                    dedup_key: Some("a".into()),
-                    ..msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test")
-                },
+                keyed("a", msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test")),
             )
             .unwrap();
         assert!(!a.duplicate);
@@ -1605,10 +1609,7 @@ pub(crate) mod tests {
             .accept(
                 T0,
                 "sip",
-                Inbound {
-                    dedup_key: Some("c".into()),
-                    ..msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test")
-                },
+                keyed("c", msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test")),
             )
             .unwrap();
         assert!(c2.duplicate);
@@ -2217,14 +2218,7 @@ pub(crate) mod tests {
     /// What a commit does for the core: takes its operations and marks the puts durable.
     fn commit(c: &mut Core) -> Vec<SpoolOp> {
         let ops = c.take_ops();
-        let puts: Vec<MessageId> = ops
-            .iter()
-            .filter_map(|op| match op {
-                SpoolOp::Put(e) => Some(e.id),
-                _ => None,
-            })
-            .collect();
-        c.mark_durable(&puts);
+        c.mark_durable(&SpoolOp::put_ids(&ops));
         ops
     }
 
@@ -2394,10 +2388,10 @@ pub(crate) mod tests {
             .accept(
                 Duration::from_secs(1),
                 "sip",
-                Inbound {
-                    dedup_key: Some("call-1/1".into()),
-                    ..msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test")
-                },
+                keyed(
+                    "call-1/1",
+                    msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test"),
+                ),
             )
             .unwrap();
         assert_eq!(
@@ -2507,10 +2501,7 @@ pub(crate) mod tests {
             .accept(
                 T0,
                 "sip",
-                Inbound {
-                    dedup_key: Some("k3".into()),
-                    ..msg("m3", "sip:alice@sip.test", "sip:carol@xmpp.test")
-                },
+                keyed("k3", msg("m3", "sip:alice@sip.test", "sip:carol@xmpp.test")),
             )
             .unwrap();
         assert_eq!((again.id, again.duplicate), (ids[3], true));
@@ -2571,10 +2562,7 @@ pub(crate) mod tests {
             .accept(
                 T0,
                 "sip",
-                Inbound {
-                    dedup_key: Some("k".into()),
-                    ..msg("gone", "sip:alice@sip.test", "sip:bob@xmpp.test")
-                },
+                keyed("k", msg("gone", "sip:alice@sip.test", "sip:bob@xmpp.test")),
             )
             .unwrap();
         let failed = c.take_ops();
@@ -2590,10 +2578,7 @@ pub(crate) mod tests {
             .accept(
                 T0,
                 "sip",
-                Inbound {
-                    dedup_key: Some("k".into()),
-                    ..msg("gone", "sip:alice@sip.test", "sip:bob@xmpp.test")
-                },
+                keyed("k", msg("gone", "sip:alice@sip.test", "sip:bob@xmpp.test")),
             )
             .unwrap();
         assert!(!again.duplicate);

@@ -327,24 +327,7 @@ where
         if pre_approved {
             sh.pre_approvals -= 1;
         }
-        entry.watchers.insert(
-            watcher.clone(),
-            Watch {
-                active: false,
-                expires_at,
-                seen: 0,
-            },
-        );
-        sh.subscriptions += 1;
-        if let Some(at) = expires_at {
-            sh.timers.insert((
-                at,
-                Timer::Expiry {
-                    presentity: presentity.clone(),
-                    watcher: watcher.clone(),
-                },
-            ));
-        }
+        entry.add_watch(&presentity, &watcher, false, expires_at, sh);
         if pre_approved {
             entry.activate(&presentity, &watcher, sh);
         } else {
@@ -655,24 +638,7 @@ where
         if entry.watchers.contains_key(&watcher) {
             return;
         }
-        entry.watchers.insert(
-            watcher.clone(),
-            Watch {
-                active,
-                expires_at,
-                seen: 0,
-            },
-        );
-        sh.subscriptions += 1;
-        if let Some(at) = expires_at {
-            sh.timers.insert((
-                at,
-                Timer::Expiry {
-                    presentity: presentity.clone(),
-                    watcher,
-                },
-            ));
-        }
+        entry.add_watch(&presentity, &watcher, active, expires_at, sh);
         if active {
             entry.active += 1;
             if entry.active == 1 {
@@ -854,6 +820,35 @@ where
             presentity: presentity.clone(),
             state: SubscriptionState::Active,
             presence: self.cached.clone(),
+        }
+    }
+
+    /// A new subscription of `watcher` (counted, its expiry timer set); nothing output.
+    fn add_watch(
+        &mut self,
+        presentity: &Id,
+        watcher: &Id,
+        active: bool,
+        expires_at: Option<Duration>,
+        sh: &mut Shared<Id>,
+    ) {
+        self.watchers.insert(
+            watcher.clone(),
+            Watch {
+                active,
+                expires_at,
+                seen: 0,
+            },
+        );
+        sh.subscriptions += 1;
+        if let Some(at) = expires_at {
+            sh.timers.insert((
+                at,
+                Timer::Expiry {
+                    presentity: presentity.clone(),
+                    watcher: watcher.clone(),
+                },
+            ));
         }
     }
 

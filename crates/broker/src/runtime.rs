@@ -431,13 +431,7 @@ impl Broker {
         let ops = self.core.take_ops();
         let next_id = self.core.next_id();
         let now_ms = crate::envelope::unix_now_ms();
-        let puts: Vec<MessageId> = ops
-            .iter()
-            .filter_map(|op| match op {
-                SpoolOp::Put(e) => Some(e.id),
-                _ => None,
-            })
-            .collect();
+        let puts = SpoolOp::put_ids(&ops);
         let job = tokio::task::spawn_blocking(move || {
             let result = spool.commit(&ops, next_id, now_ms);
             (spool, ops, result)

@@ -70,6 +70,18 @@ pub enum SpoolOp {
     },
 }
 
+impl SpoolOp {
+    /// The ids of the envelopes `ops` put (what becomes durable with their commit).
+    pub fn put_ids(ops: &[SpoolOp]) -> Vec<MessageId> {
+        ops.iter()
+            .filter_map(|op| match op {
+                SpoolOp::Put(e) => Some(e.id),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// An envelope as the spool keeps it, with its lifetime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredEnvelope {

@@ -324,6 +324,23 @@ listen = [{{ transport = "udp", address = "127.0.0.1:{sip}" }}]
     )
 }
 
+/// The webhook adapter on `api` with the app `demo` (`app.test`) posting to `hooks`.
+fn webhook_section(api: u16, hooks: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[adapters.webhook]
+type = "webhook"
+listen = "127.0.0.1:{api}"
+{extra}
+[[adapters.webhook.apps]]
+name = "demo"
+domains = ["app.test"]
+token = "{TOKEN}"
+url = "http://{hooks}/hooks"
+"#
+    )
+}
+
 const READY_SIP: &str = "SIP listening";
 const READY_WEBHOOK: &str = "webhook API listening";
 
@@ -345,19 +362,9 @@ async fn kill_9_under_load_every_accepted_message_arrives_once() {
         sip,
         admin,
         &format!(
-            r#"outbound_proxy = "sip:{phone};transport=udp"
-
-[adapters.webhook]
-type = "webhook"
-listen = "127.0.0.1:{api}"
-
-[[adapters.webhook.apps]]
-name = "demo"
-domains = ["app.test"]
-token = "{TOKEN}"
-url = "http://{hooks}/hooks"
-"#,
-            phone = phone.addr
+            "outbound_proxy = \"sip:{};transport=udp\"\n{}",
+            phone.addr,
+            webhook_section(api, hooks, "")
         ),
     );
     let mut gw = GatewayProcess::start(&dir, &config, &[READY_SIP, READY_WEBHOOK]);
@@ -520,20 +527,7 @@ async fn webhook_receiver_failing_for_30_s_loses_nothing_and_keeps_order() {
     let config = gateway_config(
         sip,
         admin,
-        &format!(
-            r#"
-[adapters.webhook]
-type = "webhook"
-listen = "127.0.0.1:{api}"
-give_up_secs = 300
-
-[[adapters.webhook.apps]]
-name = "demo"
-domains = ["app.test"]
-token = "{TOKEN}"
-url = "http://{hooks}/hooks"
-"#
-        ),
+        &webhook_section(api, hooks, "give_up_secs = 300\n"),
     );
     let mut gw = GatewayProcess::start(&dir, &config, &[READY_SIP, READY_WEBHOOK]);
     let sipp = sipp_load(sip, "bob", "app.test", "h", 700, 20.0);
