@@ -107,6 +107,11 @@ struct Outgoing {
 /// Capacity of each link's outbound queue (the broker's queues hold the rest).
 const LINK_QUEUE: usize = 4096;
 
+/// Deliveries kept for writing again at most, per link, while the server has not
+/// confirmed them: a server that never answers the ack ping must not grow the gateway's
+/// memory without bound (beyond it, the oldest are no longer kept).
+const MAX_UNCONFIRMED: usize = 100_000;
+
 /// The XMPP adapter.
 pub struct XmppAdapter {
     name: String,
@@ -434,7 +439,7 @@ impl Link {
                             let element = Element::from(stanza);
                             if let Some((id, covered)) = &barrier {
                                 if is_answer_to(&element, id) {
-                                    unconfirmed.drain(..*covered);
+                                    unconfirmed.drain(..(*covered).min(unconfirmed.len()));
                                     barrier = None;
                                     continue;
                                 }
@@ -461,6 +466,13 @@ impl Link {
                         Some(item) => {
                             if !self.deliver_item(&mut component, item, &mut unconfirmed, pending).await {
                                 break false;
+                            }
+                            if unconfirmed.len() > MAX_UNCONFIRMED {
+                                unconfirmed.pop_front();
+                                if let Some((_, covered)) = &mut barrier {
+                                    *covered = covered.saturating_sub(1);
+                                }
+                                tracing::warn!(adapter = %self.adapter, domain = %self.domain, "the server does not confirm stanzas (no answer to pings): the oldest are no longer kept for writing again");
                             }
                         }
                         None => break true,
