@@ -6,7 +6,7 @@ use tokio::sync::watch;
 use crate::envelope::{DeliveryOutcome, Envelope};
 use crate::identity::AddressStyle;
 use crate::metrics::AdapterMetrics;
-use crate::runtime::Submitter;
+use crate::runtime::{StateStore, Submitter};
 
 /// How the broker may hand envelopes to an adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,4 +72,6 @@ pub struct AdapterContext {
     pub shutdown: watch::Receiver<bool>,
     /// This adapter's metrics.
     pub metrics: AdapterMetrics,
+    /// A little state kept across restarts in the spool (nothing is kept without one).
+    pub state: StateStore,
 }

@@ -1166,6 +1166,14 @@ impl Core {
         }
     }
 
+    /// Records a piece of state (an adapter's, see [`crate::runtime::StateStore`]) for
+    /// the spool; nothing without one.
+    pub fn record_state(&mut self, key: String, value: Option<Vec<u8>>) {
+        if self.config.spool {
+            self.ops.push(SpoolOp::State { key, value });
+        }
+    }
+
     /// Records what must outlive the process and is only written from time to time
     /// (the presence subscriptions): for the runtime's last commit at a stop.
     pub fn save_state(&mut self, now: Duration) {

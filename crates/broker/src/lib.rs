@@ -36,4 +36,4 @@ pub use adapter::{Adapter, AdapterContext, DeliveryPolicy};
 pub use envelope::{Accepted, DeliveryOutcome, Envelope, Inbound, MessageId, Rejected};
 pub use identity::{AddressStyle, Identity};
 pub use map::AddressMap;
-pub use runtime::{Broker, BrokerHandle, PendingAnswer, Submitter};
+pub use runtime::{Broker, BrokerHandle, PendingAnswer, StateStore, Submitter};

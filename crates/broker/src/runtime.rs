@@ -55,6 +55,10 @@ enum Command {
         reply: oneshot::Sender<Result<Accepted, Rejected>>,
     },
     SetRouter(Arc<dyn Router>),
+    State {
+        key: String,
+        value: Option<Vec<u8>>,
+    },
 }
 
 /// Submits inbound events on behalf of one adapter. Cheap to clone.
@@ -69,6 +73,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Submit { origin, .. } => write!(f, "Submit from {origin}"),
             Command::SetRouter(_) => f.write_str("SetRouter"),
+            Command::State { key, .. } => write!(f, "State {key}"),
         }
     }
 }
@@ -101,6 +106,34 @@ impl Submitter {
     /// The adapter this submitter speaks for.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+}
+
+/// An adapter's corner of the spool: a few records it wants back after a restart (the
+/// SIP adapter's watcher dialogs, to end them cleanly). Written with the next commit;
+/// without a spool nothing is kept and nothing comes back.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    prefix: String,
+    tx: mpsc::Sender<Command>,
+    recovered: Arc<std::collections::BTreeMap<String, Vec<u8>>>,
+}
+
+impl StateStore {
+    /// Sets (`Some`) or removes (`None`) the record `key`. `false` when the broker is
+    /// busy or stopped and the record was not taken (try again later).
+    pub fn put(&self, key: &str, value: Option<Vec<u8>>) -> bool {
+        self.tx
+            .try_send(Command::State {
+                key: format!("{}{key}", self.prefix),
+                value,
+            })
+            .is_ok()
+    }
+
+    /// The records this adapter had when the gateway started, by key.
+    pub fn recovered(&self) -> &std::collections::BTreeMap<String, Vec<u8>> {
+        &self.recovered
     }
 }
 
@@ -210,6 +243,13 @@ impl Broker {
 
     /// The context for building the adapter named `name`.
     pub fn context(&self, name: &str) -> AdapterContext {
+        let prefix = format!("adapter/{name}/");
+        let recovered = self
+            .recovered
+            .iter()
+            .flat_map(|r| r.state.iter())
+            .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), v.clone())))
+            .collect();
         AdapterContext {
             submitter: Submitter {
                 origin: Arc::from(name),
@@ -217,6 +257,11 @@ impl Broker {
             },
             shutdown: self.shutdown_rx.clone(),
             metrics: self.handle.metrics.adapter(name),
+            state: StateStore {
+                prefix,
+                tx: self.handle.tx.clone(),
+                recovered: Arc::new(recovered),
+            },
         }
     }
 
@@ -382,6 +427,7 @@ impl Broker {
                 self.core.set_router(router);
                 tracing::info!("address map replaced");
             }
+            Command::State { key, value } => self.core.record_state(key, value),
         }
     }
 

@@ -21,7 +21,7 @@ use cpim_broker::adapter::{Adapter, AdapterContext, DeliveryPolicy};
 use cpim_broker::envelope::{unix_now_ms, DeliveryOutcome, Envelope, Inbound};
 use cpim_broker::identity::AddressStyle;
 use cpim_broker::metrics::AdapterMetrics;
-use cpim_broker::runtime::Submitter;
+use cpim_broker::runtime::{StateStore, Submitter};
 
 use crate::auth::{self, Credential, Registrar, RegistrarUser};
 use crate::headers::{self, EventHeader, NameAddr, SubState};
@@ -119,6 +119,9 @@ struct Core {
     transports: Transports,
     submitter: Submitter,
     metrics: AdapterMetrics,
+    /// Where the watcher dialogs are kept across a restart, and which were last kept.
+    state: StateStore,
+    kept_watchers: Mutex<Vec<DialogKey>>,
     epoch: Instant,
     seed: u64,
     counter: AtomicU64,
@@ -141,6 +144,24 @@ struct WatcherSide {
     peer: Peer,
     last_body: Option<Vec<u8>>,
     lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The state key of the watcher dialogs kept across a restart.
+const KEPT_WATCHERS: &str = "watchers";
+
+/// A SIP watcher's dialog as kept across a restart: enough to end it cleanly.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct KeptWatcher {
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+    remote_target: String,
+    watcher: String,
+    presentity: String,
+    event_id: Option<String>,
+    next_cseq: u32,
+    transport: String,
+    peer: SocketAddr,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -174,6 +195,8 @@ impl SipAdapter {
             transports,
             submitter: context.submitter.clone(),
             metrics: context.metrics.clone(),
+            state: context.state.clone(),
+            kept_watchers: Mutex::new(Vec::new()),
             epoch: Instant::now(),
             seed,
             counter: AtomicU64::new(0),
@@ -196,6 +219,7 @@ impl SipAdapter {
             }
         });
         tokio::spawn(core.clone().ticker(context.shutdown.clone()));
+        tokio::spawn(core.clone().end_kept_watchers());
         Ok((Arc::new(SipAdapter { core }), bound))
     }
 }
@@ -1191,6 +1215,117 @@ impl Core {
     // -----------------------------------------------------------------------------------
     // timers
 
+    /// Keeps the watcher dialogs in the spool when they changed (at most once a tick):
+    /// after a restart they are ended cleanly instead of being left to a 481.
+    fn keep_watchers(&self) {
+        let sides: Vec<(DialogKey, Peer)> = {
+            let watchers = lock(&self.watchers);
+            let mut sides: Vec<(DialogKey, Peer)> =
+                watchers.iter().map(|(k, s)| (k.clone(), s.peer)).collect();
+            sides.sort_by(|a, b| a.0.cmp(&b.0));
+            sides
+        };
+        let keys: Vec<DialogKey> = sides.iter().map(|(k, _)| k.clone()).collect();
+        if *lock(&self.kept_watchers) == keys {
+            return;
+        }
+        let kept: Vec<KeptWatcher> = {
+            let notifier = lock(&self.notifier);
+            sides
+                .iter()
+                .filter_map(|(key, peer)| {
+                    let d = notifier.get(key)?;
+                    Some(KeptWatcher {
+                        call_id: d.call_id.clone(),
+                        local_tag: d.local_tag.clone(),
+                        remote_tag: d.remote_tag.clone(),
+                        remote_target: d.remote_target.clone(),
+                        watcher: d.watcher.clone(),
+                        presentity: d.presentity.clone(),
+                        event_id: d.event_id.clone(),
+                        next_cseq: d.next_cseq,
+                        transport: peer.transport.token().to_owned(),
+                        peer: peer.addr,
+                    })
+                })
+                .collect()
+        };
+        let value = if kept.is_empty() {
+            None
+        } else {
+            match serde_json::to_vec(&kept) {
+                Ok(v) => Some(v),
+                Err(error) => {
+                    tracing::warn!(%error, "watcher dialogs cannot be kept");
+                    return;
+                }
+            }
+        };
+        if self.state.put(KEPT_WATCHERS, value) {
+            *lock(&self.kept_watchers) = keys;
+        }
+    }
+
+    /// After a restart: the watcher dialogs of the last run are gone with it, so each
+    /// watcher gets a final NOTIFY `terminated;reason=deactivated` — RFC 6665 §4.1.3:
+    /// subscribe again at once — rather than silence until its refresh gets 481.
+    async fn end_kept_watchers(self: Arc<Self>) {
+        let Some(bytes) = self.state.recovered().get(KEPT_WATCHERS).cloned() else {
+            return;
+        };
+        let kept: Vec<KeptWatcher> = match serde_json::from_slice(&bytes) {
+            Ok(k) => k,
+            Err(error) => {
+                tracing::warn!(%error, "the kept watcher dialogs cannot be read");
+                Vec::new()
+            }
+        };
+        tracing::info!(
+            watchers = kept.len(),
+            "ending the SIP watcher dialogs of the last run"
+        );
+        let now = self.now();
+        let mut ends = Vec::new();
+        for k in kept {
+            let transport = match k.transport.as_str() {
+                "TCP" => Transport::Tcp,
+                "TLS" => Transport::Tls,
+                _ => Transport::Udp,
+            };
+            let dialog = WatcherDialog {
+                call_id: k.call_id,
+                local_tag: k.local_tag,
+                remote_tag: k.remote_tag,
+                remote_target: k.remote_target,
+                watcher: k.watcher,
+                presentity: k.presentity,
+                event_id: k.event_id,
+                // NOTIFYs may have been sent after the dialog was kept: stay above them.
+                next_cseq: k.next_cseq.saturating_add(1000),
+                expires_at: now,
+                active: true,
+            };
+            let peer = Peer {
+                transport,
+                addr: k.peer,
+            };
+            let this = self.clone();
+            ends.push(tokio::spawn(async move {
+                let state = SubState::Terminated {
+                    reason: Some("deactivated".to_owned()),
+                    retry_after: None,
+                };
+                this.send_notify(&dialog, peer, state, None).await
+            }));
+        }
+        for end in ends {
+            let _ = end.await;
+        }
+        // The next tick writes the dialogs of this run over the old ones (no key is
+        // empty, so this never equals a real set).
+        *lock(&self.kept_watchers) = vec![(String::new(), String::new())];
+    }
+
     async fn ticker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut interval = tokio::time::interval(self.config.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1203,6 +1338,7 @@ impl Core {
                 }
             }
             let now = self.now();
+            self.keep_watchers();
             lock(&self.server).expire(now);
             let expired = lock(&self.notifier).expire(now);
             for dialog in expired {

@@ -424,6 +424,91 @@ async fn rfc6665_subscribe_faults_489_423_481() {
     assert_eq!(status_of(&buf[..n]), 481);
 }
 
+/// A SIP watcher's dialog dies with the gateway process; the spool keeps enough of it
+/// that the restarted gateway ends it with `terminated;reason=deactivated` (RFC 6665
+/// §4.1.3: subscribe again at once) instead of leaving the watcher without updates until
+/// its refresh gets 481.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc6665_4_1_3_watchers_of_the_last_run_are_deactivated_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!(
+        "cpim-sip-restart-{}-{}",
+        std::process::id(),
+        cpim_broker::envelope::unix_now_ms()
+    ));
+    let spool = dir.join("spool.log");
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = client.local_addr().unwrap();
+    let mut buf = vec![0u8; 8192];
+    let gw = support::gateway_on_spool(&spool).await;
+    let subscribe = format!(
+        "SUBSCRIBE sip:bob@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKrs1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=w1\r\nTo: <sip:bob@mem.test>\r\n\
+         Call-ID: restart1\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\nContact: <sip:alice@{me}>\r\n\
+         Expires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    client.send_to(subscribe.as_bytes(), gw.udp).await.unwrap();
+    let mut local_tag = None;
+    let mut last_cseq = 0u32;
+    // The 200 (with the gateway's tag) and the first NOTIFY, in either order.
+    while local_tag.is_none() || last_cseq == 0 {
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("the gateway answers")
+            .unwrap();
+        let m = buf[..n].to_vec();
+        if m.starts_with(b"SIP/2.0 ") {
+            assert_eq!(status_of(&m), 200);
+            let to = header_of(&m, "To").unwrap();
+            local_tag = to.split("tag=").nth(1).map(str::to_owned);
+        } else {
+            last_cseq = header_of(&m, "CSeq")
+                .and_then(|c| c.split_whitespace().next()?.parse().ok())
+                .unwrap();
+            client.send_to(&answer(&m, 200), from).await.unwrap();
+        }
+    }
+    // Kept within a tick; then the gateway goes away without a goodbye.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    gw.broker.stop();
+    drop(gw);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let gw = support::gateway_on_spool(&spool).await;
+    let notify = loop {
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("the restarted gateway ends the dialog")
+            .unwrap();
+        let m = buf[..n].to_vec();
+        if m.starts_with(b"NOTIFY ") {
+            client.send_to(&answer(&m, 200), from).await.unwrap();
+            break String::from_utf8_lossy(&m).to_string();
+        }
+    };
+    assert!(
+        notify.starts_with(&format!("NOTIFY sip:alice@{me} SIP/2.0\r\n")),
+        "{notify}"
+    );
+    let m = notify.as_bytes();
+    assert_eq!(header_of(m, "Call-ID").as_deref(), Some("restart1"));
+    assert_eq!(
+        header_of(m, "Subscription-State").as_deref(),
+        Some("terminated;reason=deactivated")
+    );
+    let from = header_of(m, "From").unwrap();
+    assert!(
+        from.ends_with(&format!("tag={}", local_tag.unwrap())),
+        "the dialog's own tags: {from}"
+    );
+    assert!(header_of(m, "To").unwrap().ends_with("tag=w1"));
+    let cseq: u32 = header_of(m, "CSeq")
+        .and_then(|c| c.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(cseq > last_cseq, "CSeq {cseq} after {last_cseq}");
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Self-signed certificate for 127.0.0.1 made with the openssl command line.
 fn self_signed(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>) {
     let status = std::process::Command::new("openssl")

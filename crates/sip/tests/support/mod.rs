@@ -85,7 +85,33 @@ pub async fn gateway_with_core(
         ..CoreConfig::default()
     };
     core_config(&mut core);
+    build(extra_sip_domains, core, configure, None).await
+}
+
+/// A gateway whose broker keeps its spool in the file `spool` (a restart on the same
+/// file sees what the last one kept).
+pub async fn gateway_on_spool(spool: &std::path::Path) -> Gateway {
+    let core = CoreConfig {
+        hub: HubConfig {
+            coalesce_interval: Duration::from_millis(100),
+            ..HubConfig::default()
+        },
+        ..CoreConfig::default()
+    };
+    let spool = cpim_broker::spool::FileSpool::open(spool).expect("the spool opens");
+    build(&[], core, |_| {}, Some(Box::new(spool))).await
+}
+
+async fn build(
+    extra_sip_domains: &[&str],
+    core: CoreConfig,
+    configure: impl FnOnce(&mut SipConfig),
+    spool: Option<Box<dyn cpim_broker::spool::Spool>>,
+) -> Gateway {
     let (mut broker, handle) = Broker::new(core, Arc::new(map(extra_sip_domains)));
+    if let Some(spool) = spool {
+        broker = broker.with_spool(spool).expect("the spool is read");
+    }
     let port = free_port();
     let mut domains = vec![SIP_DOMAIN];
     domains.extend_from_slice(extra_sip_domains);
