@@ -507,9 +507,13 @@ impl Broker {
             Ok(done) => done,
             Err(join) => {
                 // The spool was lost with the panicking thread: nothing is durable from
-                // here on, so new submissions are refused (see `on_command`).
+                // here on, so new submissions are refused (see `on_command`). This
+                // batch's submissions are refused and withdrawn; what the gateway owes
+                // (notifications) still goes out.
                 tracing::error!(error = %join, "the spool failed (panic); the gateway refuses new messages");
                 self.handle.metrics.spool().failed();
+                let withdrawn = submitted(&replies, &puts);
+                self.core.withdraw(&withdrawn);
                 fail_batch(replies, "the message store failed");
                 self.core.set_spooling(false);
                 self.core.mark_durable(&puts);
@@ -532,13 +536,7 @@ impl Broker {
             Err(error) => {
                 tracing::error!(%error, "spool commit failed: the batch's submissions are refused");
                 self.handle.metrics.spool().failed();
-                let withdrawn: HashSet<MessageId> = replies
-                    .iter()
-                    .filter_map(|(_, r)| r.as_ref().ok())
-                    .filter(|a| !a.duplicate)
-                    .map(|a| a.id)
-                    .filter(|id| puts.contains(id))
-                    .collect();
+                let withdrawn = submitted(&replies, &puts);
                 let kept: Vec<SpoolOp> = ops
                     .into_iter()
                     .filter(|op| match op {
@@ -662,6 +660,18 @@ async fn commit_done(commit: &mut Option<Commit>) -> CommitDone {
         Some(c) => (&mut c.job).await,
         None => std::future::pending().await,
     }
+}
+
+/// The envelopes of `puts` that senders in `replies` wait for (not the gateway's own
+/// notifications): what a failed commit takes back.
+fn submitted(replies: &[Reply], puts: &[MessageId]) -> HashSet<MessageId> {
+    replies
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .filter(|a| !a.duplicate)
+        .map(|a| a.id)
+        .filter(|id| puts.contains(id))
+        .collect()
 }
 
 /// Refuses every accepted submission of a batch that could not be made durable.
