@@ -1,7 +1,11 @@
 //! Runs the real `cpim-gateway` binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::free_port;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -117,17 +121,6 @@ fn check_missing_file_exits_2() {
     let output = gateway(&["check", "--config", "does-not-exist.toml"], &[]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("does-not-exist.toml: cannot read the configuration file"));
-}
-
-/// A free loopback port for UDP and TCP (best effort).
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = udp.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 /// The sample configuration in a temporary directory, every listener on a free port

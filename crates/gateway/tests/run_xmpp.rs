@@ -6,24 +6,16 @@
 #[path = "../../xmpp/tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::Guard;
+
 use support::{Prosody, ProsodyOpts, COMPONENT};
-
-/// Kills the gateway if the test fails before it stops it.
-struct Guard(Option<std::process::Child>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
