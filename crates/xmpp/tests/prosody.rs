@@ -13,7 +13,6 @@ use cpim::event::{
 use cpim::iscomposing::ComposingState;
 use cpim::{Address, Condition};
 use cpim_broker::core::CoreConfig;
-use cpim_broker::map::{AdapterMapConfig, AddressMap, MapConfig};
 use cpim_broker::presence::HubConfig;
 use cpim_broker::testing::{Behavior, MemoryAdapter};
 use cpim_broker::{AddressStyle, Broker, BrokerHandle, Envelope, Inbound, Submitter};
@@ -31,29 +30,6 @@ struct Gateway {
     broker: BrokerHandle,
 }
 
-fn map() -> AddressMap {
-    AddressMap::new(MapConfig {
-        adapters: vec![
-            AdapterMapConfig {
-                name: "xmpp".into(),
-                style: AddressStyle::Xmpp,
-                home_domains: vec!["xmpp.test".into()],
-                alias_domains: vec![(ALIAS.into(), "sip.test".into())],
-                escape_domains: vec![COMPONENT.into()],
-            },
-            AdapterMapConfig {
-                name: "sip".into(),
-                style: AddressStyle::Sip,
-                home_domains: vec!["sip.test".into()],
-                alias_domains: Vec::new(),
-                escape_domains: Vec::new(),
-            },
-        ],
-        users: Vec::new(),
-    })
-    .expect("valid map")
-}
-
 async fn gateway(prosody: &Prosody) -> Gateway {
     gateway_at(prosody, prosody.component_addr().to_string()).await
 }
@@ -67,7 +43,7 @@ async fn gateway_at(prosody: &Prosody, server: String) -> Gateway {
         },
         ..CoreConfig::default()
     };
-    let (mut broker, handle) = Broker::new(config, Arc::new(map()));
+    let (mut broker, handle) = Broker::new(config, Arc::new(support::gateway_map(Some(ALIAS))));
     let xmpp = XmppAdapter::start(
         XmppConfig {
             name: "xmpp".into(),

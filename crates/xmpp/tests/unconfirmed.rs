@@ -5,6 +5,8 @@
 //! speaking just enough XEP-0114 (stream header with an id, `<handshake/>`); the gateway
 //! side is the real adapter behind the real broker.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,36 +16,12 @@ use tokio::net::{TcpListener, TcpStream};
 use cpim::event::{Event, Message};
 use cpim::Address;
 use cpim_broker::core::CoreConfig;
-use cpim_broker::map::{AdapterMapConfig, AddressMap, MapConfig};
 use cpim_broker::testing::MemoryAdapter;
 use cpim_broker::{AddressStyle, Broker, Inbound};
 use cpim_xmpp::translate::OutboundOptions;
 use cpim_xmpp::{XmppAdapter, XmppConfig};
 
-const COMPONENT: &str = "gw.xmpp.test";
-
-fn map() -> AddressMap {
-    AddressMap::new(MapConfig {
-        adapters: vec![
-            AdapterMapConfig {
-                name: "xmpp".into(),
-                style: AddressStyle::Xmpp,
-                home_domains: vec!["xmpp.test".into()],
-                alias_domains: Vec::new(),
-                escape_domains: vec![COMPONENT.into()],
-            },
-            AdapterMapConfig {
-                name: "sip".into(),
-                style: AddressStyle::Sip,
-                home_domains: vec!["sip.test".into()],
-                alias_domains: Vec::new(),
-                escape_domains: Vec::new(),
-            },
-        ],
-        users: Vec::new(),
-    })
-    .expect("valid map")
-}
+use support::{gateway_map, COMPONENT};
 
 /// Reads from `s` into `buf` until `needle` is in it (5 s at most).
 async fn read_until(s: &mut TcpStream, buf: &mut String, needle: &str) {
@@ -101,7 +79,7 @@ fn attr(xml: &str, tag: &str, name: &str) -> Option<String> {
 async fn unconfirmed_stanzas_are_written_again_on_the_next_stream_and_confirmed_ones_are_not() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let server = listener.local_addr().expect("addr").to_string();
-    let (mut broker, _handle) = Broker::new(CoreConfig::default(), Arc::new(map()));
+    let (mut broker, _handle) = Broker::new(CoreConfig::default(), Arc::new(gateway_map(None)));
     let xmpp = XmppAdapter::start(
         XmppConfig {
             name: "xmpp".into(),
