@@ -252,10 +252,10 @@ pub struct Core {
     /// they are not dispatched until [`Core::mark_durable`] (per-destination order
     /// holds: one waiting at the front holds back those behind it).
     not_durable: HashMap<MessageId, DestKey>,
-    /// When the presence hub's subscriptions are next compared with what the spool
-    /// holds (set when they may have changed), and what it holds.
+    /// When the presence hub's subscriptions are next written to the spool (set when
+    /// they changed), and the hub's change counter at the last write.
     hub_check_at: Option<Duration>,
-    hub_saved: Vec<u8>,
+    hub_saved_changes: u64,
     next_id: u64,
     queued_total: usize,
     reports: VecDeque<Report>,
@@ -294,7 +294,7 @@ impl Core {
             ops: Vec::new(),
             not_durable: HashMap::new(),
             hub_check_at: None,
-            hub_saved: Vec::new(),
+            hub_saved_changes: 0,
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
             next_id,
@@ -449,7 +449,9 @@ impl Core {
                 });
             }
             let id = self.allocate_id();
-            self.presence_input(now, &sender.0, &to.identity, inbound.event)?;
+            let done = self.presence_input(now, &sender.0, &to.identity, inbound.event);
+            self.note_hub_changes(now);
+            done?;
             if let Some(key) = dedup {
                 self.remember(now, key, id);
             }
@@ -530,9 +532,6 @@ impl Core {
         recipient: &Identity,
         event: Event,
     ) -> Result<(), Rejected> {
-        if matches!(event, Event::Subscription(_)) {
-            self.hub_changed(now);
-        }
         let refused = |e: crate::presence::HubError| Rejected {
             condition: Condition::ResourceConstraint,
             text: e.to_string(),
@@ -1083,12 +1082,9 @@ impl Core {
             self.expiries.remove(&(t, key));
         }
         self.expire_dedup(now);
-        if self.hub.poll_timeout().is_some_and(|t| t <= now) {
-            // Subscriptions may expire.
-            self.hub_changed(now);
-        }
         self.hub.handle_timeout(now);
         self.drain_hub(now, None);
+        self.note_hub_changes(now);
         if self.hub_check_at.is_some_and(|t| t <= now) {
             self.save_subscriptions(now);
         }
@@ -1126,17 +1122,24 @@ impl Core {
         })
     }
 
-    /// The hub's subscriptions may have changed: they are compared with the spool's copy
+    /// If the hub's subscriptions changed since they were last written, writes them
     /// within [`SUBSCRIPTIONS_SAVE_INTERVAL`] (a burst of changes is written once).
-    fn hub_changed(&mut self, now: Duration) {
+    fn note_hub_changes(&mut self, now: Duration) {
+        if self.hub.subscription_changes() != self.hub_saved_changes {
+            self.schedule_subscriptions_save(now);
+        }
+    }
+
+    fn schedule_subscriptions_save(&mut self, now: Duration) {
         if self.config.spool && self.hub_check_at.is_none() {
             self.hub_check_at = Some(now.saturating_add(SUBSCRIPTIONS_SAVE_INTERVAL));
         }
     }
 
-    /// Records the hub's subscriptions for the spool if they differ from what it holds.
+    /// Records the hub's subscriptions for the spool.
     fn save_subscriptions(&mut self, _now: Duration) {
         self.hub_check_at = None;
+        self.hub_saved_changes = self.hub.subscription_changes();
         let kept: Vec<KeptSubscription> = self
             .hub
             .subscriptions()
@@ -1157,13 +1160,10 @@ impl Core {
                 return;
             }
         };
-        if bytes != self.hub_saved {
-            self.ops.push(SpoolOp::State {
-                key: SUBSCRIPTIONS_KEY.to_owned(),
-                value: (!kept.is_empty()).then(|| bytes.clone()),
-            });
-            self.hub_saved = bytes;
-        }
+        self.ops.push(SpoolOp::State {
+            key: SUBSCRIPTIONS_KEY.to_owned(),
+            value: (!kept.is_empty()).then_some(bytes),
+        });
     }
 
     /// Records a piece of state (an adapter's, see [`crate::runtime::StateStore`]) for
@@ -1305,7 +1305,7 @@ impl Core {
             Ok(k) => k,
             Err(error) => {
                 tracing::error!(%error, "the kept presence subscriptions cannot be read; they are dropped");
-                self.hub_changed(now);
+                self.schedule_subscriptions_save(now);
                 return;
             }
         };
@@ -1326,8 +1326,8 @@ impl Core {
             restored += 1;
         }
         tracing::info!(restored, dropped, "presence subscriptions restored");
-        self.hub_saved = bytes.to_vec();
-        self.hub_changed(now);
+        // What was dropped leaves the spool with the next write.
+        self.schedule_subscriptions_save(now);
         self.drain_hub(now, None);
     }
 

@@ -261,6 +261,7 @@ where
                 outputs: VecDeque::new(),
                 timers: BTreeSet::new(),
                 subscriptions: 0,
+                changes: 0,
                 pre_approvals: 0,
                 probes: 0,
             },
@@ -522,6 +523,7 @@ where
         let watchers = std::mem::take(&mut entry.watchers);
         for (watcher, watch) in watchers {
             sh.subscriptions -= 1;
+            sh.changes += 1;
             if let Some(at) = watch.expires_at {
                 sh.timers.remove(&(
                     at,
@@ -602,6 +604,11 @@ where
     /// The next effect to carry out, oldest first.
     pub fn poll_output(&mut self) -> Option<Output<Id>> {
         self.shared.outputs.pop_front()
+    }
+
+    /// A counter that changes whenever the set of [`PresenceHub::subscriptions`] does.
+    pub fn subscription_changes(&self) -> u64 {
+        self.shared.changes
     }
 
     /// Every subscription as (watcher, presentity, active, expiry), in `Id` order: what
@@ -737,6 +744,8 @@ struct Shared<Id> {
     /// watch or presentity it concerns, so it can be found and removed.
     timers: BTreeSet<(Duration, Timer<Id>)>,
     subscriptions: usize,
+    /// Bumped whenever a subscription is added, removed, activated or its expiry changes.
+    changes: u64,
     pre_approvals: usize,
     probes: usize,
 }
@@ -841,6 +850,7 @@ where
             },
         );
         sh.subscriptions += 1;
+        sh.changes += 1;
         if let Some(at) = expires_at {
             sh.timers.insert((
                 at,
@@ -859,6 +869,7 @@ where
             return;
         };
         watch.active = true;
+        sh.changes += 1;
         watch.seen = version;
         self.active += 1;
         sh.outputs
@@ -902,6 +913,7 @@ where
                 ));
             }
             watch.expires_at = expires_at;
+            sh.changes += 1;
         }
         if watch.active {
             watch.seen = version;
@@ -930,6 +942,7 @@ where
             return;
         };
         sh.subscriptions -= 1;
+        sh.changes += 1;
         if let Some(at) = watch.expires_at {
             sh.timers.remove(&(
                 at,
