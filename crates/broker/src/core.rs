@@ -506,7 +506,7 @@ impl Core {
         let until = now.saturating_add(self.config.dedup_window);
         if self.config.spool {
             self.ops.push(SpoolOp::Remember {
-                key: format!("{}\n{}", key.0, key.1),
+                key: dedup_record_key(&key),
                 id,
                 expires_ms: self.wall_ms(until),
             });
@@ -1282,10 +1282,9 @@ impl Core {
         }
         dedup.sort_by_key(|d| d.expires_ms);
         for d in dedup {
-            let Some((origin, key)) = d.key.split_once('\n') else {
+            let Some(entry) = dedup_entry(&d.key) else {
                 continue;
             };
-            let entry = (AdapterName::from(origin), key.to_owned());
             let until = self.core_time(d.expires_ms);
             self.dedup.insert(entry.clone(), (d.id, until));
             self.dedup_order.push_back((until, entry));
@@ -1341,6 +1340,18 @@ impl Core {
     fn core_time(&self, wall_ms: u64) -> Duration {
         Duration::from_millis(wall_ms.saturating_sub(self.config.clock_origin_ms))
     }
+}
+
+/// A dedup key as the spool writes it: origin adapter, newline, the adapter's key (an
+/// adapter name has no newline; the adapter's key may).
+fn dedup_record_key((origin, key): &(AdapterName, String)) -> String {
+    format!("{origin}\n{key}")
+}
+
+/// The dedup entry of a key written by [`dedup_record_key`].
+fn dedup_entry(record: &str) -> Option<(AdapterName, String)> {
+    let (origin, key) = record.split_once('\n')?;
+    Some((AdapterName::from(origin), key.to_owned()))
 }
 
 /// The spool's state key of the presence subscriptions.
