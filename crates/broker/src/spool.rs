@@ -660,7 +660,8 @@ mod journal {
 
         fn commit(&mut self, ops: &[SpoolOp], next_id: u64, now_ms: u64) -> Result<(), SpoolError> {
             let mut out = Vec::with_capacity(ops.len() * 512);
-            let mut changes = Vec::with_capacity(ops.len());
+            // The frame size of each put, in order: what it adds to the live bytes.
+            let mut put_sizes = Vec::with_capacity(ops.len());
             for op in ops {
                 match op {
                     SpoolOp::Put(record) => {
@@ -669,12 +670,10 @@ mod journal {
                                 key: record.id.to_string(),
                                 detail: e.to_string(),
                             })?;
-                        let n = frame(&mut out, PUT, record.id.0, &payload);
-                        changes.push((record.id.0, Some(n)));
+                        put_sizes.push(frame(&mut out, PUT, record.id.0, &payload));
                     }
                     SpoolOp::Remove(id) => {
                         frame(&mut out, REMOVE, id.0, &[]);
-                        changes.push((id.0, None));
                     }
                     SpoolOp::Remember {
                         key,
@@ -717,23 +716,21 @@ mod journal {
             }
             // The commit is durable: the in-memory view follows.
             self.next_id = self.next_id.max(next_id);
-            for (id, put) in changes {
-                match put {
-                    Some(n) => {
-                        if let Some(old) = self.live.insert(id, n) {
+            let mut put_sizes = put_sizes.into_iter();
+            for op in ops {
+                match op {
+                    SpoolOp::Put(record) => {
+                        let n = put_sizes.next().unwrap_or_default();
+                        if let Some(old) = self.live.insert(record.id.0, n) {
                             self.live_bytes = self.live_bytes.saturating_sub(u64::from(old));
                         }
                         self.live_bytes += u64::from(n);
                     }
-                    None => {
-                        if let Some(old) = self.live.remove(&id) {
+                    SpoolOp::Remove(id) => {
+                        if let Some(old) = self.live.remove(&id.0) {
                             self.live_bytes = self.live_bytes.saturating_sub(u64::from(old));
                         }
                     }
-                }
-            }
-            for op in ops {
-                match op {
                     SpoolOp::Remember {
                         key,
                         id,
@@ -747,7 +744,6 @@ mod journal {
                             self.state.remove(key);
                         }
                     },
-                    _ => {}
                 }
             }
             if self.len >= self.compact_at && self.len >= self.live_bytes.saturating_mul(2) {

@@ -310,9 +310,9 @@ impl Link {
                     .max(Duration::from_secs(2)),
                 response_timeout: self.ping_interval.max(Duration::from_secs(2)),
             };
-            // DnsConfig::addr takes an IP address and a port: a host name (`prosody:5347`
-            // on a compose network) is looked up here, before every attempt, so that a
-            // server whose address changed is found again. Each address is tried in turn.
+            // The connector takes a socket address: a host name (`prosody:5347` on a
+            // compose network) is looked up here, before every attempt, so that a server
+            // whose address changed is found again. Each address is tried in turn.
             let connect = async {
                 let addrs: Vec<std::net::SocketAddr> =
                     match tokio::net::lookup_host(self.server.as_str()).await {
