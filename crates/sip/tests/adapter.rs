@@ -238,6 +238,46 @@ fn digest_field(value: &str, name: &str) -> String {
     cpim_sip::auth::digest_params(value).unwrap()[name].clone()
 }
 
+/// A peer that answers 503 without Retry-After is down for now: the message waits and is
+/// sent again (RFC 3261 §21.5.4), and every attempt carries the same Call-ID — the
+/// gateway id — so that a receiver can tell a repeat (store and forward, issue 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_without_retry_after_is_retried_under_the_same_call_id() {
+    let far = Peer2::bind().await;
+    let proxy = far.addr();
+    let gw = support::gateway(&[], |c| {
+        c.outbound_proxy = Some(Peer {
+            transport: Transport::Udp,
+            addr: proxy,
+        });
+    })
+    .await;
+    let accepted = gw
+        .from_mem
+        .submit(Inbound::new(
+            Event::Message(Message::text("try me again")),
+            Address::parse("sip:carol@mem.test").unwrap(),
+            Address::parse("sip:bob@sip.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let (first, from) = next_request(&far.udp).await;
+    far.udp.send_to(&answer(&first, 503), from).await.unwrap();
+    let (second, from) = next_request(&far.udp).await;
+    far.udp.send_to(&answer(&second, 200), from).await.unwrap();
+    let call_id = format!("{}@gw", accepted.id);
+    assert_eq!(
+        header_of(&first, "Call-ID").as_deref(),
+        Some(call_id.as_str())
+    );
+    assert_eq!(
+        header_of(&second, "Call-ID").as_deref(),
+        Some(call_id.as_str())
+    );
+    assert_ne!(header_of(&first, "CSeq"), header_of(&second, "CSeq"));
+    assert!(String::from_utf8_lossy(&second).contains("try me again"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc3261_22_3_proxy_challenge_is_answered_with_the_configured_credentials() {
     let far = Peer2::bind().await;
