@@ -26,5 +26,20 @@ else
   echo "setup: all packages present"
 fi
 
+# PyPI tools (schemathesis) in the project's own virtual environment, made with Debian's
+# interpreter (named explicitly: `python3` on PATH may be another one). Recreated when
+# scripts/requirements-test.txt changes.
+venv=.venv
+stamp="$venv/requirements-test.txt"
+if [ ! -x "$venv/bin/python" ] || ! cmp -s scripts/requirements-test.txt "$stamp"; then
+  echo "setup: installing the Python test tools into $venv"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+  cp scripts/requirements-test.txt "$stamp"
+else
+  echo "setup: Python test tools present in $venv"
+fi
+
 # Debian packages do not start their services here; the tests start what they need
 # themselves on loopback, with their own config and data directories.
