@@ -299,6 +299,10 @@ pub fn xmpp_config(name: &str, x: &crate::config::XmppConfig) -> cpim_xmpp::Xmpp
         ping_interval: std::time::Duration::from_secs(u64::from(x.ping_interval_secs)),
         min_backoff: std::time::Duration::from_millis(250),
         max_backoff: std::time::Duration::from_secs(30),
+        limits: cpim_xmpp::guard::Limits {
+            max_stanza_bytes: x.max_stanza_bytes as usize,
+            ..cpim_xmpp::guard::Limits::default()
+        },
     }
 }
 

@@ -195,6 +195,9 @@ pub fn translate(
             }
         }
         InputFormat::Xmpp => {
+            // The same limits as on the component stream, before any tree is built.
+            cpim_xmpp::guard::check_document(input, cpim_xmpp::guard::Limits::default())
+                .map_err(|e| invalid(from, e))?;
             let stanza = std::str::from_utf8(input)
                 .map_err(|e| invalid(from, e))?
                 .parse::<minidom::Element>()
@@ -375,6 +378,21 @@ mod tests {
         assert_eq!(v["from"]["uri"], "im:a@b.example");
         assert_eq!(v["subject"][0]["lang"], "en");
         assert_eq!(v["content"]["body_text"], "hello");
+    }
+
+    #[test]
+    fn deep_or_wide_xmpp_input_is_refused_before_parsing() {
+        let deep = format!(
+            "<message xmlns='jabber:component:accept' from='a@x' to='b@y'>{}{}</message>",
+            "<a>".repeat(200_000),
+            "</a>".repeat(200_000)
+        );
+        let err = translate(InputFormat::Xmpp, OutputFormat::Json, deep.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("nested deeper than 64"), "{err}");
+        let attrs: String = (0..1000).map(|i| format!(" a{i}='v'")).collect();
+        let wide = format!("<message xmlns='jabber:component:accept'{attrs}/>");
+        let err = translate(InputFormat::Xmpp, OutputFormat::Json, wide.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("attributes"), "{err}");
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //! still sends it), only the server failing at the same moment would.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,7 +31,7 @@ use futures::{SinkExt, StreamExt};
 use minidom::rxml::NcName;
 use minidom::Element;
 use sasl::common::ChannelBinding;
-use tokio::io::BufStream;
+use tokio::io::{AsyncRead, AsyncWrite, BufStream, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_xmpp::connect::ServerConnector;
@@ -44,6 +46,7 @@ use cpim_broker::{
     Adapter, AdapterContext, AddressStyle, DeliveryOutcome, DeliveryPolicy, Envelope, Submitter,
 };
 
+use crate::guard::{Guard, Limits, Refused};
 use crate::translate::{self, IqRequest, OutboundOptions, StanzaClass, StanzaFault};
 
 /// The component namespace: stanzas on a component stream live in it.
@@ -82,6 +85,9 @@ pub struct XmppConfig {
     pub min_backoff: Duration,
     /// Longest reconnect delay.
     pub max_backoff: Duration,
+    /// What a received stanza may be (depth, width, size): checked on the stream's bytes
+    /// before any parser sees them ([`crate::guard`]).
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for XmppConfig {
@@ -152,6 +158,7 @@ impl XmppAdapter {
                 ping_interval: config.ping_interval,
                 min_backoff: config.min_backoff,
                 max_backoff: config.max_backoff,
+                limits: config.limits,
                 submitter: context.submitter.clone(),
                 metrics: context.metrics.clone(),
                 shutdown: context.shutdown.clone(),
@@ -240,6 +247,7 @@ struct Link {
     ping_interval: Duration,
     min_backoff: Duration,
     max_backoff: Duration,
+    limits: Limits,
     submitter: Submitter,
     metrics: AdapterMetrics,
     shutdown: watch::Receiver<bool>,
@@ -256,12 +264,19 @@ type Connection = Component<NoDelayConnector>;
 
 /// Plain TCP to the server (XEP-0114 on loopback or a private network) with Nagle's
 /// algorithm off: the ack-barrier ping written behind a stanza must not wait for the
-/// server's delayed ACK (40 ms per delivery otherwise).
+/// server's delayed ACK (40 ms per delivery otherwise). What the server sends goes
+/// through a [`Guard`] before the parser.
 #[derive(Debug, Clone)]
-struct NoDelayConnector(std::net::SocketAddr);
+struct NoDelayConnector {
+    addr: std::net::SocketAddr,
+    limits: Limits,
+    metrics: AdapterMetrics,
+    /// Where the error replies to stanzas the guard kept from the parser go.
+    refusals: mpsc::UnboundedSender<Stanza>,
+}
 
 impl ServerConnector for NoDelayConnector {
-    type Stream = BufStream<TcpStream>;
+    type Stream = BufStream<Guarded<TcpStream>>;
 
     async fn connect(
         &self,
@@ -269,8 +284,18 @@ impl ServerConnector for NoDelayConnector {
         ns: &'static str,
         timeouts: Timeouts,
     ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), tokio_xmpp::Error> {
-        let tcp = TcpStream::connect(self.0).await?;
+        let tcp = TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
+        let tcp = Guarded {
+            inner: tcp,
+            guard: Guard::new(self.limits),
+            raw: vec![0; 16 * 1024].into_boxed_slice(),
+            out: Vec::new(),
+            at: 0,
+            refused: Vec::new(),
+            metrics: self.metrics.clone(),
+            refusals: self.refusals.clone(),
+        };
         let header = StreamHeader {
             to: Some(std::borrow::Cow::Borrowed(jid.domain().as_str())),
             from: None,
@@ -279,6 +304,111 @@ impl ServerConnector for NoDelayConnector {
         let pending = initiate_stream(BufStream::new(tcp), ns, header, timeouts).await?;
         Ok((pending, ChannelBinding::None))
     }
+}
+
+/// A stream whose received bytes pass a [`Guard`]: the parser reads only stanzas within
+/// the limits; each one beyond them is answered with `policy-violation` (through the
+/// link's refusal queue) and the stream goes on. XML a stream may not carry ends it (a
+/// read error). Writes pass unchanged.
+struct Guarded<S> {
+    inner: S,
+    guard: Guard,
+    /// Bytes read from `inner`, before the guard.
+    raw: Box<[u8]>,
+    /// Bytes the guard let through; `out[at..]` not yet read by the parser.
+    out: Vec<u8>,
+    at: usize,
+    refused: Vec<Refused>,
+    metrics: AdapterMetrics,
+    refusals: mpsc::UnboundedSender<Stanza>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.at < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.at);
+                buf.put_slice(&this.out[this.at..this.at + n]);
+                this.at += n;
+                return Poll::Ready(Ok(()));
+            }
+            this.out.clear();
+            this.at = 0;
+            let mut raw = ReadBuf::new(&mut this.raw);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut raw) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(())) => {}
+            }
+            let read = raw.filled().len();
+            if read == 0 {
+                // End of stream.
+                return Poll::Ready(Ok(()));
+            }
+            let fed = this
+                .guard
+                .feed(&this.raw[..read], &mut this.out, &mut this.refused);
+            for refused in this.refused.drain(..) {
+                this.metrics.rejected(Condition::PolicyViolation);
+                tracing::warn!(stanza = %refused.name, from = ?refused.attr("from"), reason = %refused.exceeded, "stanza beyond the limits refused before parsing");
+                if let Some(reply) = refusal_reply(&refused) {
+                    let _ = this.refusals.send(reply);
+                }
+            }
+            if let Err(violation) = fed {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    violation,
+                )));
+            }
+            // Everything read may have gone into a stanza not yet ended: read on (an
+            // empty read would mean the end of the stream).
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The error reply to a stanza the guard refused: `policy-violation` saying which limit.
+fn refusal_reply(refused: &Refused) -> Option<Stanza> {
+    let attrs: Vec<(&str, &str)> = refused
+        .attributes
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    let name = match refused.name.as_str() {
+        "message" => "message",
+        "presence" => "presence",
+        "iq" => "iq",
+        _ => return None,
+    };
+    let stanza = element(name, NS, &attrs, Vec::new());
+    let fault = StanzaFault::new(
+        Condition::PolicyViolation,
+        format!("the stanza is refused: {}", refused.exceeded),
+    );
+    translate::error_reply(&stanza, &fault).and_then(to_stanza)
 }
 
 impl Link {
@@ -327,7 +457,12 @@ impl Link {
                     match Component::new_with_connector(
                         &self.domain,
                         &self.secret,
-                        NoDelayConnector(addr),
+                        NoDelayConnector {
+                            addr,
+                            limits: self.limits,
+                            metrics: self.metrics.clone(),
+                            refusals: self.refusals.clone(),
+                        },
                         timeouts,
                     )
                     .await

@@ -3,10 +3,13 @@
 //!
 //! - [`translate`] (pure): stanzas ⇄ broker events, after RFC 7572 (messages) and RFC 7248
 //!   (presence), XEP-0085 chat states, XEP-0184 receipts, XEP-0333 markers.
+//! - [`guard`] (pure): limits on depth, width and size applied to the stream's bytes
+//!   before any parser builds a tree of them.
 //! - [`driver`]: the component connections, keepalive, reconnect, outbound queue; the
 //!   [`driver::XmppAdapter`] that the broker delivers to.
 
 pub mod driver;
+pub mod guard;
 pub mod translate;
 
 pub use driver::{XmppAdapter, XmppConfig};

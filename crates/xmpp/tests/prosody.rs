@@ -55,6 +55,7 @@ async fn gateway_at(prosody: &Prosody, server: String) -> Gateway {
             user_domains: vec!["xmpp.test".into()],
             outbound: OutboundOptions::default(),
             ping_interval: Duration::from_secs(1),
+            limits: Default::default(),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
         },
@@ -633,5 +634,62 @@ async fn rate_far_side_to_xmpp_user_through_prosody() {
     println!(
         "{N} messages: accepted in {accepted:?} ({pushed_back} back-pressure refusals retried), received by the XMPP client in {elapsed:?} = {:.0} messages/s",
         N as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// Issue 13: a message nested 4 000 elements deep (about 35 KB, well under Prosody's
+/// stanza limit), sent by an ordinary user, aborted the gateway (a task's stack
+/// overflowed building, walking or dropping the tree). It is refused with
+/// `policy-violation`, and the stream goes on: the next message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_stanza_is_refused_and_the_stream_goes_on() {
+    let (_prosody, gw, mut alice) = setup().await;
+    let deep = format!(
+        "<message to='bob@sip.gw.xmpp.test' id='deep-1' type='chat'><body>deep</body>{}{}</message>",
+        "<x xmlns='urn:example:deep'>".repeat(4000),
+        "</x>".repeat(4000)
+    );
+    assert!(deep.len() > 30_000);
+    alice.send_raw(&deep).await;
+    let err = alice
+        .expect(
+            |ev| ev.get("type") == Some("error") && ev.get("id") == Some("deep-1"),
+            TIMEOUT,
+        )
+        .await;
+    assert!(err.xml().contains("policy-violation"), "{}", err.xml());
+    assert!(err.xml().contains("nested deeper"), "{}", err.xml());
+    // Wide: an element with more attributes than allowed.
+    let attrs: String = (0..200).map(|i| format!(" a{i}='v'")).collect();
+    alice
+        .send_raw(&format!(
+            "<message to='bob@sip.gw.xmpp.test' id='wide-1'><body>wide</body><x xmlns='urn:example:wide'{attrs}/></message>"
+        ))
+        .await;
+    let err = alice
+        .expect(
+            |ev| ev.get("type") == Some("error") && ev.get("id") == Some("wide-1"),
+            TIMEOUT,
+        )
+        .await;
+    assert!(err.xml().contains("policy-violation"), "{}", err.xml());
+    // The same stream, the same gateway: the next message arrives.
+    alice
+        .send_message(
+            "bob@sip.gw.xmpp.test",
+            "still here",
+            MessageExtras::default(),
+        )
+        .await;
+    let env = gw
+        .far_side(
+            "the message after the deep one",
+            |e| matches!(&e.event, Event::Message(m) if m.body == b"still here"),
+        )
+        .await;
+    assert_eq!(
+        gw.sip.count(),
+        1,
+        "neither refused stanza reached the far side: {env:?}"
     );
 }

@@ -88,6 +88,7 @@ async fn unconfirmed_stanzas_are_written_again_on_the_next_stream_and_confirmed_
             user_domains: vec!["xmpp.test".into()],
             outbound: OutboundOptions::default(),
             ping_interval: Duration::from_secs(30),
+            limits: Default::default(),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(200),
         },

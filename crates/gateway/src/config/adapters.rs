@@ -203,6 +203,13 @@ pub struct XmppConfig {
         deserialize_with = "deserialize_ping_interval_secs"
     )]
     pub ping_interval_secs: u32,
+    /// The largest stanza the gateway reads from the server, in bytes (the gateway's own
+    /// limit, whatever the server allows).
+    #[serde(
+        default = "default_max_stanza_bytes",
+        deserialize_with = "deserialize_max_stanza_bytes"
+    )]
+    pub max_stanza_bytes: u32,
     /// The component domains to connect as (at least one).
     #[serde(default)]
     pub components: Vec<XmppComponent>,
@@ -390,6 +397,22 @@ fn deserialize_ping_interval_secs<'de, D: Deserializer<'de>>(
     int_in_range(deserializer, "ping_interval_secs", 1, 3600, "seconds")
 }
 
+fn default_max_stanza_bytes() -> u32 {
+    cpim_xmpp::guard::DEFAULT_MAX_STANZA_BYTES as u32
+}
+
+fn deserialize_max_stanza_bytes<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    int_in_range(
+        deserializer,
+        "max_stanza_bytes",
+        4096,
+        16 * 1024 * 1024,
+        "bytes",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +466,7 @@ mod tests {
             user_domains: vec![Domain::parse("xmpp.localhost").expect("valid domain")],
             message_type: XmppMessageType::Normal,
             ping_interval_secs: 30,
+            max_stanza_bytes: 262_144,
             components: vec![XmppComponent {
                 domain: Domain::parse("gw.xmpp.localhost").expect("valid domain"),
                 secret: Secret::new("s"),
