@@ -71,6 +71,12 @@ pub trait Router: Send + Sync {
 
     /// The adapter whose network `identity` lives on, if any adapter owns its domain.
     fn owner(&self, identity: &Identity) -> Option<String>;
+
+    /// Whether some adapter claims `domain` (lowercase), as a home, alias or escape
+    /// domain.
+    fn claims_domain(&self, _domain: &str) -> bool {
+        false
+    }
 }
 
 impl Router for AddressMap {
@@ -89,6 +95,10 @@ impl Router for AddressMap {
 
     fn owner(&self, identity: &Identity) -> Option<String> {
         AddressMap::owner(self, identity).map(str::to_owned)
+    }
+
+    fn claims_domain(&self, domain: &str) -> bool {
+        AddressMap::claims_domain(self, domain)
     }
 }
 
@@ -419,9 +429,31 @@ impl Core {
             (Some(asked), Some(limit)) => Some(asked.min(limit)),
             (asked, limit) => asked.or(limit),
         };
+        // A network speaks only for its own users: a sender that reads as a user of
+        // another adapter (its home domain, or an alias, escape or per-user address of
+        // it) is a forgery, whatever the origin. A sender of a domain no adapter owns is
+        // a federated user of the origin's network.
         let sender = match self.router.resolve(origin, &inbound.from) {
+            Ok(r) if r.owner.as_str() != &**origin => {
+                return Err(Rejected::new(
+                    Condition::Forbidden,
+                    format!(
+                        "{} may not send as {}: that address is {}, a user of `{}`",
+                        origin, inbound.from, r.identity, r.owner
+                    ),
+                ))
+            }
             Ok(r) => (r.identity, r.instance),
             Err(why) => match inbound.from.identity() {
+                Ok(Some((_, domain))) if self.router.claims_domain(&domain) => {
+                    return Err(Rejected::new(
+                        Condition::Forbidden,
+                        format!(
+                            "{origin} may not send as {}: {domain} is a domain of this gateway and that is none of its users ({why})",
+                            inbound.from
+                        ),
+                    ))
+                }
                 Ok(Some((local, domain))) => (
                     Identity::new(&local, &domain),
                     crate::identity::instance_of(&inbound.from),
@@ -1442,6 +1474,80 @@ pub(crate) mod tests {
     }
 
     const T0: Duration = Duration::ZERO;
+
+    /// Issue 13: a network speaks only for its own users and federated ones.
+    #[test]
+    fn a_sender_of_another_network_or_of_a_gateway_domain_is_forbidden() {
+        use crate::map::{AdapterMapConfig, MapConfig};
+        let map = AddressMap::new(MapConfig {
+            adapters: vec![
+                AdapterMapConfig {
+                    name: "sip".into(),
+                    style: AddressStyle::Sip,
+                    home_domains: vec!["sip.test".into()],
+                    alias_domains: vec![("xmpp.sip.test".into(), "xmpp.test".into())],
+                    escape_domains: Vec::new(),
+                },
+                AdapterMapConfig {
+                    name: "xmpp".into(),
+                    style: AddressStyle::Xmpp,
+                    home_domains: vec!["xmpp.test".into()],
+                    alias_domains: vec![("sip.gw.xmpp.test".into(), "sip.test".into())],
+                    escape_domains: vec!["gw.xmpp.test".into()],
+                },
+            ],
+            users: Vec::new(),
+        })
+        .unwrap();
+        let mut c = Core::new(CoreConfig::default(), Arc::new(map));
+        c.register_adapter("sip", DeliveryPolicy::default());
+        c.register_adapter("xmpp", DeliveryPolicy::default());
+        for (origin, from, to) in [
+            // Another network's home domain, as is.
+            ("sip", "sip:juliet@xmpp.test", "sip:romeo@xmpp.sip.test"),
+            ("xmpp", "romeo@sip.test/r", "juliet@xmpp.test"),
+            // An alias of another network's users, on the origin's own network.
+            ("sip", "sip:juliet@xmpp.sip.test", "sip:bob@sip.test"),
+            ("xmpp", "romeo@sip.gw.xmpp.test", "juliet@xmpp.test"),
+            // The gateway's escape domain, readable or not.
+            ("xmpp", "mallory@gw.xmpp.test", "juliet@xmpp.test"),
+            ("xmpp", "bob\\40sip.test@gw.xmpp.test", "juliet@xmpp.test"),
+        ] {
+            let err = c.accept(T0, origin, msg("forged", from, to)).unwrap_err();
+            assert_eq!(
+                err.condition,
+                Condition::Forbidden,
+                "{origin} as {from}: {err:?}"
+            );
+        }
+        // Its own users may send.
+        c.accept(
+            T0,
+            "sip",
+            msg("ok", "sip:bob@sip.test", "sip:juliet@xmpp.sip.test"),
+        )
+        .unwrap();
+        c.accept(
+            T0,
+            "xmpp",
+            msg("ok", "juliet@xmpp.test/phone", "bob@sip.gw.xmpp.test"),
+        )
+        .unwrap();
+        // Users of domains no adapter owns (federation) are not forgeries (whether they
+        // can be written on the destination is another matter).
+        for (origin, from, to) in [
+            (
+                "sip",
+                "sip:carol@carrier.example",
+                "sip:juliet@xmpp.sip.test",
+            ),
+            ("xmpp", "eve@elsewhere.example", "bob@sip.gw.xmpp.test"),
+        ] {
+            if let Err(err) = c.accept(T0, origin, msg("ok", from, to)) {
+                assert_ne!(err.condition, Condition::Forbidden, "{from}: {err:?}");
+            }
+        }
+    }
 
     #[test]
     fn routes_and_rewrites_addresses_for_the_destination() {

@@ -732,6 +732,11 @@ impl AddressMap {
         Ok((render(identity.local(), identity.domain())?, Rule::AsIs))
     }
 
+    /// Whether some adapter claims `domain` (any case), as a home, alias or escape domain.
+    pub fn claims_domain(&self, domain: &str) -> bool {
+        self.domains.contains_key(&domain.to_ascii_lowercase())
+    }
+
     /// The adapter whose home domain the identity is at.
     pub fn owner(&self, identity: &Identity) -> Option<&str> {
         self.home_owner(identity.domain())

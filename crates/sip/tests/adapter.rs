@@ -220,6 +220,50 @@ async fn rfc3261_17_2_retransmitted_message_is_absorbed_and_answered_again() {
     assert_eq!(gw.mem.count(), 1, "delivered once");
 }
 
+/// Issue 13: a SIP request may speak only for SIP users. A `From` of another network's
+/// users (here the far side's `mem.test`) got 202 and was delivered under that name; it
+/// gets 403 at once, and nothing is delivered.
+#[tokio::test]
+async fn a_from_of_another_networks_user_is_forbidden() {
+    let gw = support::gateway(&[], |_| {}).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    for (n, from, status) in [
+        (1, "sip:bob@mem.test", 403),
+        (2, "sip:BOB@MEM.TEST;gr=x", 403),
+        (3, "sip:alice@sip.test", 202),
+    ] {
+        let body = "who am I";
+        let request = format!(
+            "MESSAGE sip:dora@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKforge{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <{from}>;tag=f{n}\r\nTo: <sip:dora@mem.test>\r\n\
+             Call-ID: forge{n}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            client.local_addr().unwrap(),
+            body.len()
+        );
+        client.send_to(request.as_bytes(), gw.udp).await.unwrap();
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            status_of(&buf[..len]),
+            status,
+            "From {from}: {}",
+            String::from_utf8_lossy(&buf[..len])
+        );
+    }
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = gw.mem.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "only the SIP user's message: {received:#?}"
+    );
+    assert_eq!(received[0].from.to_string(), "sip:alice@sip.test");
+}
+
 /// Reads one request from a UDP socket (skipping responses), with its source.
 async fn next_request(socket: &UdpSocket) -> (Vec<u8>, std::net::SocketAddr) {
     let mut buf = vec![0u8; 65_536];

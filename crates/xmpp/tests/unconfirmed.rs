@@ -155,3 +155,71 @@ async fn unconfirmed_stanzas_are_written_again_on_the_next_stream_and_confirmed_
         "a confirmed stanza was sent again: {buf}"
     );
 }
+
+/// Issue 13 (defence in depth against a misbehaving server): a stanza whose `from` is not
+/// a user the server may speak for — a gateway escape domain, another network's domain
+/// — is refused with `forbidden` and never reaches the other network; the server's own
+/// users' stanzas still go through on the same stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stanza_from_a_domain_the_server_does_not_serve_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = listener.local_addr().expect("addr").to_string();
+    let (mut broker, _handle) = Broker::new(CoreConfig::default(), Arc::new(gateway_map(None)));
+    let xmpp = XmppAdapter::start(
+        XmppConfig {
+            name: "xmpp".into(),
+            server,
+            components: vec![(COMPONENT.into(), "secret".into())],
+            user_domains: vec!["xmpp.test".into()],
+            outbound: OutboundOptions::default(),
+            ping_interval: Duration::from_secs(30),
+            limits: Default::default(),
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(200),
+        },
+        broker.context("xmpp"),
+    );
+    let sip = MemoryAdapter::new("sip", AddressStyle::Sip, &["sip.test"]);
+    broker.add_adapter(xmpp);
+    broker.add_adapter(Arc::new(sip.clone()));
+    broker.start();
+    let (mut s, mut buf) = accept(&listener).await;
+    for (n, from) in [
+        (1, "mallory@gw.xmpp.test/x"),
+        (2, "bob\\40sip.test@gw.xmpp.test"),
+        (3, "bob@sip.test/x"),
+    ] {
+        s.write_all(
+            format!(
+                "<message from='{from}' to='bob\\40sip.test@{COMPONENT}' id='forged-{n}'><body>forged</body></message>"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("write");
+        read_until(&mut s, &mut buf, &format!("id='forged-{n}'")).await;
+        read_until(&mut s, &mut buf, "</message>").await;
+        let reply = &buf[buf.find(&format!("id='forged-{n}'")).expect("reply")..];
+        assert!(reply.contains("forbidden"), "{from}: {buf}");
+        buf.clear();
+    }
+    s.write_all(
+        format!(
+            "<message from='juliet@xmpp.test/r' to='bob\\40sip.test@{COMPONENT}' id='ok-1'><body>genuine</body></message>"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sip.count() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = sip.received();
+    assert_eq!(
+        received.len(),
+        1,
+        "only the server's own user: {received:#?}"
+    );
+    assert_eq!(received[0].from.to_string(), "sip:juliet@xmpp.test;gr=r");
+}
