@@ -33,7 +33,7 @@ use crate::transaction::{
     ClientAction, ClientTransaction, ServerDecision, ServerTransactions, Timers,
 };
 use crate::translate::{self, aor_key, OutboundOptions};
-use crate::transport::{Listen, Peer, TlsAcceptor, TlsConnector, Transport, Transports};
+use crate::transport::{Framing, Listen, Peer, TlsAcceptor, TlsConnector, Transport, Transports};
 use crate::wire::{self, Fault, Framed, OutRequest, RawMessage, RequestView};
 
 const PIDF: &str = "application/pidf+xml";
@@ -215,7 +215,7 @@ impl SipAdapter {
         let receiver = core.clone();
         tokio::spawn(async move {
             while let Some(r) = received.recv().await {
-                receiver.clone().on_bytes(r.bytes, r.peer, r.unframed).await;
+                receiver.clone().on_bytes(r.bytes, r.peer, r.framing).await;
             }
         });
         tokio::spawn(core.clone().ticker(context.shutdown.clone()));
@@ -291,16 +291,36 @@ impl Core {
     // -----------------------------------------------------------------------------------
     // receiving
 
-    async fn on_bytes(self: Arc<Self>, bytes: Vec<u8>, peer: Peer, unframed: bool) {
-        if unframed {
+    async fn on_bytes(self: Arc<Self>, bytes: Vec<u8>, peer: Peer, framing: Framing) {
+        let fault = match framing {
+            Framing::Whole => None,
             // RFC 3261 §18.3: without a usable Content-Length a stream cannot be
             // framed; answer 400 when the request can be read, the transport closes.
+            Framing::Unframeable => Some((
+                Fault::new(400, "Bad Request (no usable Content-Length on a stream)"),
+                Condition::BadRequest,
+            )),
+            // RFC 3261 §21.4.11.
+            Framing::BodyTooLarge => Some((
+                Fault::new(
+                    413,
+                    format!(
+                        "Request Entity Too Large (at most {} bytes)",
+                        wire::MAX_MESSAGE_BYTES
+                    ),
+                ),
+                Condition::PolicyViolation,
+            )),
+            Framing::HeadersTooLarge => Some((
+                Fault::new(513, "Message Too Large"),
+                Condition::PolicyViolation,
+            )),
+        };
+        if let Some((fault, condition)) = fault {
             if let Framed::Message(mut raw) | Framed::Bad(_, Some(mut raw)) = wire::frame(&bytes) {
                 if raw.is_request {
                     wire::stamp_received(&mut raw, peer.addr);
-                    let fault =
-                        Fault::new(400, "Bad Request (no usable Content-Length on a stream)");
-                    self.metrics.rejected(Condition::BadRequest);
+                    self.metrics.rejected(condition);
                     self.reply(&raw, peer, &fault, None).await;
                 }
             }

@@ -51,16 +51,31 @@ pub struct Peer {
 }
 
 /// What the transports read: the bytes of one message, where they came from, and
-/// whether they could not be framed on a stream (no usable `Content-Length`; the
-/// connection is closed after an answer).
+/// whether they could be framed.
 #[derive(Debug)]
 pub struct Received {
     /// The bytes.
     pub bytes: Vec<u8>,
     /// The sender.
     pub peer: Peer,
-    /// Unframeable stream input.
-    pub unframed: bool,
+    /// How the bytes were framed.
+    pub framing: Framing,
+}
+
+/// How the bytes of a [`Received`] were framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One whole message (a datagram, or a stream message by its `Content-Length`).
+    Whole,
+    /// Stream input without a usable `Content-Length`; the connection is closed after
+    /// an answer (RFC 3261 §18.3).
+    Unframeable,
+    /// A stream message announcing a body larger than the gateway takes (its header
+    /// section and what came of the body); answered 413, the connection closed.
+    BodyTooLarge,
+    /// A stream message whose header section never ended within the limit; answered
+    /// 513 if its start can be read, the connection closed.
+    HeadersTooLarge,
 }
 
 /// Receives what the transports read.
@@ -261,7 +276,7 @@ impl Transports {
                     let received = Received {
                         bytes: bytes.to_vec(),
                         peer,
-                        unframed: false,
+                        framing: Framing::Whole,
                     };
                     if self.inner.sink.send(received).await.is_err() {
                         return;
@@ -360,19 +375,19 @@ impl Transports {
                             let received = Received {
                                 bytes,
                                 peer,
-                                unframed: false,
+                                framing: Framing::Whole,
                             };
                             if this.inner.sink.send(received).await.is_err() {
                                 break 'read;
                             }
                         }
-                        StreamFrame::Broken(bytes) => {
-                            // Unframeable: let the front end answer 400 if it can, then
-                            // close (RFC 3261 §18.3: the stream cannot be resynchronised).
+                        StreamFrame::Broken(bytes, framing) => {
+                            // Unframeable: let the front end answer if it can, then close
+                            // (RFC 3261 §18.3: the stream cannot be resynchronised).
                             let received = Received {
                                 bytes,
                                 peer,
-                                unframed: true,
+                                framing,
                             };
                             let _ = this.inner.sink.send(received).await;
                             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -436,8 +451,8 @@ pub enum StreamFrame {
     Ping,
     /// One complete message.
     Message(Vec<u8>),
-    /// Bytes that cannot be framed (no usable `Content-Length`, or too large).
-    Broken(Vec<u8>),
+    /// Bytes that cannot be framed, and why (no usable `Content-Length`, or too large).
+    Broken(Vec<u8>, Framing),
 }
 
 /// Takes the next message off the front of a stream buffer (RFC 3261 §18.3).
@@ -456,7 +471,7 @@ pub fn next_stream_message(buf: &mut Vec<u8>) -> StreamFrame {
     buf.drain(..skip);
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         if buf.len() > MAX_MESSAGE_BYTES {
-            return StreamFrame::Broken(std::mem::take(buf));
+            return StreamFrame::Broken(std::mem::take(buf), Framing::HeadersTooLarge);
         }
         return StreamFrame::Incomplete;
     };
@@ -464,10 +479,12 @@ pub fn next_stream_message(buf: &mut Vec<u8>) -> StreamFrame {
     // RFC 3261 §18.3: a stream message MUST carry Content-Length.
     let length = match content_length(&buf[..end]) {
         Ok(Some(n)) => n,
-        Ok(None) | Err(()) => return StreamFrame::Broken(std::mem::take(buf)),
+        Ok(None) | Err(()) => {
+            return StreamFrame::Broken(std::mem::take(buf), Framing::Unframeable)
+        }
     };
     if length > MAX_MESSAGE_BYTES {
-        return StreamFrame::Broken(std::mem::take(buf));
+        return StreamFrame::Broken(std::mem::take(buf), Framing::BodyTooLarge);
     }
     if buf.len() < head_len + length {
         return StreamFrame::Incomplete;
@@ -519,17 +536,32 @@ mod tests {
         let mut bad = b"MESSAGE sip:b SIP/2.0\r\nContent-Length: -1\r\n\r\n".to_vec();
         assert!(matches!(
             next_stream_message(&mut bad),
-            StreamFrame::Broken(_)
+            StreamFrame::Broken(_, Framing::Unframeable)
         ));
         let mut none = b"M sip:b SIP/2.0\r\nVia: x\r\n\r\nbody".to_vec();
         assert!(matches!(
             next_stream_message(&mut none),
-            StreamFrame::Broken(_)
+            StreamFrame::Broken(_, Framing::Unframeable)
         ));
         let mut two = b"M sip:b SIP/2.0\r\nContent-Length: 1\r\nl: 1\r\n\r\nx".to_vec();
         assert!(matches!(
             next_stream_message(&mut two),
-            StreamFrame::Broken(_)
+            StreamFrame::Broken(_, Framing::Unframeable)
+        ));
+        let mut big = format!(
+            "MESSAGE sip:b SIP/2.0\r\nContent-Length: {}\r\n\r\nx",
+            MAX_MESSAGE_BYTES + 1
+        )
+        .into_bytes();
+        assert!(matches!(
+            next_stream_message(&mut big),
+            StreamFrame::Broken(_, Framing::BodyTooLarge)
+        ));
+        let mut endless = b"MESSAGE sip:b SIP/2.0\r\nX: ".to_vec();
+        endless.resize(MAX_MESSAGE_BYTES + 1, b'x');
+        assert!(matches!(
+            next_stream_message(&mut endless),
+            StreamFrame::Broken(_, Framing::HeadersTooLarge)
         ));
         let mut crlf = b"\r\n".to_vec();
         assert_eq!(next_stream_message(&mut crlf), StreamFrame::Incomplete);

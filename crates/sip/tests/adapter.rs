@@ -264,6 +264,34 @@ async fn a_from_of_another_networks_user_is_forbidden() {
     assert_eq!(received[0].from.to_string(), "sip:alice@sip.test");
 }
 
+/// Issue 13: a request over TCP announcing a body larger than the gateway takes got
+/// `400`; it is `413 Request Entity Too Large` (RFC 3261 §21.4.11), and the connection
+/// is closed (the stream cannot be resynchronised).
+#[tokio::test]
+async fn a_body_larger_than_allowed_is_413() {
+    let gw = support::gateway(&[], |_| {}).await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.tcp).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let head = format!(
+        "MESSAGE sip:dora@mem.test SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKbig1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=b1\r\nTo: <sip:dora@mem.test>\r\n\
+         Call-ID: big1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 10000000\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&[b'x'; 1000]).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response)).await;
+    assert!(read.is_ok(), "the gateway closes the connection");
+    assert_eq!(
+        status_of(&response),
+        413,
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    assert_eq!(header_of(&response, "Call-ID").as_deref(), Some("big1"));
+    assert_eq!(gw.mem.count(), 0);
+}
+
 /// Reads one request from a UDP socket (skipping responses), with its source.
 async fn next_request(socket: &UdpSocket) -> (Vec<u8>, std::net::SocketAddr) {
     let mut buf = vec![0u8; 65_536];

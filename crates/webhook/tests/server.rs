@@ -9,8 +9,9 @@ use std::time::Duration;
 use cpim::event::{Event, Message, SubscriptionOp};
 use cpim::Address;
 use cpim_broker::core::CoreConfig;
-use cpim_broker::testing::{plain_map, MemoryAdapter};
-use cpim_broker::{AddressStyle, Broker, BrokerHandle, Inbound, Submitter};
+use cpim_broker::map::{AdapterMapConfig, MapConfig};
+use cpim_broker::testing::MemoryAdapter;
+use cpim_broker::{AddressMap, AddressStyle, Broker, BrokerHandle, Inbound, Submitter};
 use cpim_webhook::{AppConfig, OutboundSink, WebhookAdapter, WebhookConfig};
 use serde_json::{json, Value};
 use std::sync::Mutex;
@@ -35,11 +36,27 @@ async fn gateway_with(
     sinks: HashMap<String, Arc<dyn OutboundSink>>,
 ) -> Gateway {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let map = plain_map(&[
-        ("sip", AddressStyle::Sip, "sip.test"),
-        ("webhook", AddressStyle::Im, "app.test"),
-        ("other", AddressStyle::Im, "other.test"),
-    ]);
+    // The webhook adapter owns the domains of all its apps.
+    let map = AddressMap::new(MapConfig {
+        adapters: vec![
+            AdapterMapConfig {
+                name: "sip".into(),
+                style: AddressStyle::Sip,
+                home_domains: vec!["sip.test".into()],
+                alias_domains: Vec::new(),
+                escape_domains: Vec::new(),
+            },
+            AdapterMapConfig {
+                name: "webhook".into(),
+                style: AddressStyle::Im,
+                home_domains: vec!["app.test".into(), "other.test".into()],
+                alias_domains: Vec::new(),
+                escape_domains: Vec::new(),
+            },
+        ],
+        users: Vec::new(),
+    })
+    .expect("valid map");
     let (mut broker, handle) = Broker::new(CoreConfig::default(), Arc::new(map));
     let mut config = WebhookConfig {
         name: "webhook".into(),
