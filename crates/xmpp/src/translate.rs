@@ -430,8 +430,17 @@ impl Header {
             (Event::Presence(_), _) | (_, None) => None,
             // Ids are unique per sender only (RFC 6120 §8.1.3), and one stanza can
             // carry several events; a JID has no control characters, so `\n` is a safe
-            // separator.
-            (_, Some(id)) => Some(format!("{}\n{id}\n{}", self.from, event.kind())),
+            // separator. Nor are ids unique across a client's sessions: a later stanza
+            // reusing an id is a repeat only if it says the same thing to the same
+            // recipient, so the key ends with the recipient and a fingerprint of the
+            // event (a different message under a reused id is delivered, not dropped).
+            (_, Some(id)) => Some(format!(
+                "{}\n{id}\n{}\n{}\n{:016x}",
+                self.from,
+                event.kind(),
+                self.to,
+                fingerprint(&event)
+            )),
         };
         Inbound {
             event,
@@ -444,6 +453,16 @@ impl Header {
             received_at_ms: now_ms,
         }
     }
+}
+
+/// A fingerprint of what an event says (FNV-1a, 64 bits, over its debug form: the same
+/// for the same content within one build of the gateway).
+fn fingerprint(event: &Event) -> u64 {
+    format!("{event:?}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 fn address(stanza: &Element, name: &'static str) -> Result<Jid, StanzaFault> {
@@ -1253,7 +1272,16 @@ mod tests {
     fn rfc7572_4_table1_id() {
         let i = one(&message("from='a@x/r' to='b@y' id='m1'", "<body>b</body>"));
         assert_eq!(i.protocol_ids, vec![protocol_id(XMPP_ID, "m1")]);
-        assert_eq!(i.dedup_key.as_deref(), Some("a@x/r\nm1\nmessage"));
+        let key = i.dedup_key.clone().unwrap();
+        assert!(key.starts_with("a@x/r\nm1\nmessage\nb@y\n"), "{key}");
+        // A retransmission is the same key; another message under a reused id (a later
+        // session of the client) is not, nor the same text to another recipient.
+        let again = one(&message("from='a@x/r' to='b@y' id='m1'", "<body>b</body>"));
+        assert_eq!(again.dedup_key.as_deref(), Some(key.as_str()));
+        let other = one(&message("from='a@x/r' to='b@y' id='m1'", "<body>c</body>"));
+        assert_ne!(other.dedup_key.as_deref(), Some(key.as_str()));
+        let elsewhere = one(&message("from='a@x/r' to='c@y' id='m1'", "<body>b</body>"));
+        assert_ne!(elsewhere.dedup_key.as_deref(), Some(key.as_str()));
         let i = one(&message("from='a@x/r' to='b@y'", "<body>b</body>"));
         assert!(i.protocol_ids.is_empty());
         assert_eq!(i.dedup_key, None);

@@ -693,3 +693,38 @@ async fn a_deeply_nested_stanza_is_refused_and_the_stream_goes_on() {
         "neither refused stanza reached the far side: {env:?}"
     );
 }
+
+/// Issue 13: stanza ids are not unique across a client's sessions. A different message
+/// reusing an id was dropped as a duplicate; only a true repeat (same content, same
+/// recipient) is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_stanza_id_with_other_content_is_delivered() {
+    let (_prosody, gw, mut alice) = setup().await;
+    for text in ["first", "first", "second"] {
+        alice
+            .send_raw(&format!(
+                "<message to='bob@sip.gw.xmpp.test' id='reused-1' type='chat'><body>{text}</body></message>"
+            ))
+            .await;
+    }
+    gw.far_side(
+        "the second message under the reused id",
+        |e| matches!(&e.event, Event::Message(m) if m.body == b"second"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bodies: Vec<Vec<u8>> = gw
+        .sip
+        .received()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::Message(m) => Some(m.body),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![b"first".to_vec(), b"second".to_vec()],
+        "the repeat dropped, the new message kept"
+    );
+}
