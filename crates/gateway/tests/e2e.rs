@@ -598,6 +598,10 @@ async fn e2e_messages_in_all_six_directions_with_replies() {
         })
         .await;
     assert!(failed["condition"].is_string(), "{failed}");
+    // Issue 13: written as every other event writes addresses (`im:`), not as the app
+    // wrote the recipient.
+    assert_eq!(failed["from"], "im:nobody@xmpp.test", "{failed}");
+    assert_eq!(failed["to"], "im:bot@app.test", "{failed}");
     // Unroutable: SIP 404 before anything is accepted.
     let unroutable = Sipp::start(
         "uac_message.xml",

@@ -415,14 +415,29 @@ impl Problem {
     }
 }
 
+/// How an application reads every address: an `im:` URI (RFC 3860). An address the
+/// app itself wrote another way (a failure notification names the recipient as the app
+/// wrote it, `sip:` perhaps) is rewritten; one without a user part is left as it is.
+fn im_form(address: &Address) -> String {
+    if let Address::Im(_) = address {
+        return address.to_string();
+    }
+    match address.identity() {
+        Ok(Some((local, domain))) => cpim_broker::AddressStyle::Im
+            .render(&local, &domain, None)
+            .map_or_else(|_| address.to_string(), |a| a.to_string()),
+        _ => address.to_string(),
+    }
+}
+
 /// The event object an application receives (SSE `data:` and outbound POST body) for
 /// one envelope: `{"id", "type", "from", "to", …flat fields}`.
 pub fn event_json(envelope: &Envelope) -> Value {
     let mut o = Map::new();
     o.insert("id".into(), envelope.id.to_string().into());
     o.insert("type".into(), envelope.event.kind().into());
-    o.insert("from".into(), envelope.from.to_string().into());
-    o.insert("to".into(), envelope.to.to_string().into());
+    o.insert("from".into(), im_form(&envelope.from).into());
+    o.insert("to".into(), im_form(&envelope.to).into());
     if envelope.received_at_ms > 0 {
         o.insert("received_at_ms".into(), envelope.received_at_ms.into());
     }
@@ -516,6 +531,18 @@ mod tests {
 
     fn message(json: &str) -> Result<Submission, Problem> {
         Request::Message(serde_json::from_str(json).unwrap()).to_submission()
+    }
+
+    #[test]
+    fn every_address_reaches_the_app_as_an_im_uri() {
+        for (written, read) in [
+            ("sip:alice@sip.test;gr=x", "im:alice@sip.test"),
+            ("xmpp:nobody@xmpp.test/r", "im:nobody@xmpp.test"),
+            ("im:bot@app.test", "im:bot@app.test"),
+            ("sip:sip.test", "sip:sip.test"),
+        ] {
+            assert_eq!(im_form(&Address::parse(written).unwrap()), read);
+        }
     }
 
     #[test]
