@@ -824,7 +824,10 @@ fn message_out(
             id: xml_text(thread.to_owned(), "thread")?,
         });
     }
-    msg.payloads.push(Request.into());
+    // A receipt only where the sender asked for one (nobody would read it otherwise).
+    if m.receipts.delivered {
+        msg.payloads.push(Request.into());
+    }
     if m.receipts.displayed {
         msg.payloads.push(Markable.into());
     }
@@ -1351,7 +1354,7 @@ mod tests {
             format!(
                 "<message xmlns='{NS}' from='romeo@example.net/dr4hcr0st3lup4c' id='{GW_ID}' \
                  to='juliet@example.com'><body>Neither, fair saint, if either \
-                 thee dislike.</body><request xmlns='urn:xmpp:receipts'/><origin-id \
+                 thee dislike.</body><origin-id \
                  xmlns='urn:xmpp:sid:0' id='{GW_ID}'/></message>"
             )
         );
@@ -1668,8 +1671,12 @@ Subject:;lang=fr Objet\r\n\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbon
     }
 
     #[test]
-    fn xep0184_outbound_always_requests() {
+    fn xep0184_outbound_requests_only_when_asked() {
         let e = out_one(Event::Message(Message::text("b")));
+        assert!(!has(&e, "request", ns::RECEIPTS), "nobody asked");
+        let mut m = Message::text("b");
+        m.receipts.delivered = true;
+        let e = out_one(Event::Message(m));
         assert!(has(&e, "request", ns::RECEIPTS));
     }
 
@@ -2418,7 +2425,7 @@ Subject:;lang=fr Objet\r\n\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbon
             // A subject in the message's own language inherits it.
             let expected_lang = subject_lang.filter(|l| Some(l) != lang.as_ref());
             prop_assert_eq!(received.subjects, vec![LangText { lang: expected_lang, text: subject }]);
-            prop_assert!(received.receipts.delivered);
+            prop_assert!(!received.receipts.delivered);
         }
 
         #[test]

@@ -391,9 +391,27 @@ async fn receipts_and_chat_states_both_ways() {
     )
     .await;
 
-    // bob → alice: alice's client confirms; the SIP side learns it was delivered.
+    // bob → alice, nobody asking for a receipt: none is requested (issue 13).
     gw.send_from_sip(
-        Event::Message(Message::text("yes!")),
+        Event::Message(Message::text("no receipt, please")),
+        "sip:bob@sip.test",
+        "sip:alice@xmpp.test",
+    )
+    .await;
+    let msg = alice
+        .expect(|ev| ev.get("body") == Some("no receipt, please"), TIMEOUT)
+        .await;
+    assert!(
+        !msg.xml().contains("urn:xmpp:receipts"),
+        "nobody asked for a receipt: {}",
+        msg.xml()
+    );
+    // bob → alice asking for one: alice's client confirms; the SIP side learns it was
+    // delivered.
+    let mut asked = Message::text("yes!");
+    asked.receipts.delivered = true;
+    gw.send_from_sip(
+        Event::Message(asked),
         "sip:bob@sip.test",
         "sip:alice@xmpp.test",
     )
