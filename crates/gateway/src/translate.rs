@@ -10,7 +10,13 @@
 //! submissions it gives, `--to xmpp` sends each through an envelope (gateway ids
 //! `gw-0000000000000001`, … in order) back out ([`cpim_xmpp::translate::outbound`]) and
 //! prints the resulting stanzas, one per line. A stanza the adapter refuses is an error
-//! naming the stanza-error condition the sender would get.
+//! naming the stanza-error condition the sender would get. A stanza in `jabber:client`
+//! (captured from a client stream) is read as the component would read it.
+//!
+//! Across networks, `--from sip --to xmpp` prints the stanzas a captured SIP request
+//! becomes and `--from xmpp --to sip` the SIP MESSAGE an XMPP message becomes, with the
+//! addresses mapped by RFC 7247 §6 (no `gateway.toml`: aliases and escape domains are not
+//! applied; `explain` shows those).
 
 use std::fmt;
 
@@ -36,7 +42,8 @@ pub enum InputFormat {
     Imdn,
     /// An `application/im-iscomposing+xml` document (RFC 3994).
     Iscomposing,
-    /// One XMPP stanza (`<message/>` or `<presence/>` of `jabber:component:accept`).
+    /// One XMPP stanza (`<message/>` or `<presence/>` of `jabber:component:accept`, or
+    /// as a client writes it: `jabber:client` or no namespace).
     Xmpp,
     /// One SIP request as captured on the wire (a MESSAGE, or a PUBLISH/NOTIFY with PIDF).
     Sip,
@@ -55,10 +62,11 @@ pub enum OutputFormat {
     Imdn,
     /// is-composing XML (only from `iscomposing`).
     Iscomposing,
-    /// XMPP stanzas after a round trip through the broker model (only from `xmpp`).
+    /// XMPP stanzas after a round trip through the broker model (from `xmpp`), or the
+    /// stanzas a captured SIP request becomes (from `sip`).
     Xmpp,
     /// The SIP MESSAGE the gateway would send after a round trip through the broker
-    /// model (only from `sip`).
+    /// model (from `sip`), or the one an XMPP message becomes (from `xmpp`).
     Sip,
 }
 
@@ -153,7 +161,11 @@ pub fn translate(
     to: OutputFormat,
     input: &[u8],
 ) -> Result<Vec<u8>, TranslateError> {
-    if to != OutputFormat::Json && to != from.same_output() {
+    let across = matches!(
+        (from, to),
+        (InputFormat::Sip, OutputFormat::Xmpp) | (InputFormat::Xmpp, OutputFormat::Sip)
+    );
+    if to != OutputFormat::Json && to != from.same_output() && !across {
         return Err(TranslateError::Unsupported {
             from,
             to,
@@ -198,12 +210,28 @@ pub fn translate(
             // The same limits as on the component stream, before any tree is built.
             cpim_xmpp::guard::check_document(input, cpim_xmpp::guard::Limits::default())
                 .map_err(|e| invalid(from, e))?;
-            let stanza = std::str::from_utf8(input)
-                .map_err(|e| invalid(from, e))?
+            let text = std::str::from_utf8(input).map_err(|e| invalid(from, e))?;
+            let stanza = component_namespace(text)
                 .parse::<minidom::Element>()
                 .map_err(|e| invalid(from, e))?;
             let submissions = xmpp::inbound(&stanza, 0).map_err(|e| invalid(from, e))?;
-            if as_json {
+            if to == OutputFormat::Sip {
+                let mut out = Vec::new();
+                for inbound in submissions {
+                    if !matches!(inbound.event, Event::Message(_)) {
+                        continue;
+                    }
+                    let inbound = readdress(inbound, Network::Sip).map_err(|e| invalid(from, e))?;
+                    out.extend(sip_round_trip(inbound).map_err(|e| invalid(from, e))?);
+                }
+                if out.is_empty() {
+                    return Err(invalid(
+                        from,
+                        "no message in it for SIP (the SIP side is shown for messages)",
+                    ));
+                }
+                out
+            } else if as_json {
                 json(
                     &submissions
                         .iter()
@@ -216,13 +244,71 @@ pub fn translate(
         }
         InputFormat::Sip => {
             let inbound = sip_inbound(input).map_err(|e| invalid(from, e))?;
-            if as_json {
+            if to == OutputFormat::Xmpp {
+                let inbound = readdress(inbound, Network::Xmpp).map_err(|e| invalid(from, e))?;
+                xmpp_round_trip(vec![inbound]).map_err(|e| invalid(from, e))?
+            } else if as_json {
                 json(&InboundView::from(&inbound))
             } else {
                 sip_round_trip(inbound).map_err(|e| invalid(from, e))?
             }
         }
     })
+}
+
+/// The other network of a cross translation.
+#[derive(Debug, Clone, Copy)]
+enum Network {
+    Sip,
+    Xmpp,
+}
+
+/// `inbound` addressed for `network` by the default mapping of RFC 7247 §6 (no
+/// configuration: aliases and escape domains of a `gateway.toml` are not applied).
+fn readdress(mut inbound: Inbound, network: Network) -> Result<Inbound, String> {
+    let convert = |address: &Address| -> Result<Address, String> {
+        let converted = match (network, address) {
+            (Network::Xmpp, Address::Sip(uri)) => cpim::address::sip_to_jid(uri).map(Address::Xmpp),
+            (Network::Xmpp, Address::Im(uri)) => cpim::address::im_to_jid(uri).map(Address::Xmpp),
+            (Network::Sip, Address::Xmpp(jid)) => {
+                cpim::address::jid_to_sip(jid, false, true).map(Address::Sip)
+            }
+            (_, other) => Ok(other.clone()),
+        };
+        converted
+            .map_err(|e| format!("{address} has no RFC 7247 §6 form on the other network: {e}"))
+    };
+    inbound.from = convert(&inbound.from)?;
+    inbound.to = convert(&inbound.to)?;
+    Ok(inbound)
+}
+
+/// A stanza as a client writes it (`jabber:client`, or no namespace) in the component
+/// namespace, so that a stanza captured from a client stream can be translated too.
+fn component_namespace(text: &str) -> std::borrow::Cow<'_, str> {
+    const COMPONENT: &str = "jabber:component:accept";
+    if text.contains("'jabber:client'") || text.contains("\"jabber:client\"") {
+        return text
+            .replace("'jabber:client'", &format!("'{COMPONENT}'"))
+            .replace("\"jabber:client\"", &format!("\"{COMPONENT}\""))
+            .into();
+    }
+    // No default namespace on the root element: give it the component's.
+    let start = text.find('<').unwrap_or(0);
+    let head_end = text[start..].find('>').map_or(text.len(), |e| start + e);
+    let head = &text[start..head_end];
+    if head.contains("xmlns=") {
+        return text.into();
+    }
+    let name_end = head
+        .find(|c: char| c.is_whitespace() || c == '/')
+        .map_or(head_end, |e| start + e);
+    format!(
+        "{} xmlns='{COMPONENT}'{}",
+        &text[..name_end],
+        &text[name_end..]
+    )
+    .into()
 }
 
 /// A captured SIP request: what the SIP adapter would submit.
@@ -393,6 +479,38 @@ mod tests {
         let wide = format!("<message xmlns='jabber:component:accept'{attrs}/>");
         let err = translate(InputFormat::Xmpp, OutputFormat::Json, wide.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("attributes"), "{err}");
+    }
+
+    #[test]
+    fn sip_to_xmpp_and_xmpp_to_sip() {
+        let sip = b"MESSAGE sip:juliet@xmpp.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\n\
+            Max-Forwards: 70\r\nFrom: <sip:romeo@sip.example>;tag=1\r\nTo: <sip:juliet@xmpp.example>\r\n\
+            Call-ID: c1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+        let out = String::from_utf8(translate(InputFormat::Sip, OutputFormat::Xmpp, sip).unwrap())
+            .unwrap();
+        assert!(
+            out.contains("from='romeo@sip.example'") || out.contains("from=\"romeo@sip.example\""),
+            "{out}"
+        );
+        assert!(out.contains("juliet@xmpp.example"), "{out}");
+        assert!(out.contains("<body>hello</body>"), "{out}");
+        // A client-namespace stanza, to SIP.
+        let stanza = b"<message xmlns='jabber:client' from='juliet@xmpp.example/balcony' to='romeo@sip.example' id='m1'><body>hi there</body></message>";
+        let out =
+            String::from_utf8(translate(InputFormat::Xmpp, OutputFormat::Sip, stanza).unwrap())
+                .unwrap();
+        assert!(
+            out.starts_with("MESSAGE sip:romeo@sip.example SIP/2.0\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("sip:juliet@xmpp.example;gr=balcony"), "{out}");
+        assert!(out.ends_with("hi there"), "{out}");
+        // No namespace at all.
+        let bare = b"<message from='juliet@xmpp.example/b' to='romeo@sip.example'><body>x</body></message>";
+        assert!(translate(InputFormat::Xmpp, OutputFormat::Json, bare).is_ok());
+        // Presence has no SIP MESSAGE.
+        let presence = b"<presence xmlns='jabber:client' from='juliet@xmpp.example/b' to='romeo@sip.example'/>";
+        assert!(translate(InputFormat::Xmpp, OutputFormat::Sip, presence).is_err());
     }
 
     #[test]

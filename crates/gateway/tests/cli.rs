@@ -582,3 +582,45 @@ fn check_summary_lists_the_routing_rules() {
         assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
     }
 }
+
+/// Issue 13: `translate` shows the SIP ⇄ XMPP result of a capture.
+#[test]
+fn translate_across_sip_and_xmpp() {
+    let output = gateway(
+        &[
+            "translate",
+            "--from",
+            "sip",
+            "--to",
+            "xmpp",
+            "tests/vectors/sip/rfc3428-message.sip",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.starts_with("<message "), "{out}");
+    assert!(out.contains("<body>"), "{out}");
+    let output = gateway(
+        &[
+            "translate",
+            "--from",
+            "xmpp",
+            "--to",
+            "sip",
+            "tests/vectors/xmpp-message.xml",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(
+        out.starts_with("MESSAGE sip:romeo@example.net SIP/2.0\r\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sip:juliet@example.com;gr=yn0cl4bnw0yr3vym"),
+        "{out}"
+    );
+    assert!(out.contains("Art thou not Romeo, and a Montague?"), "{out}");
+}
