@@ -37,6 +37,16 @@ pub fn check(path: &Path, out: &mut impl Write) -> Result<(), Error> {
 /// configured adapter, reloads the address map on SIGHUP and stops on SIGTERM/SIGINT.
 /// (An adapter kind that is not built would be logged and refused with exit status 3;
 /// every kind is built in this version.)
+/// Raises the soft limit of open files to the hard one: every connection is a file, and
+/// the usual soft default (1 024) is reached by a few hundred idle peers. Logged; a
+/// failure is a warning, not a reason not to run.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "the open files limit could not be raised"),
+    }
+}
+
 pub fn run(path: &Path) -> Result<(), Error> {
     let config = Config::load(path)?;
     tracing::info!(config = %path.display(), adapters = config.adapters.len(), "configuration loaded");
@@ -52,6 +62,7 @@ pub fn run(path: &Path) -> Result<(), Error> {
     if !missing.is_empty() {
         return Err(Error::AdaptersNotBuilt { adapters: missing });
     }
+    raise_open_files_limit();
     let runtime = tokio::runtime::Runtime::new().map_err(Error::Runtime)?;
     runtime.block_on(async {
         let broker = serve::prepare(&config)?;

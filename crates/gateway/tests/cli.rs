@@ -624,3 +624,48 @@ fn translate_across_sip_and_xmpp() {
     );
     assert!(out.contains("Art thou not Romeo, and a Montague?"), "{out}");
 }
+
+/// Issue 13: every connection is a file; under the usual soft limit (1 024) a few hundred
+/// idle peers starved the gateway. `run` raises its soft limit to the hard one.
+#[test]
+fn run_raises_the_open_files_limit_to_the_hard_one() {
+    let (dir, file, _sip) = sample_on_free_ports("nofile");
+    let child = Command::new("/bin/sh")
+        .args(["-c", "ulimit -S -n 256 && exec \"$0\" run --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_cpim-gateway"))
+        .arg(&file)
+        .env_remove("CPIM_XMPP_SECRET")
+        .env_remove("CPIM_WEBHOOK_TOKEN")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let limits_of = |pid: u32| -> Option<(String, String)> {
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        let mut fields = line["Max open files".len()..].split_whitespace();
+        Some((fields.next()?.to_owned(), fields.next()?.to_owned()))
+    };
+    let mut seen = None;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen = limits_of(child.id());
+        if matches!(&seen, Some((soft, hard)) if soft == hard) {
+            break;
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().expect("exit");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = stderr(&output);
+    let (soft, hard) = seen.expect("the child's limits");
+    assert_ne!(
+        hard, "256",
+        "the hard limit is higher than the soft one set here"
+    );
+    assert_eq!(soft, hard, "{err}");
+    assert!(err.contains("open files limit"), "{err}");
+}
