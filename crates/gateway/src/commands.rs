@@ -200,6 +200,12 @@ pub async fn sip_config(
         settings.outbound_proxy = Some(peer);
     }
     settings.max_udp_message = usize::from(s.max_udp_message);
+    settings.stream_limits = cpim_sip::transport::StreamLimits {
+        max_connections: s.max_tcp_connections as usize,
+        max_per_ip: s.max_tcp_connections_per_ip as usize,
+        idle_timeout: std::time::Duration::from_secs(u64::from(s.tcp_idle_timeout_secs)),
+        message_timeout: std::time::Duration::from_secs(u64::from(s.tcp_message_timeout_secs)),
+    };
     settings.advertise = s.advertise.as_ref().map(|d| d.as_str().to_owned());
     settings.cpim_domains = s
         .cpim_domains

@@ -33,7 +33,9 @@ use crate::transaction::{
     ClientAction, ClientTransaction, ServerDecision, ServerTransactions, Timers,
 };
 use crate::translate::{self, aor_key, OutboundOptions};
-use crate::transport::{Framing, Listen, Peer, TlsAcceptor, TlsConnector, Transport, Transports};
+use crate::transport::{
+    Framing, Listen, Peer, StreamLimits, TlsAcceptor, TlsConnector, Transport, Transports,
+};
 use crate::wire::{self, Fault, Framed, OutRequest, RawMessage, RequestView};
 
 const PIDF: &str = "application/pidf+xml";
@@ -68,6 +70,8 @@ pub struct SipConfig {
     /// The host (name or IP, IPv6 in brackets) peers reach the gateway at, written in
     /// Via and Contact; the listener's own address when `None`.
     pub advertise: Option<String>,
+    /// Limits on the stream connections peers open.
+    pub stream_limits: StreamLimits,
 }
 
 impl SipConfig {
@@ -96,6 +100,7 @@ impl SipConfig {
             registrar: Vec::new(),
             tick: Duration::from_secs(1),
             advertise: None,
+            stream_limits: StreamLimits::default(),
         }
     }
 }
@@ -184,8 +189,14 @@ impl SipAdapter {
     ) -> std::io::Result<(Arc<SipAdapter>, Vec<(Transport, SocketAddr)>)> {
         let (acceptor, connector) = tls_setup(config.tls.as_ref())?;
         let (sink, mut received) = mpsc::channel(4096);
-        let (transports, bound) =
-            Transports::bind(&config.listen, acceptor, connector, sink).await?;
+        let (transports, bound) = Transports::bind(
+            &config.listen,
+            config.stream_limits,
+            acceptor,
+            connector,
+            sink,
+        )
+        .await?;
         for (transport, addr) in &bound {
             tracing::info!(adapter = %config.name, transport = transport.token(), %addr, "SIP listening");
         }

@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -93,6 +94,9 @@ pub struct Transports {
 }
 
 struct Inner {
+    limits: StreamLimits,
+    /// Accepted stream connections open now: in all, and per remote IP.
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
     udp: Vec<Arc<UdpSocket>>,
     tcp_local: Option<SocketAddr>,
     tls_local: Option<SocketAddr>,
@@ -122,12 +126,65 @@ pub struct Listen {
 
 const STREAM_QUEUE: usize = 1024;
 
+/// Limits on the stream (TCP, TLS) connections peers open to the listeners, so that idle
+/// or slow peers cannot take every file descriptor or hold memory with unfinished
+/// messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Accepted connections open at once, over all stream listeners; beyond it a new
+    /// connection is closed at once.
+    pub max_connections: usize,
+    /// Accepted connections open at once from one IP address.
+    pub max_per_ip: usize,
+    /// A connection on which nothing arrives for this long is closed (CRLF keep-alives,
+    /// RFC 5626, count as traffic).
+    pub idle_timeout: Duration,
+    /// A message begun must be complete (headers and body) within this time, or the
+    /// connection is closed.
+    pub message_timeout: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            max_connections: 1024,
+            max_per_ip: 64,
+            idle_timeout: Duration::from_secs(600),
+            message_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Slot {
+    inner: Arc<Inner>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
 impl Transports {
     /// Binds every listener and starts reading. Returns the transports and the bound
     /// addresses in the order given. They keep reading until the process ends, so that
     /// responses to requests in flight still arrive while the gateway drains.
     pub async fn bind(
         listen: &[Listen],
+        limits: StreamLimits,
         tls_acceptor: Option<TlsAcceptor>,
         tls_client: Option<TlsConnector>,
         sink: Sink,
@@ -165,6 +222,8 @@ impl Transports {
         }
         let transports = Transports {
             inner: Arc::new(Inner {
+                limits,
+                open: Mutex::new((0, HashMap::new())),
                 udp,
                 tcp_local,
                 tls_local,
@@ -251,9 +310,9 @@ impl Transports {
                 .ok_or_else(|| io::Error::other("TLS is not configured"))?;
             let name = rustls_pki_types::ServerName::IpAddress(peer.addr.ip().into());
             let tls = connector.connect(name, stream).await?;
-            Ok(self.clone().attach(peer, tls))
+            Ok(self.clone().attach(peer, tls, None))
         } else {
-            Ok(self.clone().attach(peer, stream))
+            Ok(self.clone().attach(peer, stream, None))
         }
     }
 
@@ -303,6 +362,11 @@ impl Transports {
                     continue;
                 }
             };
+            let Some(slot) = self.admit(addr.ip()) else {
+                tracing::warn!(peer = %addr, limit = self.inner.limits.max_connections, per_ip = self.inner.limits.max_per_ip, "SIP stream connection refused: too many open");
+                drop(stream);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let peer = Peer { transport, addr };
             match (transport, &tls) {
@@ -317,7 +381,7 @@ impl Transports {
                         .await
                         {
                             Ok(Ok(tls)) => {
-                                this.attach(peer, tls);
+                                this.attach(peer, tls, Some(slot));
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(peer = %addr, error = %e, "TLS handshake failed")
@@ -327,15 +391,36 @@ impl Transports {
                     });
                 }
                 _ => {
-                    self.clone().attach(peer, stream);
+                    self.clone().attach(peer, stream, Some(slot));
                 }
             }
         }
     }
 
+    /// A place for one more accepted connection from `ip`, if the limits allow it.
+    fn admit(&self, ip: IpAddr) -> Option<Slot> {
+        let limits = self.inner.limits;
+        let mut open = self
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let from_ip = open.1.get(&ip).copied().unwrap_or(0);
+        if open.0 >= limits.max_connections || from_ip >= limits.max_per_ip {
+            return None;
+        }
+        open.0 += 1;
+        open.1.insert(ip, from_ip + 1);
+        Some(Slot {
+            inner: self.inner.clone(),
+            ip,
+        })
+    }
+
     /// Registers a connected stream: a writer task fed by the returned sender and a
-    /// reader task that frames messages into the sink.
-    fn attach<S>(self, peer: Peer, stream: S) -> mpsc::Sender<Vec<u8>>
+    /// reader task that frames messages into the sink. `slot` is the accepted
+    /// connection's place under the limits (none for connections the gateway opened).
+    fn attach<S>(self, peer: Peer, stream: S, slot: Option<Slot>) -> mpsc::Sender<Vec<u8>>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
@@ -356,13 +441,25 @@ impl Transports {
         });
         let this = self.clone();
         let pong = tx.clone();
+        let limits = self.inner.limits;
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf: Vec<u8> = Vec::with_capacity(8192);
             let mut chunk = vec![0u8; 16_384];
+            // When the unfinished message in `buf` began.
+            let mut begun: Option<Instant> = None;
             'read: loop {
-                let n = match reader.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
+                let wait = match begun {
+                    Some(at) => limits.message_timeout.saturating_sub(at.elapsed()),
+                    None => limits.idle_timeout,
+                };
+                let n = match tokio::time::timeout(wait, reader.read(&mut chunk)).await {
+                    Ok(Ok(0) | Err(_)) => break,
+                    Ok(Ok(n)) => n,
+                    Err(_) => {
+                        tracing::debug!(peer = %peer.addr, unfinished = begun.is_some(), "SIP stream connection closed: idle or unfinished message");
+                        break;
+                    }
                 };
                 buf.extend_from_slice(&chunk[..n]);
                 loop {
@@ -394,6 +491,12 @@ impl Transports {
                             break 'read;
                         }
                     }
+                }
+                // Line ends alone are keep-alives in the making, not a message.
+                if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+                    begun = None;
+                } else if begun.is_none() {
+                    begun = Some(Instant::now());
                 }
             }
             let mut streams = this

@@ -292,6 +292,87 @@ async fn a_body_larger_than_allowed_is_413() {
     assert_eq!(gw.mem.count(), 0);
 }
 
+/// Issue 13: TCP connections had no cap and no timeouts; idle peers took every file
+/// descriptor and unfinished headers held memory. Beyond the per-IP cap a connection is
+/// closed at once; an unfinished message is cut after `message_timeout`, an idle
+/// connection after `idle_timeout`; a freed place takes a new connection, and UDP
+/// answers meanwhile.
+#[tokio::test]
+async fn stream_connections_are_capped_and_timed_out() {
+    use cpim_sip::transport::StreamLimits;
+    let gw = support::gateway(&[], |c| {
+        c.stream_limits = StreamLimits {
+            max_connections: 10,
+            max_per_ip: 3,
+            idle_timeout: Duration::from_secs(2),
+            message_timeout: Duration::from_millis(300),
+        }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        kept.push(tokio::net::TcpStream::connect(gw.tcp).await.unwrap());
+    }
+    // The fourth from the same address is closed at once.
+    let mut fourth = tokio::net::TcpStream::connect(gw.tcp).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_millis(500), fourth.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the fourth connection was kept: {read:?}"
+    );
+    // An unfinished message is cut long before the idle timeout.
+    kept[0]
+        .write_all(b"OPTIONS sip:gw@sip.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9")
+        .await
+        .unwrap();
+    let read = tokio::time::timeout(Duration::from_millis(1500), kept[0].read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the unfinished message was kept: {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(1800));
+    // The idle ones go after the idle timeout.
+    for stream in &mut kept[1..] {
+        let read = tokio::time::timeout(Duration::from_secs(4), stream.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection was kept: {read:?}"
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "closed before the idle timeout"
+    );
+    // Their places are free again: a new connection is served.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fresh = tokio::net::TcpStream::connect(gw.tcp).await.unwrap();
+    let local = fresh.local_addr().unwrap();
+    fresh
+        .write_all(
+            format!(
+                "OPTIONS sip:gw@sip.test SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKcap1\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:t@sip.test>;tag=1\r\nTo: <sip:gw@sip.test>\r\n\
+                 Call-ID: cap1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), fresh.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status_of(&buf[..n]),
+        200,
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
 /// Reads one request from a UDP socket (skipping responses), with its source.
 async fn next_request(socket: &UdpSocket) -> (Vec<u8>, std::net::SocketAddr) {
     let mut buf = vec![0u8; 65_536];

@@ -115,6 +115,82 @@ pub struct SipConfig {
     /// The accounts that may register in `registrar_domains`.
     #[serde(default)]
     pub accounts: Vec<SipAccount>,
+    /// Accepted TCP/TLS connections open at once, over all stream listeners.
+    #[serde(
+        default = "default_max_tcp_connections",
+        deserialize_with = "deserialize_max_tcp_connections"
+    )]
+    pub max_tcp_connections: u32,
+    /// Accepted TCP/TLS connections open at once from one IP address.
+    #[serde(
+        default = "default_max_tcp_connections_per_ip",
+        deserialize_with = "deserialize_max_tcp_connections_per_ip"
+    )]
+    pub max_tcp_connections_per_ip: u32,
+    /// Seconds without traffic after which a stream connection is closed.
+    #[serde(
+        default = "default_tcp_idle_timeout_secs",
+        deserialize_with = "deserialize_tcp_idle_timeout_secs"
+    )]
+    pub tcp_idle_timeout_secs: u32,
+    /// Seconds within which a message begun on a stream must be complete.
+    #[serde(
+        default = "default_tcp_message_timeout_secs",
+        deserialize_with = "deserialize_tcp_message_timeout_secs"
+    )]
+    pub tcp_message_timeout_secs: u32,
+}
+
+fn default_max_tcp_connections() -> u32 {
+    1024
+}
+
+fn deserialize_max_tcp_connections<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    int_in_range(
+        deserializer,
+        "max_tcp_connections",
+        1,
+        1_000_000,
+        "connections",
+    )
+}
+
+fn default_max_tcp_connections_per_ip() -> u32 {
+    64
+}
+
+fn deserialize_max_tcp_connections_per_ip<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    int_in_range(
+        deserializer,
+        "max_tcp_connections_per_ip",
+        1,
+        1_000_000,
+        "connections",
+    )
+}
+
+fn default_tcp_idle_timeout_secs() -> u32 {
+    600
+}
+
+fn deserialize_tcp_idle_timeout_secs<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    int_in_range(deserializer, "tcp_idle_timeout_secs", 1, 86_400, "seconds")
+}
+
+fn default_tcp_message_timeout_secs() -> u32 {
+    10
+}
+
+fn deserialize_tcp_message_timeout_secs<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    int_in_range(deserializer, "tcp_message_timeout_secs", 1, 3600, "seconds")
 }
 
 /// One `[[adapters.<name>.credentials]]` entry.
