@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(buf.len() < before, "framing must make progress");
                 assert!(m.windows(4).any(|w| w == b"\r\n\r\n"), "a whole message");
             }
-            StreamFrame::Ping | StreamFrame::Broken(_) => {
+            StreamFrame::Ping | StreamFrame::Broken(..) => {
                 assert!(buf.len() < before, "framing must make progress");
             }
         }
