@@ -17,7 +17,7 @@ use cpim::event::{Event, Message};
 use cpim::Address;
 use cpim_broker::core::CoreConfig;
 use cpim_broker::testing::MemoryAdapter;
-use cpim_broker::{AddressStyle, Broker, Inbound};
+use cpim_broker::{AddressStyle, Broker, BrokerHandle, Inbound, Submitter};
 use cpim_xmpp::translate::OutboundOptions;
 use cpim_xmpp::{XmppAdapter, XmppConfig};
 
@@ -75,11 +75,12 @@ fn attr(xml: &str, tag: &str, name: &str) -> Option<String> {
     Some(value[..value.find(quote)?].to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unconfirmed_stanzas_are_written_again_on_the_next_stream_and_confirmed_ones_are_not() {
+/// The real adapter behind the real broker, connecting to a plain socket listening here;
+/// the far side is an in-memory SIP network.
+async fn start() -> (TcpListener, MemoryAdapter, Submitter, BrokerHandle) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let server = listener.local_addr().expect("addr").to_string();
-    let (mut broker, _handle) = Broker::new(CoreConfig::default(), Arc::new(gateway_map(None)));
+    let (mut broker, handle) = Broker::new(CoreConfig::default(), Arc::new(gateway_map(None)));
     let xmpp = XmppAdapter::start(
         XmppConfig {
             name: "xmpp".into(),
@@ -97,8 +98,14 @@ async fn unconfirmed_stanzas_are_written_again_on_the_next_stream_and_confirmed_
     let sip = MemoryAdapter::new("sip", AddressStyle::Sip, &["sip.test"]);
     let from_sip = broker.context("sip").submitter;
     broker.add_adapter(xmpp);
-    broker.add_adapter(Arc::new(sip));
+    broker.add_adapter(Arc::new(sip.clone()));
     broker.start();
+    (listener, sip, from_sip, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_stanzas_are_written_again_on_the_next_stream_and_confirmed_ones_are_not() {
+    let (listener, _sip, from_sip, _broker) = start().await;
 
     // First stream: the message is written, then the ack barrier; the server reads
     // both and dies without answering.
@@ -162,27 +169,7 @@ async fn unconfirmed_stanzas_are_written_again_on_the_next_stream_and_confirmed_
 /// users' stanzas still go through on the same stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stanza_from_a_domain_the_server_does_not_serve_is_refused() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let server = listener.local_addr().expect("addr").to_string();
-    let (mut broker, _handle) = Broker::new(CoreConfig::default(), Arc::new(gateway_map(None)));
-    let xmpp = XmppAdapter::start(
-        XmppConfig {
-            name: "xmpp".into(),
-            server,
-            components: vec![(COMPONENT.into(), "secret".into())],
-            user_domains: vec!["xmpp.test".into()],
-            outbound: OutboundOptions::default(),
-            ping_interval: Duration::from_secs(30),
-            limits: Default::default(),
-            min_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_millis(200),
-        },
-        broker.context("xmpp"),
-    );
-    let sip = MemoryAdapter::new("sip", AddressStyle::Sip, &["sip.test"]);
-    broker.add_adapter(xmpp);
-    broker.add_adapter(Arc::new(sip.clone()));
-    broker.start();
+    let (listener, sip, _from_sip, _broker) = start().await;
     let (mut s, mut buf) = accept(&listener).await;
     for (n, from) in [
         (1, "mallory@gw.xmpp.test/x"),
