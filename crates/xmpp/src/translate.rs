@@ -456,13 +456,22 @@ impl Header {
 }
 
 /// A fingerprint of what an event says (FNV-1a, 64 bits, over its debug form: the same
-/// for the same content within one build of the gateway).
+/// for the same content within one build of the gateway). The form is hashed as it is
+/// written, never held as a string.
 fn fingerprint(event: &Event) -> u64 {
-    format!("{event:?}")
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        })
+    struct Fnv(u64);
+    impl std::fmt::Write for Fnv {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            for byte in s.bytes() {
+                self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+            Ok(())
+        }
+    }
+    let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+    // Writing into a hasher cannot fail.
+    let _ = std::fmt::Write::write_fmt(&mut hash, format_args!("{event:?}"));
+    hash.0
 }
 
 fn address(stanza: &Element, name: &'static str) -> Result<Jid, StanzaFault> {
