@@ -234,6 +234,7 @@ pub async fn sip_config(
         .iter()
         .map(|d| (d.as_str().to_owned(), accounts.clone()))
         .collect();
+    settings.trusted_proxies = s.trusted_proxies.clone();
     Ok(settings)
 }
 

@@ -999,6 +999,7 @@ fn sip_registrar_accounts_credentials_and_proxy_rules() {
         sip_end,
         &format!(
             "{sip_end}registrar_domains = [\"sip.localhost\"]\ncpim_domains = [\"carrier.example\"]\n\
+             trusted_proxies = [\"10.0.0.5\", \"::1\"]\n\
              [[adapters.sip.accounts]]\nusername = \"alice\"\npassword = \"pw\"\n\
              [[adapters.sip.credentials]]\nrealm = \"proxy.example\"\nusername = \"gw\"\npassword = \"pw2\"\n"
         ),
@@ -1009,6 +1010,18 @@ fn sip_registrar_accounts_credentials_and_proxy_rules() {
     };
     assert_eq!(sip.accounts.len(), 1);
     assert_eq!(sip.credentials.len(), 1);
+    assert_eq!(sip.trusted_proxies.len(), 2);
+    // Trusted proxies without a registrar, and one that is no IP address.
+    let err = error(&base_with(
+        sip_end,
+        &format!("{sip_end}trusted_proxies = [\"10.0.0.5\"]\n"),
+    ));
+    assert_contains(&err, &["has `trusted_proxies` but no `registrar_domains`"]);
+    let err = error(&base_with(
+        sip_end,
+        &format!("{sip_end}registrar_domains = [\"sip.localhost\"]\ntrusted_proxies = [\"proxy.example\"]\n"),
+    ));
+    assert_contains(&err, &["trusted_proxies"]);
     // A registrar domain the adapter does not serve.
     let err = error(&base_with(
         sip_end,

@@ -146,14 +146,20 @@ struct Binding {
 
 /// The registrar: digest-authenticated REGISTER for configured domains, bindings
 /// kept with the address the registration came from (so that a UA behind NAT is
-/// reached where it is).
+/// reached where it is), and the same digest check for every other request that
+/// speaks for one of its accounts (MESSAGE, PUBLISH, SUBSCRIBE), as a proxy challenges
+/// its own domain's users (RFC 3261 §22.3: 407 with `Proxy-Authenticate`).
 #[derive(Debug)]
 pub struct Registrar {
     domains: HashMap<String, Vec<RegistrarUser>>,
     bindings: HashMap<String, Vec<Binding>>,
-    nonces: HashMap<String, Duration>,
-    seed: u64,
-    counter: u64,
+    /// The key of the nonces' tags: a nonce is its issue time and a tag over it, so
+    /// that no state is kept per challenge (a flood of unanswered challenges costs
+    /// nothing) and a nonce the gateway did not issue is never taken as fresh.
+    secret: ring::hmac::Key,
+    /// Peers whose requests are taken as already authenticated (a proxy in front that
+    /// challenges the users itself).
+    trusted: Vec<std::net::IpAddr>,
 }
 
 /// How long a nonce stays valid.
@@ -162,37 +168,192 @@ const NONCE_LIFETIME: Duration = Duration::from_secs(300);
 const DEFAULT_EXPIRES: u32 = 3600;
 const MIN_EXPIRES: u32 = 60;
 
+/// Which header pair a check uses: a registrar's own (401, `WWW-Authenticate`,
+/// `Authorization`) or a proxy's (407, `Proxy-Authenticate`, `Proxy-Authorization`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Registrar,
+    Proxy,
+}
+
+impl Role {
+    fn challenge_header(self) -> &'static str {
+        match self {
+            Role::Registrar => "WWW-Authenticate",
+            Role::Proxy => "Proxy-Authenticate",
+        }
+    }
+
+    fn answer_header(self) -> &'static str {
+        match self {
+            Role::Registrar => "Authorization",
+            Role::Proxy => "Proxy-Authorization",
+        }
+    }
+
+    fn fault(self) -> Fault {
+        match self {
+            Role::Registrar => Fault::new(401, "Unauthorized"),
+            Role::Proxy => Fault::new(407, "Proxy Authentication Required"),
+        }
+    }
+}
+
 impl Registrar {
-    /// A registrar for `domains` (domain → users).
-    pub fn new(domains: Vec<(String, Vec<RegistrarUser>)>, seed: u64) -> Self {
+    /// A registrar for `domains` (domain → users); `secret` keys the nonces (random,
+    /// from the caller).
+    pub fn new(domains: Vec<(String, Vec<RegistrarUser>)>, secret: &[u8]) -> Self {
         Registrar {
             domains: domains
                 .into_iter()
                 .map(|(d, users)| (d.to_ascii_lowercase(), users))
                 .collect(),
             bindings: HashMap::new(),
-            nonces: HashMap::new(),
-            seed,
-            counter: 0,
+            secret: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+            trusted: Vec::new(),
         }
     }
 
-    fn nonce(&mut self, now: Duration) -> String {
-        self.counter += 1;
-        let n = (self.seed ^ self.counter.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(29);
-        let nonce = format!("{n:016x}{:x}", self.counter);
-        self.nonces.insert(nonce.clone(), now);
-        nonce
+    /// Takes requests from these addresses as authenticated already.
+    pub fn with_trusted(mut self, trusted: Vec<std::net::IpAddr>) -> Self {
+        self.trusted = trusted;
+        self
     }
 
-    fn challenge(&mut self, now: Duration, realm: &str, stale: bool) -> Fault {
+    fn tag(&self, issued: &str) -> String {
+        let tag = ring::hmac::sign(&self.secret, issued.as_bytes());
+        tag.as_ref()[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn nonce(&self, now: Duration) -> String {
+        let issued = format!("{:x}", now.as_millis());
+        let tag = self.tag(&issued);
+        format!("{issued}.{tag}")
+    }
+
+    /// Whether `nonce` was issued here less than [`NONCE_LIFETIME`] ago.
+    fn fresh(&self, now: Duration, nonce: &str) -> bool {
+        let Some((issued, tag)) = nonce.split_once('.') else {
+            return false;
+        };
+        let Ok(ms) = u64::from_str_radix(issued, 16) else {
+            return false;
+        };
+        let at = Duration::from_millis(ms);
+        at <= now && now - at < NONCE_LIFETIME && self.tag(issued) == tag
+    }
+
+    fn challenge(&self, now: Duration, realm: &str, stale: bool, role: Role) -> Fault {
         let nonce = self.nonce(now);
         let mut value =
             format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm=MD5, qop=\"auth\"");
         if stale {
             value.push_str(", stale=true");
         }
-        Fault::new(401, "Unauthorized").with_header("WWW-Authenticate", value)
+        role.fault().with_header(role.challenge_header(), value)
+    }
+
+    /// Whether `domain` is one of the registrar's.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.domains.contains_key(&domain.to_ascii_lowercase())
+    }
+
+    /// Checks a request other than REGISTER that speaks for an account: one whose
+    /// `From` is at a registrar domain must carry a valid `Proxy-Authorization` of
+    /// that very user (407 with a challenge otherwise, 403 for wrong credentials),
+    /// unless it comes from a trusted peer. Requests from other domains pass (the
+    /// adapter's other trust rules apply to them).
+    pub fn authorize(&self, now: Duration, view: &RequestView, peer: Peer) -> Result<(), Fault> {
+        let Ok(Address::Sip(uri)) = Address::parse(&view.from.uri) else {
+            return Ok(());
+        };
+        let domain = uri.host().as_str().to_ascii_lowercase();
+        let Some(users) = self.domains.get(&domain) else {
+            return Ok(());
+        };
+        if self.trusted.contains(&peer.addr.ip()) {
+            return Ok(());
+        }
+        let user = uri.user().ok().flatten().unwrap_or_default();
+        let account = users.iter().find(|u| u.username == user);
+        self.verify(now, view, &domain, account, Role::Proxy)
+    }
+
+    /// The digest check of `view` against `account` (`None`: an unknown user, who is
+    /// challenged like a known one so that accounts cannot be enumerated, and then
+    /// refused).
+    fn verify(
+        &self,
+        now: Duration,
+        view: &RequestView,
+        domain: &str,
+        account: Option<&RegistrarUser>,
+        role: Role,
+    ) -> Result<(), Fault> {
+        // A request may carry answers for several realms (one per proxy on the path):
+        // ours is the one naming this domain.
+        let params = view
+            .all(role.answer_header())
+            .filter_map(digest_params)
+            .find(|p| {
+                p.get("realm")
+                    .is_some_and(|r| r.eq_ignore_ascii_case(domain))
+            });
+        let Some(params) = params else {
+            return Err(self.challenge(now, domain, false, role));
+        };
+        let nonce = params.get("nonce").cloned().unwrap_or_default();
+        if !self.fresh(now, &nonce) {
+            return Err(self.challenge(now, domain, true, role));
+        }
+        let Some(algo) = algorithm(params.get("algorithm")) else {
+            return Err(self.challenge(now, domain, false, role));
+        };
+        let qop = match params.get("qop").map(|q| q.to_ascii_lowercase()) {
+            Some(q) if q == "auth" => {
+                let nc = params
+                    .get("nc")
+                    .and_then(|n| u8::from_str_radix(n, 16).ok())
+                    .unwrap_or(0);
+                // `compute_digest` writes the nonce count in decimal, which agrees with
+                // the hex of RFC 2617 only below 10: ask for a fresh nonce instead.
+                if nc >= 10 {
+                    return Err(self.challenge(now, domain, true, role));
+                }
+                Some(AuthQop::Auth {
+                    cnonce: params.get("cnonce").cloned().unwrap_or_default(),
+                    nc,
+                })
+            }
+            _ => None,
+        };
+        let Some(method) = method_of(&view.method) else {
+            return Err(Fault::new(403, "Forbidden (wrong credentials)"));
+        };
+        let Some(account) = account else {
+            return Err(Fault::new(403, "Forbidden (wrong credentials)"));
+        };
+        let expected = compute_digest(
+            &account.username,
+            &account.password,
+            params.get("realm").map_or("", String::as_str),
+            &nonce,
+            &method,
+            params.get("uri").map_or("", String::as_str),
+            algo,
+            qop.as_ref(),
+        );
+        let valid = params.get("username") == Some(&account.username)
+            && params
+                .get("response")
+                .is_some_and(|r| r.eq_ignore_ascii_case(&expected));
+        if !valid {
+            return Err(Fault::new(403, "Forbidden (wrong credentials)"));
+        }
+        Ok(())
     }
 
     /// Handles a REGISTER: `Ok` with the `Contact` values of the current bindings.
@@ -218,15 +379,7 @@ impl Registrar {
             ));
         };
         let user = uri.user().ok().flatten().unwrap_or_default();
-        // An unknown user is challenged like a known one (no account enumeration).
-        let account = users
-            .iter()
-            .find(|u| u.username == user)
-            .cloned()
-            .unwrap_or(RegistrarUser {
-                username: String::new(),
-                password: String::new(),
-            });
+        let account = users.iter().find(|u| u.username == user).cloned();
         // Bindings.
         let key = aor_key(&aor);
         let default = view
@@ -257,63 +410,7 @@ impl Registrar {
                 parsed.push((contact.uri, expires));
             }
         }
-        // Authentication.
-        let Some(header) = view.header("Authorization") else {
-            return Err(self.challenge(now, &domain, false));
-        };
-        let Some(params) = digest_params(header) else {
-            return Err(self.challenge(now, &domain, false));
-        };
-        let nonce = params.get("nonce").cloned().unwrap_or_default();
-        let fresh = self
-            .nonces
-            .get(&nonce)
-            .is_some_and(|at| now.saturating_sub(*at) < NONCE_LIFETIME);
-        if !fresh {
-            return Err(self.challenge(now, &domain, true));
-        }
-        let Some(algo) = algorithm(params.get("algorithm")) else {
-            return Err(self.challenge(now, &domain, false));
-        };
-        let qop = match params.get("qop").map(|q| q.to_ascii_lowercase()) {
-            Some(q) if q == "auth" => {
-                let nc = params
-                    .get("nc")
-                    .and_then(|n| u8::from_str_radix(n, 16).ok())
-                    .unwrap_or(0);
-                // `compute_digest` writes the nonce count in decimal, which agrees with
-                // the hex of RFC 2617 only below 10: ask for a fresh nonce instead.
-                if nc >= 10 {
-                    return Err(self.challenge(now, &domain, true));
-                }
-                Some(AuthQop::Auth {
-                    cnonce: params.get("cnonce").cloned().unwrap_or_default(),
-                    nc,
-                })
-            }
-            _ => None,
-        };
-        let expected = compute_digest(
-            &account.username,
-            &account.password,
-            params.get("realm").map_or("", String::as_str),
-            &nonce,
-            &Method::Register,
-            params.get("uri").map_or("", String::as_str),
-            algo,
-            qop.as_ref(),
-        );
-        let valid = !account.username.is_empty()
-            && params.get("username") == Some(&account.username)
-            && params
-                .get("realm")
-                .is_some_and(|r| r.eq_ignore_ascii_case(&domain))
-            && params
-                .get("response")
-                .is_some_and(|r| r.eq_ignore_ascii_case(&expected));
-        if !valid {
-            return Err(Fault::new(403, "Forbidden (wrong credentials)"));
-        }
+        self.verify(now, view, &domain, account.as_ref(), Role::Registrar)?;
         if star {
             self.bindings.remove(&key);
             return Ok(Vec::new());
@@ -353,14 +450,12 @@ impl Registrar {
             .map(|b| b.peer)
     }
 
-    /// Drops expired bindings and nonces.
+    /// Drops expired bindings.
     pub fn expire(&mut self, now: Duration) {
         for list in self.bindings.values_mut() {
             list.retain(|b| b.expires_at > now);
         }
         self.bindings.retain(|_, l| !l.is_empty());
-        self.nonces
-            .retain(|_, at| now.saturating_sub(*at) < NONCE_LIFETIME);
     }
 }
 
@@ -393,7 +488,7 @@ mod tests {
             username: "alice".into(),
             password: "secret".into(),
         }];
-        let mut r = Registrar::new(vec![("sip.test".into(), users)], 7);
+        let mut r = Registrar::new(vec![("sip.test".into(), users)], b"test secret");
         let peer = Peer {
             transport: Transport::Udp,
             addr: "127.0.0.1:5070".parse().unwrap(),
@@ -448,7 +543,9 @@ mod tests {
         assert_eq!(stale.status, 401);
         assert!(stale.headers[0].1.contains("stale=true"));
         // Too brief.
-        let www = r.challenge(now, "sip.test", false).headers[0].1.clone();
+        let www = r.challenge(now, "sip.test", false, Role::Registrar).headers[0]
+            .1
+            .clone();
         let a = answer(&www, &creds, "REGISTER", "sip:sip.test", "x").unwrap();
         assert_eq!(
             r.on_register(now, &register(Some(&a), "5"), peer)
@@ -461,6 +558,140 @@ mod tests {
             .on_register(now, &register(Some(&a), "0"), peer)
             .unwrap()
             .is_empty());
+    }
+
+    fn message(from: &str, auth: Option<&str>) -> RequestView {
+        let auth = auth
+            .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "MESSAGE sip:bob@elsewhere.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-m\r\n\
+             Max-Forwards: 70\r\nFrom: <{from}>;tag=1\r\nTo: <sip:bob@elsewhere.test>\r\n\
+             Call-ID: m1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n{auth}Content-Length: 2\r\n\r\nhi"
+        );
+        let Framed::Message(m) = frame(text.as_bytes()) else {
+            panic!()
+        };
+        check_request(&m, true).unwrap()
+    }
+
+    /// A request speaking for an account of a registrar domain is challenged like a
+    /// proxy challenges its own users (RFC 3261 §22.3), and passes only with that
+    /// user's own credentials, on a nonce issued here and still fresh.
+    #[test]
+    fn rfc3261_22_3_requests_for_registrar_accounts_are_challenged_with_407() {
+        let users = vec![
+            RegistrarUser {
+                username: "alice".into(),
+                password: "secret".into(),
+            },
+            RegistrarUser {
+                username: "mallory".into(),
+                password: "mine".into(),
+            },
+        ];
+        let trusted_ip: std::net::IpAddr = "10.0.0.5".parse().unwrap();
+        let r =
+            Registrar::new(vec![("sip.test".into(), users)], b"k").with_trusted(vec![trusted_ip]);
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5070".parse().unwrap(),
+        };
+        let now = Duration::from_secs(100);
+        // Other domains are not the registrar's business.
+        assert!(r
+            .authorize(now, &message("sip:carol@other.test", None), peer)
+            .is_ok());
+        let challenge = r
+            .authorize(now, &message("sip:alice@sip.test", None), peer)
+            .unwrap_err();
+        assert_eq!(challenge.status, 407);
+        assert_eq!(challenge.headers[0].0, "Proxy-Authenticate");
+        let www = challenge.headers[0].1.clone();
+        let alice = [Credential {
+            realm: None,
+            username: "alice".into(),
+            password: "secret".into(),
+        }];
+        let uri = "sip:bob@elsewhere.test";
+        let good = answer(&www, &alice, "MESSAGE", uri, "c1").unwrap();
+        assert!(r
+            .authorize(now, &message("sip:alice@sip.test", Some(&good)), peer)
+            .is_ok());
+        // The answer is bound to the method.
+        let as_register = answer(&www, &alice, "REGISTER", uri, "c1").unwrap();
+        assert_eq!(
+            r.authorize(
+                now,
+                &message("sip:alice@sip.test", Some(&as_register)),
+                peer
+            )
+            .unwrap_err()
+            .status,
+            403
+        );
+        // Mallory's own valid credentials do not let her write as alice.
+        let mallory = [Credential {
+            realm: None,
+            username: "mallory".into(),
+            password: "mine".into(),
+        }];
+        let hers = answer(&www, &mallory, "MESSAGE", uri, "c2").unwrap();
+        assert_eq!(
+            r.authorize(now, &message("sip:alice@sip.test", Some(&hers)), peer)
+                .unwrap_err()
+                .status,
+            403
+        );
+        // An unknown user is challenged, then refused.
+        assert_eq!(
+            r.authorize(now, &message("sip:nobody@sip.test", None), peer)
+                .unwrap_err()
+                .status,
+            407
+        );
+        let nobody = [Credential {
+            realm: None,
+            username: "nobody".into(),
+            password: "x".into(),
+        }];
+        let a = answer(&www, &nobody, "MESSAGE", uri, "c3").unwrap();
+        assert_eq!(
+            r.authorize(now, &message("sip:nobody@sip.test", Some(&a)), peer)
+                .unwrap_err()
+                .status,
+            403
+        );
+        // Later than the nonce's lifetime: stale, challenged again.
+        let late = r
+            .authorize(
+                now + NONCE_LIFETIME,
+                &message("sip:alice@sip.test", Some(&good)),
+                peer,
+            )
+            .unwrap_err();
+        assert_eq!(late.status, 407);
+        assert!(late.headers[0].1.contains("stale=true"));
+        // A nonce the gateway did not issue (a forged issue time) is not fresh.
+        let forged_www = www.replace(
+            digest_params(&www).unwrap()["nonce"].as_str(),
+            &format!("{:x}.00000000", now.as_millis()),
+        );
+        let forged = answer(&forged_www, &alice, "MESSAGE", uri, "c4").unwrap();
+        assert!(r
+            .authorize(now, &message("sip:alice@sip.test", Some(&forged)), peer)
+            .unwrap_err()
+            .headers[0]
+            .1
+            .contains("stale=true"));
+        // A trusted proxy in front authenticates its users itself.
+        let proxy = Peer {
+            transport: Transport::Udp,
+            addr: std::net::SocketAddr::new(trusted_ip, 5060),
+        };
+        assert!(r
+            .authorize(now, &message("sip:alice@sip.test", None), proxy)
+            .is_ok());
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub struct SipConfig {
     pub credentials: Vec<Credential>,
     /// Domains where the gateway is the registrar, with their users.
     pub registrar: Vec<(String, Vec<RegistrarUser>)>,
+    /// Peers (a proxy in front that authenticates the users itself) whose requests
+    /// for registrar accounts are not challenged.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// How often subscriptions, publications and transactions are checked for expiry.
     pub tick: Duration,
     /// The host (name or IP, IPv6 in brackets) peers reach the gateway at, written in
@@ -98,6 +101,7 @@ impl SipConfig {
             policy: Policy::default(),
             credentials: Vec::new(),
             registrar: Vec::new(),
+            trusted_proxies: Vec::new(),
             tick: Duration::from_secs(1),
             advertise: None,
             stream_limits: StreamLimits::default(),
@@ -201,7 +205,11 @@ impl SipAdapter {
             tracing::info!(adapter = %config.name, transport = transport.token(), %addr, "SIP listening");
         }
         let seed = unix_now_ms() ^ (u64::from(std::process::id()) << 32);
-        let registrar = Registrar::new(config.registrar.clone(), seed);
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+            .map_err(|_| std::io::Error::other("no random bytes for the registrar's nonces"))?;
+        let registrar = Registrar::new(config.registrar.clone(), &secret)
+            .with_trusted(config.trusted_proxies.clone());
         let core = Arc::new(Core {
             transports,
             submitter: context.submitter.clone(),
@@ -420,6 +428,22 @@ impl Core {
                 return;
             }
         };
+        // A request speaking for an account of the gateway's registrar domains must be
+        // that account's (RFC 3261 §22.3); in-dialog requests belong to a dialog the
+        // gateway set up with the registered contact.
+        if self.registrar_on()
+            && matches!(view.method.as_str(), "MESSAGE" | "PUBLISH" | "SUBSCRIBE")
+            && view.to.tag().is_none()
+        {
+            let checked = lock(&self.registrar).authorize(self.now(), &view, peer);
+            if let Err(fault) = checked {
+                if fault.status == 403 {
+                    self.metrics.rejected(Condition::Forbidden);
+                }
+                self.reply(&m, peer, &fault, None).await;
+                return;
+            }
+        }
         match view.method.as_str() {
             "OPTIONS" => {
                 let allow = if self.registrar_on() {

@@ -578,6 +578,96 @@ async fn rfc3261_10_softphone_registers_with_digest_and_is_reached_at_its_contac
     phone.send_to(&answer(&m, 200), from).await.unwrap();
 }
 
+/// Issue 13: with the gateway as registrar, anyone could write as `alice@sip.test` (and
+/// publish her presence) without her password. A MESSAGE or PUBLISH speaking for a
+/// registrar account is challenged (407, RFC 3261 §22.3) and goes through only with that
+/// account's own credentials; another account's valid password does not do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_22_3_requests_for_registrar_accounts_need_that_accounts_credentials() {
+    let account = |u: &str, p: &str| cpim_sip::auth::RegistrarUser {
+        username: u.into(),
+        password: p.into(),
+    };
+    let gw = support::gateway(&[], |c| {
+        c.registrar = vec![(
+            "sip.test".into(),
+            vec![account("alice", "wonder"), account("mallory", "mine")],
+        )];
+    })
+    .await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = phone.local_addr().unwrap();
+    let exchange = async |request: String| {
+        let mut buf = vec![0u8; 8192];
+        phone.send_to(request.as_bytes(), gw.udp).await.unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let message = |n: u32, auth: &str| {
+        let body = "it is me";
+        format!(
+            "MESSAGE sip:dora@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKauth{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=a{n}\r\nTo: <sip:dora@mem.test>\r\n\
+             Call-ID: auth{n}\r\nCSeq: {n} MESSAGE\r\nContent-Type: text/plain\r\n{auth}\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let proxy_auth = |user: &str, password: &str, nonce: &str, method: &str, uri: &str| {
+        let method: rsipstack::sip::Method = method.parse().unwrap();
+        let response = rsipstack::dialog::authenticate::compute_digest(
+            user,
+            password,
+            "sip.test",
+            nonce,
+            &method,
+            uri,
+            rsipstack::sip::headers::auth::Algorithm::Md5,
+            None,
+        );
+        format!(
+            "Proxy-Authorization: Digest username=\"{user}\", realm=\"sip.test\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5\r\n"
+        )
+    };
+    // No credentials: challenged, nothing delivered.
+    let challenge = exchange(message(1, "")).await;
+    assert_eq!(
+        status_of(&challenge),
+        407,
+        "{}",
+        String::from_utf8_lossy(&challenge)
+    );
+    let nonce = digest_field(
+        &header_of(&challenge, "Proxy-Authenticate").unwrap(),
+        "nonce",
+    );
+    // Mallory's own valid credentials: forbidden.
+    let hers = proxy_auth("mallory", "mine", &nonce, "MESSAGE", "sip:dora@mem.test");
+    assert_eq!(status_of(&exchange(message(2, &hers)).await), 403);
+    // Alice's: accepted and delivered.
+    let alices = proxy_auth("alice", "wonder", &nonce, "MESSAGE", "sip:dora@mem.test");
+    assert_eq!(status_of(&exchange(message(3, &alices)).await), 202);
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = gw.mem.received();
+    assert_eq!(received.len(), 1, "{received:#?}");
+    assert_eq!(received[0].from.to_string(), "sip:alice@sip.test");
+    // PUBLISH of her presence is challenged the same way.
+    let pidf = "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:alice@sip.test\"><tuple id=\"t\"><status><basic>closed</basic></status></tuple></presence>";
+    let publish = format!(
+        "PUBLISH sip:alice@sip.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKpub1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=p1\r\nTo: <sip:alice@sip.test>\r\n\
+         Call-ID: pub1\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 600\r\n\
+         Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{pidf}",
+        pidf.len()
+    );
+    assert_eq!(status_of(&exchange(publish).await), 407);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc6665_subscribe_faults_489_423_481() {
     let gw = support::gateway(&[], |_| {}).await;

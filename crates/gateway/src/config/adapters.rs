@@ -115,6 +115,11 @@ pub struct SipConfig {
     /// The accounts that may register in `registrar_domains`.
     #[serde(default)]
     pub accounts: Vec<SipAccount>,
+    /// IP addresses of proxies in front of the gateway that authenticate the users of
+    /// `registrar_domains` themselves: their MESSAGE, PUBLISH and SUBSCRIBE requests
+    /// are not challenged again.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Accepted TCP/TLS connections open at once, over all stream listeners.
     #[serde(
         default = "default_max_tcp_connections",

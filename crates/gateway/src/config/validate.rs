@@ -233,6 +233,13 @@ impl Checker {
                 "add `registrar_domains = [\"sip.example.com\"]`, or remove the accounts",
             );
         }
+        if !sip.trusted_proxies.is_empty() && sip.registrar_domains.is_empty() {
+            self.fail(
+                path.key("trusted_proxies"),
+                format!("sip adapter `{name}` has `trusted_proxies` but no `registrar_domains`"),
+                "trusted proxies only skip the registrar's challenge: add `registrar_domains`, or remove them",
+            );
+        }
         for (index, account) in sip.accounts.iter().enumerate() {
             if account.password.is_empty() {
                 self.fail(
