@@ -7,7 +7,8 @@
 //! - [`translate`]: SIP requests ⇄ broker events;
 //! - [`transaction`]: RFC 3261 §17 non-INVITE transaction timers;
 //! - [`subscription`]: presence dialogs as notifier and as subscriber, publications;
-//! - [`auth`]: digest authentication and the minimal registrar.
+//! - [`auth`]: digest authentication and the minimal registrar;
+//! - [`encoding`]: `Content-Encoding` of received bodies.
 //!
 //! Run time: [`transport`] (UDP, TCP, TLS) and [`driver`] (the [`SipAdapter`]).
 //!
@@ -18,6 +19,7 @@
 
 pub mod auth;
 pub mod driver;
+pub mod encoding;
 pub mod headers;
 pub mod subscription;
 pub mod transaction;

@@ -419,8 +419,22 @@ pub fn check_request(req: &RawMessage, register: bool) -> Result<RequestView, Fa
             Fault::new(420, "Bad Extension").with_header("Unsupported", unsupported.join(", "))
         );
     }
+    // RFC 3261 §8.2.3: content the UAS cannot decode is 415; what it can is decoded
+    // here, so that every body reaches the rest as it was written.
+    let mut view = view;
+    let encoding = single("Content-Encoding")?.map(str::to_owned);
+    if let Some(encoding) = encoding {
+        if !view.body.is_empty() {
+            view.body = crate::encoding::decode(&encoding, &view.body, MAX_DECODED_BODY)?;
+        }
+        view.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("Content-Encoding"));
+    }
     Ok(view)
 }
+
+/// The largest body the gateway decodes a `Content-Encoding` to.
+pub const MAX_DECODED_BODY: usize = 1024 * 1024;
 
 /// Option tags the gateway supports in `Require`.
 pub const SUPPORTED: [&str; 0] = [];

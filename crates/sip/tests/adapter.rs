@@ -188,6 +188,71 @@ async fn rfc5438_failure_reaches_the_sip_sender_as_negative_delivery_imdn() {
     assert!(text.contains("<failed/>"), "{text}");
 }
 
+/// Issue 13: Linphone sends its IMDNs with `Content-Encoding: deflate`; the gateway
+/// answered `400 (invalid IMDN: not valid UTF-8)`, and Linphone re-sent them at every
+/// start. The body is decoded (RFC 3261 §20.12) and the notification goes on; a coding
+/// the gateway does not know gets 415 with `Accept-Encoding` (§21.4.13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_20_12_a_deflated_imdn_like_linphones_is_decoded_and_relayed() {
+    let gw = support::gateway(&[], |_| {}).await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = phone.local_addr().unwrap();
+    let imdn = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+                <imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>gw-42</message-id>\
+                <datetime>2026-12-06T10:00:00Z</datetime><delivery-notification><status>\
+                <delivered/></status></delivery-notification></imdn>";
+    let cpim = format!(
+        "From: <sip:alice@sip.test>\r\nTo: <sip:dora@mem.test>\r\n\
+         DateTime: 2026-12-06T10:00:01Z\r\nNS: imdn <urn:ietf:params:imdn>\r\n\
+         imdn.Message-ID: n-1\r\n\r\nContent-Type: message/imdn+xml\r\n\
+         Content-Disposition: notification\r\nContent-Length: {}\r\n\r\n{imdn}",
+        imdn.len()
+    );
+    let deflated = miniz_oxide::deflate::compress_to_vec_zlib(cpim.as_bytes(), 6);
+    let request = |n: u32, coding: &str| {
+        let mut r = format!(
+            "MESSAGE sip:dora@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKlin{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=l{n}\r\nTo: <sip:dora@mem.test>\r\n\
+             Call-ID: lin{n}\r\nCSeq: 1 MESSAGE\r\nContent-Type: message/cpim\r\n\
+             Content-Encoding: {coding}\r\nContent-Length: {}\r\n\r\n",
+            deflated.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(&deflated);
+        r
+    };
+    let mut buf = vec![0u8; 8192];
+    phone.send_to(&request(1, "deflate"), gw.udp).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = status_of(&buf[..n]);
+    assert!(
+        (200..300).contains(&status),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+    let received = gw.mem.received();
+    let seen = format!("{:?}", received[0].event);
+    assert!(
+        seen.contains("gw-42") && seen.contains("Delivered"),
+        "{seen}"
+    );
+    // A coding the gateway does not decode.
+    phone.send_to(&request(2, "br"), gw.udp).await.unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), phone.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_of(&buf[..n]), 415);
+    assert_eq!(
+        header_of(&buf[..n], "Accept-Encoding").as_deref(),
+        Some("gzip, deflate, identity")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc3261_17_2_retransmitted_message_is_absorbed_and_answered_again() {
     let gw = support::gateway(&[], |_| {}).await;
