@@ -372,12 +372,15 @@ fn envelope_as_received(inbound: Inbound, adapter: &str, id: MessageId) -> Envel
 /// A submission back out as the SIP MESSAGE the adapter would send.
 fn sip_round_trip(inbound: Inbound) -> Result<Vec<u8>, String> {
     let envelope = envelope_as_received(inbound, "sip", MessageId(1));
-    let out = cpim_sip::translate::message_out(
-        &envelope,
-        &cpim_sip::translate::OutboundOptions::default(),
-    )
-    .map_err(|e| e.to_string())?
-    .ok_or_else(|| "nothing to send over SIP".to_owned())?;
+    // A sender that wrote CPIM takes CPIM; otherwise the adapter's default for a
+    // contact it knows nothing about (no `cpim_domains`): the plain content.
+    let options = cpim_sip::translate::OutboundOptions {
+        cpim: matches!(&envelope.event, Event::Message(m) if m.cpim.is_some()),
+        now_unix_secs: 0,
+    };
+    let out = cpim_sip::translate::message_out(&envelope, &options)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "nothing to send over SIP".to_owned())?;
     let from = format!("<{}>;tag=1", out.from);
     let to = format!("<{}>", out.to);
     Ok(cpim_sip::wire::OutRequest {

@@ -145,7 +145,14 @@ struct Core {
     /// server, RFC 3903).
     published: Mutex<HashMap<String, Presence>>,
     registrar: Mutex<Registrar>,
+    /// What each SIP contact (by AOR) has shown about `message/cpim`: `true` when it
+    /// sent CPIM itself, `false` when it answered CPIM with 415 and an `Accept` without
+    /// it. Contacts not here take CPIM only when `cpim_domains` says so.
+    takes_cpim: Mutex<HashMap<String, bool>>,
 }
+
+/// How many contacts' CPIM acceptance is remembered (then the memory starts again).
+const MAX_REMEMBERED_CONTACTS: usize = 65_536;
 
 /// Driver-side data of a watcher's subscription.
 #[derive(Clone)]
@@ -228,6 +235,7 @@ impl SipAdapter {
             publications: Mutex::new(Publications::new(config.policy)),
             published: Mutex::new(HashMap::new()),
             registrar: Mutex::new(registrar),
+            takes_cpim: Mutex::new(HashMap::new()),
             config,
         });
         core.metrics.set_connected(true);
@@ -484,6 +492,9 @@ impl Core {
                 return;
             }
         };
+        if view.content_type.as_deref().is_some_and(is_cpim_type) {
+            self.remember_cpim(&aor_key(&inbound.from), true);
+        }
         let pending = self.submitter.submit_pipelined(inbound).await;
         tokio::spawn(async move {
             let fault = match pending.answer().await {
@@ -1119,29 +1130,76 @@ impl Core {
         Ok(peer)
     }
 
+    fn remember_cpim(&self, aor: &str, takes: bool) {
+        let mut known = lock(&self.takes_cpim);
+        if known.len() >= MAX_REMEMBERED_CONTACTS && !known.contains_key(aor) {
+            known.clear();
+        }
+        known.insert(aor.to_owned(), takes);
+    }
+
     async fn send_message(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
-        let options = OutboundOptions {
-            cpim: self
-                .config
+        let aor = aor_key(&envelope.to);
+        let known = lock(&self.takes_cpim).get(&aor).copied();
+        let cpim = known.unwrap_or_else(|| {
+            self.config
                 .cpim_domains
                 .iter()
-                .any(|d| d.eq_ignore_ascii_case(envelope.to.domain())),
+                .any(|d| d.eq_ignore_ascii_case(envelope.to.domain()))
+        });
+        let mut attempt = match self.message_attempt(envelope, cpim).await {
+            Ok(a) => a,
+            Err(outcome) => return outcome,
+        };
+        // RFC 3261 §21.4.13: a 415 lists in `Accept` what the UA takes. A text-only
+        // phone refusing CPIM gets the text as it is (and is remembered as such); the
+        // receipts asked for cannot be requested from it.
+        if attempt.1 && attempt.0.status == 415 && takes_plain(attempt.0.response.as_ref()) {
+            self.remember_cpim(&aor, false);
+            tracing::debug!(to = %aor, "415 to message/cpim: sending the text as it is");
+            attempt = match self.message_attempt(envelope, false).await {
+                Ok(a) => a,
+                Err(outcome) => return outcome,
+            };
+        }
+        let final_ = attempt.0;
+        let retry_after = final_
+            .response
+            .as_ref()
+            .and_then(|r| r.header("Retry-After"))
+            .and_then(|r| headers::parse_retry_after(r).ok());
+        if final_.status == 0 {
+            // Transport error (RFC 3261 §8.1.3.1: like a 503): try again later.
+            return DeliveryOutcome::RetryLater {
+                after: Duration::from_secs(5),
+            };
+        }
+        translate::outcome_for(final_.status, retry_after, &final_.reason)
+    }
+
+    /// One MESSAGE transaction for `envelope`, as CPIM when `cpim`: its final response
+    /// and whether CPIM was sent.
+    async fn message_attempt(
+        self: &Arc<Self>,
+        envelope: &Envelope,
+        cpim: bool,
+    ) -> Result<(Final, bool), DeliveryOutcome> {
+        let options = OutboundOptions {
+            cpim,
             now_unix_secs: i64::try_from(unix_now_ms() / 1000).unwrap_or(0),
         };
         let out = match translate::message_out(envelope, &options) {
             Ok(Some(out)) => out,
-            Ok(None) => return DeliveryOutcome::Accepted,
-            Err(e) => return failed(Condition::NotAcceptable, e.to_string()),
+            Ok(None) => return Err(DeliveryOutcome::Accepted),
+            Err(e) => return Err(failed(Condition::NotAcceptable, e.to_string())),
         };
+        let sent_cpim = is_cpim_type(&out.content_type);
         let uri = match translate::sip_uri(&envelope.to) {
             Ok(u) => u,
-            Err(e) => return failed(Condition::JidMalformed, e.to_string()),
+            Err(e) => return Err(failed(Condition::JidMalformed, e.to_string())),
         };
         let size = out.body.len() + 600;
-        let peer = match self.target_for(&uri, size).await {
-            Ok(p) => p,
-            Err(outcome) => return outcome,
-        };
+        let peer = self.target_for(&uri, size).await?;
         let from = format!("<{}>;tag={}", out.from, self.unique());
         let to = format!("<{}>", out.to);
         // Without a thread to carry (RFC 7572 §6), the Call-ID is the gateway id: the same
@@ -1174,18 +1232,7 @@ impl Core {
                 .to_bytes()
             })
             .await;
-        let retry_after = final_
-            .response
-            .as_ref()
-            .and_then(|r| r.header("Retry-After"))
-            .and_then(|r| headers::parse_retry_after(r).ok());
-        if final_.status == 0 {
-            // Transport error (RFC 3261 §8.1.3.1: like a 503): try again later.
-            return DeliveryOutcome::RetryLater {
-                after: Duration::from_secs(5),
-            };
-        }
-        translate::outcome_for(final_.status, retry_after, &final_.reason)
+        Ok((final_, sent_cpim))
     }
 
     /// Runs a client transaction, answering one 401/407 challenge with configured
@@ -1462,6 +1509,32 @@ fn contact_of(host: &str, transport: Transport) -> String {
         Transport::Tcp => format!("<sip:gw@{host};transport=tcp>"),
         Transport::Tls => format!("<sip:gw@{host};transport=tls>"),
     }
+}
+
+/// Whether a `Content-Type` value is `message/cpim`.
+fn is_cpim_type(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("message/cpim"))
+}
+
+/// Whether a 415 says the UA takes plain text but not CPIM: its `Accept` lists
+/// `text/plain` (or `text/*`, `*/*`) and not `message/cpim`; a 415 without `Accept`
+/// (RFC 3428 §8: every UA takes `text/plain`) counts as plain text.
+fn takes_plain(response: Option<&RawMessage>) -> bool {
+    let Some(accept) = response.and_then(|r| r.header("Accept")) else {
+        return true;
+    };
+    let types: Vec<String> = headers::split_top_level(accept, ',')
+        .iter()
+        .filter_map(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    !types.iter().any(|t| t == "message/cpim")
+        && types
+            .iter()
+            .any(|t| matches!(t.as_str(), "text/plain" | "text/*" | "*/*"))
 }
 
 /// The PIDF document of a NOTIFY or PUBLISH (`None` without a body): 415 with `Accept`

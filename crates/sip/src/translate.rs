@@ -339,7 +339,11 @@ pub fn presence_outcome_for(status: u16, reason: &str) -> DeliveryOutcome {
 /// How outbound MESSAGEs are written.
 #[derive(Debug, Clone, Default)]
 pub struct OutboundOptions {
-    /// Wrap plain messages in `message/cpim` (configured per destination domain).
+    /// The destination takes `message/cpim` (configured per destination domain with
+    /// `cpim_domains`, or shown by the contact itself): messages are wrapped in CPIM,
+    /// with IMDN requests where the sender asked for receipts. Otherwise every message
+    /// goes as its plain content, which every SIP UA reads (RFC 3428 §8: `text/plain`),
+    /// and no IMDN can be asked for.
     pub cpim: bool,
     /// The current time, for the CPIM `DateTime`.
     pub now_unix_secs: i64,
@@ -397,13 +401,12 @@ pub fn message_out(
                 .as_deref()
                 .filter(|t| is_call_id(t))
                 .map(str::to_owned);
-            if let Some(cpim) = &m.cpim {
+            if let Some(cpim) = m.cpim.as_ref().filter(|_| options.cpim) {
                 out.content_type = CPIM_TYPE.to_owned();
                 out.body = cpim.clone();
                 return Ok(Some(out));
             }
-            let wants_receipts = m.receipts.delivered || m.receipts.displayed;
-            if options.cpim || wants_receipts {
+            if options.cpim {
                 out.content_type = CPIM_TYPE.to_owned();
                 out.body = cpim_wrap(envelope, m, options)?;
                 return Ok(Some(out));
@@ -700,8 +703,12 @@ mod tests {
             .protocol_ids
             .iter()
             .any(|p| p.kind == IMDN_MESSAGE_ID && p.value == "34jk324j"));
-        // Out again unaltered.
-        let out = message_out(&envelope(i.event.clone()), &OutboundOptions::default())
+        // Out again unaltered, to a destination that takes CPIM.
+        let takes_cpim = OutboundOptions {
+            cpim: true,
+            now_unix_secs: 0,
+        };
+        let out = message_out(&envelope(i.event.clone()), &takes_cpim)
             .unwrap()
             .unwrap();
         assert_eq!(out.content_type, "message/cpim");
@@ -833,7 +840,7 @@ mod tests {
     }
 
     #[test]
-    fn plain_message_out_and_cpim_when_receipts_are_asked() {
+    fn plain_message_out_and_cpim_only_where_the_destination_takes_it() {
         let mut m = Message::text("hi ☃");
         m.subjects.push(LangText {
             lang: None,
@@ -854,10 +861,33 @@ mod tests {
             .headers
             .contains(&("Subject".to_owned(), "sub".to_owned())));
         m.receipts.delivered = true;
+        // Receipts asked, but the destination has not shown it takes CPIM (issue 13: a
+        // text-only phone answered 415 and the text never arrived): plain text.
+        let plain = message_out(
+            &envelope(Event::Message(m.clone())),
+            &OutboundOptions {
+                cpim: false,
+                now_unix_secs: 1_764_000_000,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        assert!(plain.content_type.starts_with("text/plain"), "{plain:?}");
+        assert_eq!(plain.body, "hi ☃".as_bytes());
+        // The CPIM a SIP sender wrote is not passed on to such a destination either.
+        let mut relayed = m.clone();
+        relayed.cpim = Some(b"From: <sip:a@b>\r\n\r\nContent-Type: text/plain\r\n\r\nhi".to_vec());
+        let out = message_out(
+            &envelope(Event::Message(relayed)),
+            &OutboundOptions::default(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(out.body, "hi ☃".as_bytes());
         let out = message_out(
             &envelope(Event::Message(m)),
             &OutboundOptions {
-                cpim: false,
+                cpim: true,
                 now_unix_secs: 1_764_000_000,
             },
         )

@@ -1092,6 +1092,130 @@ async fn cpim_domains_get_message_cpim() {
     far.udp.send_to(&answer(&request, 200), from).await.unwrap();
 }
 
+/// A baresip-like text-only UA: `text/plain` is answered 200, anything else 415 with
+/// `Accept: text/plain`. Returns every request it got.
+async fn text_only_ua(socket: &UdpSocket, wanted: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut texts = 0;
+    while texts < wanted {
+        let (request, from) = next_request(socket).await;
+        let plain = header_of(&request, "Content-Type")
+            .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/plain"));
+        let response = if plain {
+            texts += 1;
+            answer(&request, 200)
+        } else {
+            let head = String::from_utf8(answer(&request, 415)).unwrap();
+            head.replace(
+                "Content-Length: 0",
+                "Accept: text/plain\r\nContent-Length: 0",
+            )
+            .into_bytes()
+        };
+        socket.send_to(&response, from).await.unwrap();
+        got.push(request);
+    }
+    got
+}
+
+fn content_type(request: &[u8]) -> String {
+    header_of(request, "Content-Type").unwrap_or_default()
+}
+
+/// Issue 13: XMPP clients and apps ask for receipts by default; the gateway then sent
+/// `message/cpim`, a text-only phone answered 415 + `Accept: text/plain`, and the text
+/// never arrived (`not-acceptable`). A contact that has not shown it takes CPIM gets the
+/// text as it is (its 200 still confirms delivery); one configured for CPIM that refuses
+/// it gets the text again as `text/plain` at once, and is remembered; one that wrote
+/// CPIM itself gets CPIM with the IMDN request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_21_4_13_a_text_only_phone_gets_the_text_whatever_the_sender_asked() {
+    let far = Peer2::bind().await;
+    let proxy = far.addr();
+    let gw = support::gateway(&["cpim.test"], |c| {
+        c.outbound_proxy = Some(Peer {
+            transport: Transport::Udp,
+            addr: proxy,
+        });
+        c.cpim_domains = vec!["cpim.test".into()];
+    })
+    .await;
+    let send = |text: &str, to: &str| {
+        let mut m = Message::text(text);
+        m.receipts.delivered = true;
+        m.receipts.displayed = true;
+        Inbound::new(
+            Event::Message(m),
+            Address::parse("sip:carol@mem.test").unwrap(),
+            Address::parse(to).unwrap(),
+        )
+    };
+    // Unknown contact, receipts asked: plain text, and the 200 is a delivery receipt.
+    gw.from_mem
+        .submit(send("one", "sip:bob@sip.test"))
+        .await
+        .unwrap();
+    let got = text_only_ua(&far.udp, 1).await;
+    assert_eq!(got.len(), 1, "no CPIM attempt first");
+    assert!(content_type(&got[0]).starts_with("text/plain"));
+    assert!(got[0].ends_with(b"one"));
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+    let receipt = format!("{:?}", gw.mem.received()[0].event);
+    assert!(receipt.contains("Delivered"), "{receipt}");
+    // Configured for CPIM, but this phone refuses it: the text follows at once.
+    gw.from_mem
+        .submit(send("two", "sip:dan@cpim.test"))
+        .await
+        .unwrap();
+    let got = text_only_ua(&far.udp, 1).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(content_type(&got[0]), "message/cpim");
+    assert!(content_type(&got[1]).starts_with("text/plain"));
+    assert!(got[1].ends_with(b"two"));
+    assert_eq!(
+        header_of(&got[0], "Call-ID"),
+        header_of(&got[1], "Call-ID"),
+        "the same message"
+    );
+    assert_eq!(gw.mem.wait_for(2, Duration::from_secs(5)).await, 2);
+    let receipt = format!("{:?}", gw.mem.received()[1].event);
+    assert!(receipt.contains("Delivered"), "{receipt}");
+    // Remembered: the next message to dan goes as text straight away.
+    gw.from_mem
+        .submit(send("three", "sip:dan@cpim.test"))
+        .await
+        .unwrap();
+    let got = text_only_ua(&far.udp, 1).await;
+    assert_eq!(got.len(), 1, "{:?}", content_type(&got[0]));
+    assert!(got[0].ends_with(b"three"));
+    // A contact that writes CPIM itself takes it: erin gets CPIM with the IMDN request.
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let cpim = "From: <sip:erin@sip.test>\r\nTo: <sip:carol@mem.test>\r\n\
+                DateTime: 2026-12-06T10:00:00Z\r\n\r\nContent-Type: text/plain\r\n\r\nhello";
+    let request = format!(
+        "MESSAGE sip:carol@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKerin1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:erin@sip.test>;tag=e1\r\nTo: <sip:carol@mem.test>\r\n\
+         Call-ID: erin1\r\nCSeq: 1 MESSAGE\r\nContent-Type: message/cpim\r\nContent-Length: {}\r\n\r\n{cpim}",
+        client.local_addr().unwrap(),
+        cpim.len()
+    );
+    client.send_to(request.as_bytes(), gw.udp).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_of(&buf[..n]), 202);
+    gw.from_mem
+        .submit(send("four", "sip:erin@sip.test"))
+        .await
+        .unwrap();
+    let (m, from) = next_request(&far.udp).await;
+    assert_eq!(content_type(&m), "message/cpim");
+    assert!(String::from_utf8_lossy(&m).contains("imdn.Disposition-Notification"));
+    far.udp.send_to(&answer(&m, 200), from).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc3261_12_1_1_subscribe_2xx_copies_record_route() {
     let gw = support::gateway(&[], |_| {}).await;
