@@ -235,6 +235,7 @@ pub async fn sip_config(
         .map(|d| (d.as_str().to_owned(), accounts.clone()))
         .collect();
     settings.trusted_proxies = s.trusted_proxies.clone();
+    settings.unregistered_store = s.unregistered_users == crate::config::UnregisteredUsers::Store;
     Ok(settings)
 }
 

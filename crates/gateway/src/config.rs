@@ -27,8 +27,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 pub use adapters::{
-    AdapterConfig, AdapterKind, HostPort, SipConfig, SipListener, SipTransport, WebhookApp,
-    WebhookConfig, XmppComponent, XmppConfig, XmppMessageType,
+    AdapterConfig, AdapterKind, HostPort, SipConfig, SipListener, SipTransport, UnregisteredUsers,
+    WebhookApp, WebhookConfig, XmppComponent, XmppConfig, XmppMessageType,
 };
 pub use domain::{Domain, DomainError};
 pub use env::{expand, ConfigString, ExpandError, Secret};
@@ -104,6 +104,14 @@ pub struct GatewaySection {
         deserialize_with = "deserialize_message_expiry_secs"
     )]
     pub message_expiry_secs: u32,
+    /// Attempts at delivering one message to a destination that is down or asks to
+    /// wait, before it fails back to its sender (whichever comes first of this and
+    /// `message_expiry_secs`).
+    #[serde(
+        default = "default_max_delivery_attempts",
+        deserialize_with = "deserialize_max_delivery_attempts"
+    )]
+    pub max_delivery_attempts: u32,
 }
 
 impl Default for GatewaySection {
@@ -117,6 +125,7 @@ impl Default for GatewaySection {
             presence_interval_secs: default_presence_interval_secs(),
             spool: default_spool(),
             message_expiry_secs: default_message_expiry_secs(),
+            max_delivery_attempts: default_max_delivery_attempts(),
         }
     }
 }
@@ -448,6 +457,14 @@ fn default_message_expiry_secs() -> u32 {
 
 fn deserialize_message_expiry_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     de::int_in_range(d, "message_expiry_secs", 1, 30 * 86_400, "seconds")
+}
+
+fn default_max_delivery_attempts() -> u32 {
+    2_000
+}
+
+fn deserialize_max_delivery_attempts<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de::int_in_range(d, "max_delivery_attempts", 1, 1_000_000, "attempts")
 }
 
 #[cfg(test)]

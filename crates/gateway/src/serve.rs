@@ -35,9 +35,9 @@ pub fn core_config(config: &Config) -> CoreConfig {
             ..HubConfig::default()
         },
         message_expiry: Some(Duration::from_secs(u64::from(g.message_expiry_secs))),
-        // A destination that is down is tried again with backoff until the message
-        // expires, not given up after a number of attempts.
-        max_delivery_attempts: u32::MAX,
+        // A destination that is down is tried again with backoff (1 s doubling to 60 s)
+        // until the message expires or has had its attempts.
+        max_delivery_attempts: g.max_delivery_attempts,
         retry_backoff: Duration::from_secs(1),
         max_retry_backoff: Duration::from_secs(60),
         ..CoreConfig::default()

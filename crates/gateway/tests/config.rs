@@ -699,6 +699,22 @@ fn rule_numbers_must_be_in_range() {
     );
     let text = format!("[gateway]\nmax_hops = 256\n{BASE}");
     assert_contains(&error(&text), &["max_hops = 256 is out of range"]);
+    let text = format!("[gateway]\nmax_delivery_attempts = 0\n{BASE}");
+    assert_contains(
+        &error(&text),
+        &["max_delivery_attempts = 0 is out of range"],
+    );
+    let text = format!("[gateway]\nmax_delivery_attempts = 7\n{BASE}");
+    assert_eq!(parse(&text).unwrap().gateway.max_delivery_attempts, 7);
+    assert_eq!(
+        cpim_gateway::serve::core_config(&parse(&text).unwrap()).max_delivery_attempts,
+        7
+    );
+    let text = base_with(
+        "type = \"sip\"",
+        "type = \"sip\"\nunregistered_users = \"drop\"",
+    );
+    assert_contains(&error(&text), &["unregistered_users", "store", "refuse"]);
     let text = base_with("type = \"sip\"", "type = \"sip\"\nmax_udp_message = 100");
     assert_contains(
         &error(&text),

@@ -442,12 +442,17 @@ impl Registrar {
 
     /// Where the latest registered contact of `aor` is reached.
     pub fn lookup(&self, now: Duration, aor: &str) -> Option<Peer> {
+        self.lookup_contact(now, aor).map(|(peer, _)| peer)
+    }
+
+    /// The latest registered contact of `aor`: where it is reached, and its Contact URI.
+    pub fn lookup_contact(&self, now: Duration, aor: &str) -> Option<(Peer, &str)> {
         self.bindings
             .get(aor)?
             .iter()
             .rev()
             .find(|b| b.expires_at > now)
-            .map(|b| b.peer)
+            .map(|b| (b.peer, b.contact.as_str()))
     }
 
     /// Drops expired bindings.

@@ -65,6 +65,10 @@ pub struct SipConfig {
     pub credentials: Vec<Credential>,
     /// Domains where the gateway is the registrar, with their users.
     pub registrar: Vec<(String, Vec<RegistrarUser>)>,
+    /// A message for an unregistered user of a registrar domain waits in the spool
+    /// for the user to register (until it expires) when `true`; it fails at once with
+    /// `recipient-unavailable` (SIP 480) when `false`.
+    pub unregistered_store: bool,
     /// Peers (a proxy in front that authenticates the users itself) whose requests
     /// for registrar accounts are not challenged.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -102,6 +106,7 @@ impl SipConfig {
             credentials: Vec::new(),
             registrar: Vec::new(),
             trusted_proxies: Vec::new(),
+            unregistered_store: true,
             tick: Duration::from_secs(1),
             advertise: None,
             stream_limits: StreamLimits::default(),
@@ -149,6 +154,44 @@ struct Core {
     /// sent CPIM itself, `false` when it answered CPIM with 415 and an `Accept` without
     /// it. Contacts not here take CPIM only when `cpim_domains` says so.
     takes_cpim: Mutex<HashMap<String, bool>>,
+}
+
+/// Where a request goes, and what is known of the transports it may take.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    peer: Peer,
+    /// The destination takes UDP only (`transport=udp` in its URI or registered
+    /// Contact).
+    udp_only: bool,
+    /// A registered contact of the gateway's own registrar.
+    registered: bool,
+    /// Moved from UDP to TCP because the message is too large for UDP.
+    upgraded: bool,
+}
+
+impl Target {
+    fn plain(peer: Peer) -> Self {
+        Target {
+            peer,
+            udp_only: false,
+            registered: false,
+            upgraded: false,
+        }
+    }
+}
+
+/// How soon a message for an unregistered user of a registrar domain is tried again
+/// (the broker's backoff may make it later, up to its longest backoff).
+const UNREGISTERED_RETRY: Duration = Duration::from_secs(5);
+
+/// The `transport` parameter of a registered Contact URI, lower-cased.
+fn contact_transport(contact: &str) -> Option<String> {
+    let uri = contact.trim().trim_start_matches('<').trim_end_matches('>');
+    uri.split(';')
+        .skip(1)
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("transport"))
+        .map(|(_, v)| v.trim().to_ascii_lowercase())
 }
 
 /// How many contacts' CPIM acceptance is remembered (then the memory starts again).
@@ -885,8 +928,8 @@ impl Core {
             }
             return DeliveryOutcome::Delivered;
         }
-        let peer = match self.target_for(&presentity, 0).await {
-            Ok(p) => p,
+        let peer = match self.target_for(&presentity, 0, false).await {
+            Ok(t) => t.peer,
             Err(outcome) => return outcome,
         };
         lock(&self.upstream_peers).insert(presentity_text.clone(), peer);
@@ -1086,48 +1129,96 @@ impl Core {
     // sending
 
     /// Where a request for `uri` goes: a registered contact, the outbound proxy, or
-    /// the URI's host (RFC 3263 without DNS SRV: the host's address records).
+    /// the URI's host (RFC 3263 without DNS SRV: the host's address records). A user of
+    /// a registrar domain is reached only where it registered: never through DNS.
+    /// `may_wait`: a message for an unregistered user may wait for it in the spool
+    /// (`unregistered_users = "store"`).
     async fn target_for(
         &self,
         uri: &cpim::address::SipUri,
         size: usize,
-    ) -> Result<Peer, DeliveryOutcome> {
-        let registered =
-            lock(&self.registrar).lookup(self.now(), &aor_key(&Address::Sip(uri.clone())));
+        may_wait: bool,
+    ) -> Result<Target, DeliveryOutcome> {
+        let aor = aor_key(&Address::Sip(uri.clone()));
+        let registered = {
+            let registrar = lock(&self.registrar);
+            match registrar.lookup_contact(self.now(), &aor) {
+                Some((peer, contact)) => Some((peer, contact_transport(contact))),
+                None if registrar.serves(uri.host().as_str()) => {
+                    drop(registrar);
+                    return Err(self.unregistered(&aor, may_wait));
+                }
+                None => None,
+            }
+        };
         let explicit = uri
             .param("transport")
             .flatten()
             .map(str::to_ascii_lowercase);
-        let mut peer = if let Some(peer) = registered {
-            peer
+        let mut target = if let Some((peer, contact_transport)) = registered {
+            Target {
+                peer,
+                // What the contact itself says about its transports.
+                udp_only: contact_transport.as_deref() == Some("udp"),
+                registered: true,
+                upgraded: false,
+            }
         } else if let Some(proxy) = self.config.outbound_proxy {
-            proxy
+            Target::plain(proxy)
         } else {
-            crate::transport::resolve(uri)
+            let peer = crate::transport::resolve(uri)
                 .await
-                .map_err(|e| failed(Condition::RemoteServerNotFound, e.to_string()))?
+                .map_err(|e| failed(Condition::RemoteServerNotFound, e.to_string()))?;
+            Target::plain(peer)
         };
-        if peer.transport == Transport::Udp && size > self.config.max_udp_message {
-            // RFC 3428 §8: too large for UDP; a congestion-controlled transport, unless
-            // the destination insists on UDP.
-            if explicit.as_deref() == Some("udp") {
-                return Err(failed(
+        if explicit.as_deref() == Some("udp") {
+            target.udp_only = true;
+        }
+        if target.peer.transport == Transport::Udp && size > self.config.max_udp_message {
+            // RFC 3428 §8: too large for UDP; a congestion-controlled transport where the
+            // destination may take one, or at once policy-violation (RFC 7572 §6) where
+            // it cannot: waiting would not make it fit.
+            let too_big = |why: &str| {
+                failed(
                     Condition::PolicyViolation,
                     format!(
-                        "a {size}-byte MESSAGE is larger than {} bytes and {uri} takes UDP only",
+                        "a {size}-byte MESSAGE is larger than {} bytes and {why}",
                         self.config.max_udp_message
                     ),
-                ));
+                )
+            };
+            if target.udp_only {
+                return Err(too_big(&format!("{uri} takes UDP only")));
             }
-            peer.transport = Transport::Tcp;
+            if !self.transports.can_send(Transport::Tcp) {
+                return Err(too_big("the gateway has no TCP transport"));
+            }
+            target.peer.transport = Transport::Tcp;
+            target.upgraded = true;
         }
+        let peer = target.peer;
         if !self.transports.can_send(peer.transport) {
             return Err(failed(
                 Condition::ServiceUnavailable,
                 format!("no {} transport configured", peer.transport.token()),
             ));
         }
-        Ok(peer)
+        Ok(target)
+    }
+
+    /// The outcome for a message to `aor`, a user of a registrar domain with no binding.
+    fn unregistered(&self, aor: &str, may_wait: bool) -> DeliveryOutcome {
+        if may_wait && self.config.unregistered_store {
+            tracing::debug!(to = %aor, "not registered: the message waits");
+            DeliveryOutcome::RetryLater {
+                after: UNREGISTERED_RETRY,
+            }
+        } else {
+            failed(
+                Condition::RecipientUnavailable,
+                format!("{aor} is not registered"),
+            )
+        }
     }
 
     fn remember_cpim(&self, aor: &str, takes: bool) {
@@ -1199,7 +1290,8 @@ impl Core {
             Err(e) => return Err(failed(Condition::JidMalformed, e.to_string())),
         };
         let size = out.body.len() + 600;
-        let peer = self.target_for(&uri, size).await?;
+        let target = self.target_for(&uri, size, true).await?;
+        let peer = target.peer;
         let from = format!("<{}>;tag={}", out.from, self.unique());
         let to = format!("<{}>", out.to);
         // Without a thread to carry (RFC 7572 §6), the Call-ID is the gateway id: the same
@@ -1232,6 +1324,17 @@ impl Core {
                 .to_bytes()
             })
             .await;
+        if final_.status == 0 && target.upgraded && target.registered {
+            // A phone registered over UDP without a TCP listener: the message cannot
+            // reach it, now or later (RFC 7572 §6).
+            return Err(failed(
+                Condition::PolicyViolation,
+                format!(
+                    "a {size}-byte MESSAGE is larger than {} bytes and the registered contact of {} takes no TCP",
+                    self.config.max_udp_message, out.to
+                ),
+            ));
+        }
         Ok((final_, sent_cpim))
     }
 

@@ -733,6 +733,152 @@ async fn rfc3261_22_3_requests_for_registrar_accounts_need_that_accounts_credent
     assert_eq!(status_of(&exchange(publish).await), 407);
 }
 
+/// Registers `user` (password `password`) from `phone` with `Contact: <sip:user@addr{params}>`.
+async fn register(
+    phone: &UdpSocket,
+    gw: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+    params: &str,
+) {
+    let me = phone.local_addr().unwrap();
+    let request = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:sip.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKreg{user}{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@sip.test>;tag=p1\r\nTo: <sip:{user}@sip.test>\r\n\
+             Call-ID: reg-{user}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{me}{params}>\r\n\
+             Expires: 600\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let mut buf = vec![0u8; 8192];
+    phone.send_to(request(1, "").as_bytes(), gw).await.unwrap();
+    let (n, _) = phone.recv_from(&mut buf).await.unwrap();
+    assert_eq!(status_of(&buf[..n]), 401);
+    let nonce = digest_field(&header_of(&buf[..n], "WWW-Authenticate").unwrap(), "nonce");
+    let response = rsipstack::dialog::authenticate::compute_digest(
+        user,
+        password,
+        "sip.test",
+        &nonce,
+        &rsipstack::sip::Method::Register,
+        "sip:sip.test",
+        rsipstack::sip::headers::auth::Algorithm::Md5,
+        None,
+    );
+    let auth = format!(
+        "Authorization: Digest username=\"{user}\", realm=\"sip.test\", nonce=\"{nonce}\", uri=\"sip:sip.test\", response=\"{response}\", algorithm=MD5\r\n"
+    );
+    phone
+        .send_to(request(2, &auth).as_bytes(), gw)
+        .await
+        .unwrap();
+    let (n, _) = phone.recv_from(&mut buf).await.unwrap();
+    assert_eq!(status_of(&buf[..n]), 200);
+}
+
+fn failure_of(envelope: &cpim_broker::envelope::Envelope) -> Option<Condition> {
+    match &envelope.event {
+        Event::Notification(cpim::event::Notification {
+            status: cpim::event::NotificationStatus::Failed { condition, .. },
+            ..
+        }) => Some(*condition),
+        _ => None,
+    }
+}
+
+/// Issue 13: a message for an unregistered user of the gateway's own registrar domain
+/// made the gateway look its own domain up in DNS (`remote-server-not-found`). It waits
+/// for the user to register and is delivered then (`unregistered_users = "store"`), or
+/// fails at once with `recipient-unavailable` (`"refuse"`). A message too large for UDP
+/// to a phone registered over UDP fails at once with `policy-violation` (RFC 7572 §6)
+/// when its contact says `transport=udp` or it takes no TCP — instead of being retried
+/// for a day while the messages after it wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrar_users_are_reached_where_they_registered_or_told_why_not() {
+    let accounts = || {
+        vec![(
+            "sip.test".into(),
+            ["alice", "bob", "carol"]
+                .iter()
+                .map(|u| cpim_sip::auth::RegistrarUser {
+                    username: (*u).into(),
+                    password: "pw".into(),
+                })
+                .collect(),
+        )]
+    };
+    let gw = support::gateway(&[], |c| c.registrar = accounts()).await;
+    let message = |text: &str, to: &str| {
+        Inbound::new(
+            Event::Message(Message::text(text)),
+            Address::parse("sip:dora@mem.test").unwrap(),
+            Address::parse(to).unwrap(),
+        )
+    };
+    // Stored until alice registers, then delivered where she registered from.
+    gw.from_mem
+        .submit(message("waiting for you", "sip:alice@sip.test"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(gw.mem.received().is_empty(), "{:#?}", gw.mem.received());
+    let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    register(&alice, gw.udp, "alice", "pw", "").await;
+    let (m, from) = next_request(&alice).await;
+    assert!(m.ends_with(b"waiting for you"));
+    alice.send_to(&answer(&m, 200), from).await.unwrap();
+    // Too large for UDP: bob's contact says UDP only; carol has no TCP listener.
+    let big = "x".repeat(4000);
+    let bob = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    register(&bob, gw.udp, "bob", "pw", ";transport=udp").await;
+    let carol = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    register(&carol, gw.udp, "carol", "pw", "").await;
+    let started = std::time::Instant::now();
+    gw.from_mem
+        .submit(message(&big, "sip:bob@sip.test"))
+        .await
+        .unwrap();
+    gw.from_mem
+        .submit(message(&big, "sip:carol@sip.test"))
+        .await
+        .unwrap();
+    assert_eq!(gw.mem.wait_for(2, Duration::from_secs(10)).await, 2);
+    assert!(started.elapsed() < Duration::from_secs(5), "failed at once");
+    let failures: Vec<_> = gw.mem.received().iter().map(failure_of).collect();
+    assert_eq!(
+        failures,
+        vec![Some(Condition::PolicyViolation); 2],
+        "{:#?}",
+        gw.mem.received()
+    );
+    // A small message after it is not held up.
+    gw.from_mem
+        .submit(message("small", "sip:carol@sip.test"))
+        .await
+        .unwrap();
+    let (m, from) = next_request(&carol).await;
+    assert!(m.ends_with(b"small"));
+    carol.send_to(&answer(&m, 200), from).await.unwrap();
+
+    // By policy: refused at once.
+    let gw = support::gateway(&[], |c| {
+        c.registrar = accounts();
+        c.unregistered_store = false;
+    })
+    .await;
+    gw.from_mem
+        .submit(message("anyone there?", "sip:alice@sip.test"))
+        .await
+        .unwrap();
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+    assert_eq!(
+        failure_of(&gw.mem.received()[0]),
+        Some(Condition::RecipientUnavailable),
+        "{:#?}",
+        gw.mem.received()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc6665_subscribe_faults_489_423_481() {
     let gw = support::gateway(&[], |_| {}).await;

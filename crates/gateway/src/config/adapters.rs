@@ -120,6 +120,10 @@ pub struct SipConfig {
     /// are not challenged again.
     #[serde(default)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// What happens to a message for a user of `registrar_domains` who is not
+    /// registered: it waits for the registration, or fails at once.
+    #[serde(default)]
+    pub unregistered_users: UnregisteredUsers,
     /// Accepted TCP/TLS connections open at once, over all stream listeners.
     #[serde(
         default = "default_max_tcp_connections",
@@ -235,6 +239,17 @@ pub struct SipListener {
     /// PEM private key file (`tls` only).
     #[serde(default)]
     pub private_key: Option<ConfigString>,
+}
+
+/// `unregistered_users`: a message for a registrar account with no binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnregisteredUsers {
+    /// It waits in the spool until the user registers (or the message expires).
+    #[default]
+    Store,
+    /// It fails at once with `recipient-unavailable` (SIP 480).
+    Refuse,
 }
 
 /// A SIP transport.
