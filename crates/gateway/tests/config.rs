@@ -705,9 +705,12 @@ fn rule_numbers_must_be_in_range() {
         &["max_delivery_attempts = 0 is out of range"],
     );
     let text = format!("[gateway]\nmax_delivery_attempts = 7\n{BASE}");
-    assert_eq!(parse(&text).unwrap().gateway.max_delivery_attempts, 7);
     assert_eq!(
-        cpim_gateway::serve::core_config(&parse(&text).unwrap()).max_delivery_attempts,
+        parse(&text).expect("valid").gateway.max_delivery_attempts,
+        7
+    );
+    assert_eq!(
+        cpim_gateway::serve::core_config(&parse(&text).expect("valid")).max_delivery_attempts,
         7
     );
     let text = base_with(
