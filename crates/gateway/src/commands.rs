@@ -143,6 +143,35 @@ async fn build_adapters(config: &Config, broker: &Broker) -> Result<Vec<Arc<dyn 
     Ok(adapters)
 }
 
+/// Descriptors kept free of SIP stream connections for everything else: the admin and
+/// webhook listeners and their clients, the XMPP links, outbound SIP connections, the
+/// spool.
+const RESERVED_OPEN_FILES: usize = 256;
+
+/// `max_tcp_connections` as the process can honour it: at most the open-files limit less
+/// a reserve (half of a very low limit), so that SIP peers filling their cap never leave
+/// `/healthz`, the webhook API or outbound connections without a descriptor.
+fn within_open_files(adapter: &str, configured: usize) -> usize {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return configured;
+    };
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    let reserve = RESERVED_OPEN_FILES.min(soft / 2);
+    let room = soft.saturating_sub(reserve).max(1);
+    if configured > room {
+        tracing::warn!(
+            adapter,
+            configured,
+            open_files = soft,
+            used = room,
+            "max_tcp_connections lowered to leave descriptors for the other listeners"
+        );
+        room
+    } else {
+        configured
+    }
+}
+
 /// The SIP adapter's settings: listeners (with the TLS certificate and key read from
 /// their files, relative to the configuration file), the outbound proxy resolved to an
 /// address, credentials and registrar accounts.
@@ -201,7 +230,7 @@ pub async fn sip_config(
     }
     settings.max_udp_message = usize::from(s.max_udp_message);
     settings.stream_limits = cpim_sip::transport::StreamLimits {
-        max_connections: s.max_tcp_connections as usize,
+        max_connections: within_open_files(name, s.max_tcp_connections as usize),
         max_per_ip: s.max_tcp_connections_per_ip as usize,
         idle_timeout: std::time::Duration::from_secs(u64::from(s.tcp_idle_timeout_secs)),
         message_timeout: std::time::Duration::from_secs(u64::from(s.tcp_message_timeout_secs)),
