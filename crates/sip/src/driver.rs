@@ -594,24 +594,36 @@ impl Core {
         let event_id = EventHeader::parse(view.header("Event").unwrap_or_default())
             .ok()
             .and_then(|e| e.id().map(str::to_owned));
+        let (watcher_key, presentity_key) = (aor_key(&watcher), aor_key(&presentity));
         let request = SubscribeRequest {
             call_id: view.call_id.clone(),
             from_tag,
             to_tag: view.to.tag().map(str::to_owned),
             expires,
             contact,
-            watcher: aor_key(&watcher),
-            presentity: aor_key(&presentity),
+            watcher: watcher_key.clone(),
+            presentity: presentity_key.clone(),
             event_id,
         };
         let outcome = lock(&self.notifier).on_subscribe(self.now(), request, || self.unique())?;
+        // The watcher's other dialogs with this presentity (another device, or the
+        // dialog a fetch is made beside): the broker knows the pair once, so a fetch
+        // or the end of one dialog must not touch it while another dialog lives.
+        let this_key = match &outcome {
+            SubscribeOutcome::Created { key, .. } | SubscribeOutcome::Refreshed { key, .. } => {
+                key.clone()
+            }
+            SubscribeOutcome::Ended(d) => (d.call_id.clone(), d.local_tag.clone()),
+        };
+        let sibling = self.sibling_of(&this_key, &watcher_key, &presentity_key);
         let (key, expires, op) = match &outcome {
             SubscribeOutcome::Created { key, expires } => {
                 lock(&self.watchers).insert(
                     key.clone(),
                     WatcherSide {
                         peer,
-                        last_body: None,
+                        // The state the other dialog shows is this one's first state.
+                        last_body: sibling.as_ref().and_then(|s| s.1.clone()),
                         lock: Arc::new(tokio::sync::Mutex::new(())),
                     },
                 );
@@ -636,6 +648,15 @@ impl Core {
         // Hold the dialog while answering, so that a NOTIFY caused by the broker's
         // answer cannot overtake the 200 and the first NOTIFY.
         let guard = side.lock.clone().lock_owned().await;
+        // RFC 6665 §4.4.3 fetch or the end of one of several dialogs: the pair stays as
+        // it is at the broker (the other dialog still watches); the fetch is answered
+        // with the state that dialog shows.
+        let leave_broker = sibling.is_some()
+            && match &outcome {
+                SubscribeOutcome::Created { expires, .. } => *expires == 0,
+                SubscribeOutcome::Ended(_) => true,
+                SubscribeOutcome::Refreshed { .. } => false,
+            };
         let mut inbound = Inbound::new(
             Event::Subscription(Subscription {
                 expires_secs: Some(expires),
@@ -646,7 +667,12 @@ impl Core {
         );
         inbound.received_at_ms = unix_now_ms();
         inbound.hops = view.max_forwards;
-        if let Err(rejected) = self.submitter.submit(inbound).await {
+        let submitted = if leave_broker {
+            Ok(())
+        } else {
+            self.submitter.submit(inbound).await.map(|_| ())
+        };
+        if let Err(rejected) = submitted {
             if matches!(outcome, SubscribeOutcome::Created { .. }) {
                 lock(&self.notifier).remove(&key);
                 lock(&self.watchers).remove(&key);
@@ -677,12 +703,46 @@ impl Core {
                 self.send_notify(&dialog, peer, state, None).await;
             }
             _ => {
+                // A watcher already authorized on another dialog is authorized on this
+                // one: its first NOTIFY is active with the known state.
+                let activate = sibling.as_ref().is_some_and(|s| s.0);
                 let body = side.last_body.clone();
-                self.notify_locked(&key, false, body).await;
+                self.notify_locked(&key, activate, body).await;
             }
         }
         drop(guard);
         Ok(())
+    }
+
+    /// Another live dialog of `watcher` with `presentity` than `key`: whether it is
+    /// active, and the last state it was sent (the most informed one when several).
+    fn sibling_of(
+        &self,
+        key: &DialogKey,
+        watcher: &str,
+        presentity: &str,
+    ) -> Option<(bool, Option<Vec<u8>>)> {
+        let others: Vec<(DialogKey, bool)> = {
+            let notifier = lock(&self.notifier);
+            notifier
+                .find(watcher, presentity)
+                .into_iter()
+                .filter(|k| k != key)
+                .filter_map(|k| {
+                    let d = notifier.get(&k)?;
+                    // A fetch's dialog ends at once: it is no one's sibling.
+                    (d.expires_at > self.now()).then_some((k, d.active))
+                })
+                .collect()
+        };
+        let watchers = lock(&self.watchers);
+        others
+            .into_iter()
+            .filter_map(|(k, active)| {
+                let side = watchers.get(&k)?;
+                Some((active, side.last_body.clone()))
+            })
+            .max_by_key(|(active, body)| (*active, body.is_some()))
     }
 
     /// Sends the next NOTIFY of `key` (the dialog lock is held by the caller).
@@ -716,7 +776,15 @@ impl Core {
         status
     }
 
+    /// Tells the broker that `dialog` (already removed) ended — unless the watcher has
+    /// another dialog with that presentity, which keeps the pair.
     async fn submit_unsubscribe(&self, dialog: &WatcherDialog) {
+        if !lock(&self.notifier)
+            .find(&dialog.watcher, &dialog.presentity)
+            .is_empty()
+        {
+            return;
+        }
         let (Ok(watcher), Ok(presentity)) = (
             Address::parse(&dialog.watcher),
             Address::parse(&dialog.presentity),

@@ -1399,3 +1399,219 @@ async fn rfc3261_12_1_1_subscribe_2xx_copies_record_route() {
         }
     }
 }
+
+/// Everything the gateway sends `client` within `window`; requests (NOTIFYs) are
+/// answered 200.
+async fn gather(client: &UdpSocket, window: Duration) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let deadline = tokio::time::Instant::now() + window;
+    while let Ok(Ok((n, from))) =
+        tokio::time::timeout_at(deadline, client.recv_from(&mut buf)).await
+    {
+        let m = buf[..n].to_vec();
+        if !m.starts_with(b"SIP/2.0 ") {
+            client.send_to(&answer(&m, 200), from).await.unwrap();
+        }
+        out.push(m);
+    }
+    out
+}
+
+fn notifies_of<'a>(got: &'a [Vec<u8>], call_id: &str) -> Vec<&'a Vec<u8>> {
+    got.iter()
+        .filter(|m| {
+            m.starts_with(b"NOTIFY ") && header_of(m, "Call-ID").as_deref() == Some(call_id)
+        })
+        .collect()
+}
+
+fn body_of(m: &[u8]) -> String {
+    let text = String::from_utf8_lossy(m).to_string();
+    text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+fn mem_subscriptions(gw: &support::Gateway) -> Vec<(cpim::event::SubscriptionOp, bool)> {
+    gw.mem
+        .received()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::Subscription(s) => Some((s.op, s.aggregate)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// RFC 6665 §4.4.3 and §4.2.1.4 with a watcher on two devices: a fetch (`Expires: 0`
+/// out of dialog) returns the current state and touches nothing else; ending one dialog
+/// ends only that dialog; a second device's first NOTIFY already carries the state; only
+/// the last dialog's end reaches the presentity's network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc6665_4_4_3_a_fetch_or_one_dialogs_end_leaves_the_other_dialog_alone() {
+    use cpim::event::{PresenceUpdate, Subscription, SubscriptionOp};
+    use cpim::presence::Presence;
+    let gw = support::gateway(&[], |_| {}).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = client.local_addr().unwrap();
+    let subscribe = |call_id: &str, tag: &str, to_tag: Option<&str>, expires: u32| {
+        let to = match to_tag {
+            Some(t) => format!("<sip:bob@mem.test>;tag={t}"),
+            None => "<sip:bob@mem.test>".to_owned(),
+        };
+        format!(
+            "SUBSCRIBE sip:bob@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}{expires}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag={tag}\r\nTo: {to}\r\n\
+             Call-ID: {call_id}\r\nCSeq: {} SUBSCRIBE\r\nEvent: presence\r\nContact: <sip:alice@{me}>\r\n\
+             Expires: {expires}\r\nContent-Length: 0\r\n\r\n",
+            if expires == 0 { 9 } else { 1 }
+        )
+    };
+    let publish = |basic: &str| {
+        let submitter = gw.from_mem.clone();
+        let pidf = format!(
+            "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:bob@mem.test\"><tuple id=\"t\"><status><basic>{basic}</basic></status></tuple></presence>"
+        );
+        async move {
+            let inbound = Inbound::new(
+                Event::Presence(PresenceUpdate {
+                    presence: Presence::parse(pidf.as_bytes()).unwrap(),
+                }),
+                Address::parse("sip:bob@mem.test").unwrap(),
+                Address::parse("sip:alice@sip.test").unwrap(),
+            );
+            submitter.submit(inbound).await.unwrap();
+        }
+    };
+
+    // Device 1 subscribes; bob's side approves and is online.
+    client
+        .send_to(subscribe("dev1", "w1", None, 600).as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    let got = gather(&client, Duration::from_millis(600)).await;
+    let ok = got
+        .iter()
+        .find(|m| m.starts_with(b"SIP/2.0 200"))
+        .expect("200");
+    let tag1 = header_of(ok, "To")
+        .unwrap()
+        .split("tag=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        mem_subscriptions(&gw),
+        [(SubscriptionOp::Subscribe, false)],
+        "bob's side is asked"
+    );
+    gw.from_mem
+        .submit(Inbound::new(
+            Event::Subscription(Subscription::new(SubscriptionOp::Approve)),
+            Address::parse("sip:bob@mem.test").unwrap(),
+            Address::parse("sip:alice@sip.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    publish("open").await;
+    let got = gather(&client, Duration::from_millis(800)).await;
+    assert!(
+        notifies_of(&got, "dev1")
+            .iter()
+            .any(|n| body_of(n).contains("<basic>open</basic>")),
+        "device 1 sees bob online"
+    );
+    let asked_before = mem_subscriptions(&gw);
+
+    // A fetch beside it: the current state, terminated; device 1 is left alone.
+    client
+        .send_to(subscribe("fetch1", "w2", None, 0).as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    let got = gather(&client, Duration::from_millis(800)).await;
+    let fetched = notifies_of(&got, "fetch1");
+    assert_eq!(fetched.len(), 1, "one NOTIFY for the fetch");
+    assert_eq!(
+        header_of(fetched[0], "Subscription-State").as_deref(),
+        Some("terminated;reason=timeout")
+    );
+    assert!(
+        body_of(fetched[0]).contains("<basic>open</basic>"),
+        "the fetch returns the state: {}",
+        body_of(fetched[0])
+    );
+    assert!(notifies_of(&got, "dev1").is_empty(), "device 1 untouched");
+    assert_eq!(
+        mem_subscriptions(&gw),
+        asked_before,
+        "nothing reaches bob's side"
+    );
+
+    // Device 2: its first NOTIFY is active and shows bob online.
+    client
+        .send_to(subscribe("dev2", "w3", None, 600).as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    let got = gather(&client, Duration::from_millis(800)).await;
+    let ok = got
+        .iter()
+        .find(|m| m.starts_with(b"SIP/2.0 200"))
+        .expect("200");
+    let tag2 = header_of(ok, "To")
+        .unwrap()
+        .split("tag=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let first = notifies_of(&got, "dev2");
+    assert!(!first.is_empty(), "device 2 is notified");
+    assert!(
+        header_of(first[0], "Subscription-State")
+            .unwrap()
+            .starts_with("active"),
+        "{}",
+        String::from_utf8_lossy(first[0])
+    );
+    assert!(body_of(first[0]).contains("<basic>open</basic>"));
+
+    // Device 2 ends its dialog: only that one ends.
+    client
+        .send_to(subscribe("dev2", "w3", Some(&tag2), 0).as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    let got = gather(&client, Duration::from_millis(800)).await;
+    assert!(notifies_of(&got, "dev2")
+        .iter()
+        .any(|n| header_of(n, "Subscription-State")
+            .unwrap()
+            .starts_with("terminated")));
+    assert!(notifies_of(&got, "dev1").is_empty(), "device 1 untouched");
+    assert!(
+        !mem_subscriptions(&gw).contains(&(SubscriptionOp::Unsubscribe, true)),
+        "bob's side still has a watcher: {:?}",
+        mem_subscriptions(&gw)
+    );
+    // Device 1 still follows bob.
+    publish("closed").await;
+    let got = gather(&client, Duration::from_millis(800)).await;
+    let later = notifies_of(&got, "dev1");
+    assert!(
+        later
+            .iter()
+            .any(|n| body_of(n).contains("<basic>closed</basic>")
+                && header_of(n, "Subscription-State")
+                    .unwrap()
+                    .starts_with("active")),
+        "device 1 still gets bob's changes: {got:?}"
+    );
+    // The last dialog's end is the watcher's end at bob's side.
+    client
+        .send_to(subscribe("dev1", "w1", Some(&tag1), 0).as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    let _ = gather(&client, Duration::from_millis(800)).await;
+    assert!(
+        mem_subscriptions(&gw).contains(&(SubscriptionOp::Unsubscribe, true)),
+        "{:?}",
+        mem_subscriptions(&gw)
+    );
+}
