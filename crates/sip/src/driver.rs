@@ -1814,9 +1814,7 @@ impl Adapter for SipAdapter {
                 core.send_message(&envelope).await
             }
             Event::Presence(p) => {
-                let mut presence = p.presence.clone();
-                presence.entity = aor_key(&envelope.from);
-                let body = presence.to_xml().into_bytes();
+                let body = translate::pidf_for_watcher(&p.presence, aor_key(&envelope.from));
                 core.deliver_to_watchers(&envelope, Some(body), None).await
             }
             Event::Subscription(s) => match (s.op, s.aggregate) {

@@ -592,6 +592,54 @@ pub fn sip_uri(address: &Address) -> Result<SipUri, TranslateError> {
     }
 }
 
+/// The PIDF document a SIP watcher gets for `presence` (the presentity's state from any
+/// network), with `entity` = the presentity's SIP address. RFC 7248 §5 carries XMPP
+/// `<show/>` inside the tuple's status, which SIP phones ignore; so when the document has
+/// no `<person>` of its own, one is added with the RFC 4480 activity phones display:
+/// `away` and `xa` → `<rpid:away/>`, `dnd` → `<rpid:busy/>` (of the open tuple with the
+/// highest contact priority, the first among equals). Everything else is left as is.
+pub fn pidf_for_watcher(presence: &cpim::presence::Presence, entity: String) -> Vec<u8> {
+    use cpim::presence::{Activities, Activity, Basic, Person, Show};
+    let mut doc = presence.clone();
+    doc.entity = entity;
+    if doc.persons.is_empty() {
+        let priority = |t: &cpim::presence::Tuple| {
+            t.contact
+                .as_ref()
+                .and_then(|c| c.priority.as_ref())
+                .map_or(0, |p| p.thousandths())
+        };
+        let best = doc
+            .tuples
+            .iter()
+            .filter(|t| t.status.basic != Some(Basic::Closed))
+            .fold(None::<&cpim::presence::Tuple>, |best, t| match best {
+                Some(b) if priority(b) >= priority(t) => Some(b),
+                _ => Some(t),
+            });
+        let activity = match best.and_then(|t| t.status.show) {
+            Some(Show::Away | Show::Xa) => Some(Activity::Away),
+            Some(Show::Dnd) => Some(Activity::Busy),
+            _ => None,
+        };
+        if let Some(activity) = activity {
+            doc.persons.push(Person {
+                id: "gw-person".to_owned(),
+                activities: vec![Activities {
+                    values: vec![activity],
+                    ..Activities::default()
+                }],
+                user_input: None,
+                show: None,
+                notes: Vec::new(),
+                timestamp: None,
+                extensions: Vec::new(),
+            });
+        }
+    }
+    doc.to_xml().into_bytes()
+}
+
 /// `word ["@" word]` of RFC 3261 §25.1, at most 128 characters.
 fn is_call_id(s: &str) -> bool {
     let word = |w: &str| {
@@ -946,5 +994,78 @@ mod tests {
             imdn.notification,
             cpim::imdn::Notification::Delivery(DeliveryStatus::Failed)
         );
+    }
+
+    #[test]
+    fn rfc4480_xmpp_show_becomes_an_rpid_activity_phones_display() {
+        let doc = |tuples: &str| {
+            cpim::presence::Presence::parse(
+                format!(
+                    "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='pres:bob@xmpp.test'>{tuples}</presence>"
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let tuple = |id: &str, basic: &str, show: Option<&str>, priority: &str| {
+            let show = show
+                .map(|s| format!("<show xmlns='jabber:client'>{s}</show>"))
+                .unwrap_or_default();
+            format!(
+                "<tuple id='{id}'><status><basic>{basic}</basic>{show}</status>\
+                 <contact priority='{priority}'>xmpp:bob@xmpp.test/{id}</contact></tuple>"
+            )
+        };
+        let activities = |xml: &[u8]| {
+            let p = cpim::presence::Presence::parse(xml).unwrap();
+            assert_eq!(p.entity, "sip:bob@xmpp.test");
+            p.persons
+                .iter()
+                .flat_map(|p| p.activities.iter().flat_map(|a| a.values.clone()))
+                .collect::<Vec<_>>()
+        };
+        use cpim::presence::Activity;
+        for (tuples, expected) in [
+            (
+                tuple("a", "open", Some("away"), "0.5"),
+                vec![Activity::Away],
+            ),
+            (tuple("a", "open", Some("xa"), "0.5"), vec![Activity::Away]),
+            (tuple("a", "open", Some("dnd"), "0.5"), vec![Activity::Busy]),
+            (tuple("a", "open", Some("chat"), "0.5"), vec![]),
+            (tuple("a", "open", None, "0.5"), vec![]),
+            (tuple("a", "closed", Some("dnd"), "0.5"), vec![]),
+            // Two devices: the one with the highest priority speaks.
+            (
+                tuple("a", "open", Some("dnd"), "0.1") + &tuple("b", "open", None, "0.9"),
+                vec![],
+            ),
+            (
+                tuple("a", "open", Some("dnd"), "0.9") + &tuple("b", "open", None, "0.1"),
+                vec![Activity::Busy],
+            ),
+            (
+                tuple("a", "closed", None, "1") + &tuple("b", "open", Some("away"), "0.1"),
+                vec![Activity::Away],
+            ),
+        ] {
+            let xml = pidf_for_watcher(&doc(&tuples), "sip:bob@xmpp.test".into());
+            assert_eq!(activities(&xml), expected, "{tuples}");
+            let text = String::from_utf8(xml).unwrap();
+            if !expected.is_empty() {
+                assert!(text.contains("urn:ietf:params:xml:ns:pidf:rpid"), "{text}");
+            }
+        }
+        // A person the presentity's side wrote is kept as it is.
+        let own = cpim::presence::Presence::parse(
+            b"<presence xmlns='urn:ietf:params:xml:ns:pidf' xmlns:dm='urn:ietf:params:xml:ns:pidf:data-model' \
+              xmlns:rpid='urn:ietf:params:xml:ns:pidf:rpid' entity='sip:carol@sip.test'>\
+              <tuple id='t'><status><basic>open</basic><show xmlns='jabber:client'>dnd</show></status></tuple>\
+              <dm:person id='p'><rpid:activities><rpid:meeting/></rpid:activities></dm:person></presence>",
+        )
+        .unwrap();
+        let xml = pidf_for_watcher(&own, "sip:carol@sip.test".into());
+        let back = cpim::presence::Presence::parse(&xml).unwrap();
+        assert_eq!(back.persons, own.persons);
     }
 }

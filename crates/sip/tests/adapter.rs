@@ -1469,7 +1469,8 @@ async fn rfc6665_4_4_3_a_fetch_or_one_dialogs_end_leaves_the_other_dialog_alone(
     let publish = |basic: &str| {
         let submitter = gw.from_mem.clone();
         let pidf = format!(
-            "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:bob@mem.test\"><tuple id=\"t\"><status><basic>{basic}</basic></status></tuple></presence>"
+            "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:bob@mem.test\"><tuple id=\"t\"><status><basic>{basic}</basic>{show}</status></tuple></presence>",
+            show = if basic == "open" { "<show xmlns=\"jabber:client\">dnd</show>" } else { "" }
         );
         async move {
             let inbound = Inbound::new(
@@ -1517,8 +1518,10 @@ async fn rfc6665_4_4_3_a_fetch_or_one_dialogs_end_leaves_the_other_dialog_alone(
     assert!(
         notifies_of(&got, "dev1")
             .iter()
-            .any(|n| body_of(n).contains("<basic>open</basic>")),
-        "device 1 sees bob online"
+            .any(|n| body_of(n).contains("<basic>open</basic>")
+                && body_of(n).contains("urn:ietf:params:xml:ns:pidf:rpid")
+                && body_of(n).contains("busy")),
+        "device 1 sees bob online and busy (RFC 4480, as phones show it): {got:?}"
     );
     let asked_before = mem_subscriptions(&gw);
 
