@@ -87,7 +87,9 @@
 //!   Everything else in the PIDF (RPID activities, devices, timestamps, other tuples) is
 //!   lost.
 //! - Subscriptions (RFC 7248 §4, §6): `subscribe` ⇄ Subscribe, `subscribed` ⇄ Approve,
-//!   `unsubscribe` ⇄ Unsubscribe, `unsubscribed` ⇄ Deny, `probe` ⇄ Probe. XMPP
+//!   `unsubscribe` ⇄ Unsubscribe, `unsubscribed` ⇄ Deny, `probe` ⇄ Probe; a Deny with
+//!   a reason other than `rejected` goes out as `unavailable` (the subscription ended
+//!   without a refusal, RFC 7248 §4.3.2: the roster subscription stays). XMPP
 //!   subscriptions do not expire, so `expires_secs` and `reason` are dropped outbound; an
 //!   aggregate subscription is the same presence type from the envelope's `from` (the
 //!   broker writes the aggregate subscriber's address there).
@@ -363,6 +365,17 @@ pub fn outbound(
             let type_ = match s.op {
                 SubscriptionOp::Subscribe => PresenceType::Subscribe,
                 SubscriptionOp::Approve => PresenceType::Subscribed,
+                // A subscription the presentity's network ended for a reason other than
+                // a refusal (its phone unregistered: `noresource`; `timeout`, `giveup`,
+                // `deactivated`, …) is no revocation: the watcher hears `unavailable`
+                // and keeps its roster subscription (RFC 7248 §4.3.2, second option).
+                SubscriptionOp::Deny
+                    if s.reason
+                        .as_deref()
+                        .is_some_and(|r| !r.eq_ignore_ascii_case("rejected")) =>
+                {
+                    PresenceType::Unavailable
+                }
                 SubscriptionOp::Deny => PresenceType::Unsubscribed,
                 SubscriptionOp::Unsubscribe => PresenceType::Unsubscribe,
                 SubscriptionOp::Probe => PresenceType::Probe,
@@ -2109,6 +2122,25 @@ Subject:;lang=fr Objet\r\n\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbon
     }
 
     #[test]
+    fn rfc7248_4_3_2_an_ended_subscription_is_unavailable_unless_refused() {
+        for (reason, type_) in [
+            (None, "unsubscribed"),
+            (Some("rejected"), "unsubscribed"),
+            (Some("noresource"), "unavailable"),
+            (Some("giveup"), "unavailable"),
+            (Some("timeout"), "unavailable"),
+            (Some("deactivated"), "unavailable"),
+            (Some("invariant"), "unavailable"),
+        ] {
+            let e = out_one(Event::Subscription(Subscription {
+                reason: reason.map(str::to_owned),
+                ..Subscription::new(SubscriptionOp::Deny)
+            }));
+            assert_eq!(e.attr("type"), Some(type_), "{reason:?}");
+        }
+    }
+
+    #[test]
     fn rfc7248_4_and_6_2_subscription_ops_outbound() {
         for (op, type_) in [
             (SubscriptionOp::Subscribe, "subscribe"),
@@ -2121,7 +2153,7 @@ Subject:;lang=fr Objet\r\n\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbon
                 let e = out_one(Event::Subscription(Subscription {
                     aggregate,
                     expires_secs: Some(3600),
-                    reason: Some("timeout".into()),
+                    reason: (op != SubscriptionOp::Deny).then(|| "timeout".into()),
                     ..Subscription::new(op)
                 }));
                 assert_eq!(
