@@ -870,6 +870,22 @@ async fn e2e_sip_watcher_of_an_xmpp_user_composing_and_receipts() {
         "{}",
         open.body()
     );
+    // The watcher's `Expires: 0` ends the gateway's subscription: bob hears alice leave
+    // (`unavailable`) and keeps her in his roster — no `unsubscribe` (RFC 7248 §4.3.3).
+    bob.expect(
+        |e| {
+            e.kind() == "presence"
+                && e.get("type") == Some("unavailable")
+                && e.sender_bare() == Some("alice@sip.gw.xmpp.test")
+        },
+        TIMEOUT,
+    )
+    .await;
+    bob.expect_none(
+        |e| e.kind() == "presence" && e.get("type") == Some("unsubscribe"),
+        Duration::from_millis(300),
+    )
+    .await;
 
     // Composing: XEP-0085 → RFC 3994.
     bob.send_message(

@@ -89,7 +89,8 @@
 //! - Subscriptions (RFC 7248 §4, §6): `subscribe` ⇄ Subscribe, `subscribed` ⇄ Approve,
 //!   `unsubscribe` ⇄ Unsubscribe, `unsubscribed` ⇄ Deny, `probe` ⇄ Probe; a Deny with
 //!   a reason other than `rejected` goes out as `unavailable` (the subscription ended
-//!   without a refusal, RFC 7248 §4.3.2: the roster subscription stays). XMPP
+//!   without a refusal, RFC 7248 §4.3.2: the roster subscription stays), and so does
+//!   the end of the gateway's aggregate subscription (RFC 7248 §4.3.3). XMPP
 //!   subscriptions do not expire, so `expires_secs` and `reason` are dropped outbound; an
 //!   aggregate subscription is the same presence type from the envelope's `from` (the
 //!   broker writes the aggregate subscriber's address there).
@@ -377,6 +378,12 @@ pub fn outbound(
                     PresenceType::Unavailable
                 }
                 SubscriptionOp::Deny => PresenceType::Unsubscribed,
+                // The gateway's own upstream subscription ends when the presentity's
+                // last watcher on other networks goes (a SIP dialog's end, an app's
+                // expiry): XMPP subscriptions are long-lived and per watcher, so the
+                // watcher leaves with `unavailable` and keeps its roster item (RFC 7248
+                // §4.3.3, second option), instead of revoking it at every phone restart.
+                SubscriptionOp::Unsubscribe if s.aggregate => PresenceType::Unavailable,
                 SubscriptionOp::Unsubscribe => PresenceType::Unsubscribe,
                 SubscriptionOp::Probe => PresenceType::Probe,
             };
@@ -2156,6 +2163,11 @@ Subject:;lang=fr Objet\r\n\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbon
                     reason: (op != SubscriptionOp::Deny).then(|| "timeout".into()),
                     ..Subscription::new(op)
                 }));
+                let type_ = if aggregate && op == SubscriptionOp::Unsubscribe {
+                    "unavailable"
+                } else {
+                    type_
+                };
                 assert_eq!(
                     String::from(&e),
                     format!(
@@ -2163,7 +2175,9 @@ Subject:;lang=fr Objet\r\n\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbon
                          id='{GW_ID}' to='juliet@example.com' type='{type_}'/>"
                     )
                 );
-                assert_eq!(op_of(type_).op, op);
+                if type_ != "unavailable" {
+                    assert_eq!(op_of(type_).op, op);
+                }
             }
         }
     }
