@@ -390,6 +390,26 @@ impl Presence {
         Reader { lenient: true }.presence(xml::parse(input)?)
     }
 
+    /// The tuple that speaks for the presentity where only one can (RFC 7248 §5.3): the
+    /// open (or basic-less) tuple with the highest contact priority (a tuple without one
+    /// ranks below priority 0), the first among equals; else the first tuple.
+    pub fn preferred_tuple(&self) -> Option<&Tuple> {
+        self.tuples
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.status.basic != Some(Basic::Closed))
+            .max_by_key(|(index, t)| {
+                let priority = t
+                    .contact
+                    .as_ref()
+                    .and_then(|c| c.priority.as_ref())
+                    .map_or(-1, |p| i32::from(p.thousandths()));
+                (priority, std::cmp::Reverse(*index))
+            })
+            .map(|(_, t)| t)
+            .or_else(|| self.tuples.first())
+    }
+
     /// The canonical document (see the [module documentation](self)).
     pub fn to_xml(&self) -> String {
         self.to_element().to_document()

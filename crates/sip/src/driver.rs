@@ -606,18 +606,23 @@ impl Core {
             event_id,
         };
         let outcome = lock(&self.notifier).on_subscribe(self.now(), request, || self.unique())?;
+        let (key, expires, op) = match &outcome {
+            SubscribeOutcome::Created { key, expires }
+            | SubscribeOutcome::Refreshed { key, expires } => {
+                (key.clone(), *expires, SubscriptionOp::Subscribe)
+            }
+            SubscribeOutcome::Ended(d) => (
+                (d.call_id.clone(), d.local_tag.clone()),
+                0,
+                SubscriptionOp::Unsubscribe,
+            ),
+        };
         // The watcher's other dialogs with this presentity (another device, or the
         // dialog a fetch is made beside): the broker knows the pair once, so a fetch
         // or the end of one dialog must not touch it while another dialog lives.
-        let this_key = match &outcome {
-            SubscribeOutcome::Created { key, .. } | SubscribeOutcome::Refreshed { key, .. } => {
-                key.clone()
-            }
-            SubscribeOutcome::Ended(d) => (d.call_id.clone(), d.local_tag.clone()),
-        };
-        let sibling = self.sibling_of(&this_key, &watcher_key, &presentity_key);
-        let (key, expires, op) = match &outcome {
-            SubscribeOutcome::Created { key, expires } => {
+        let sibling = self.sibling_of(&key, &watcher_key, &presentity_key);
+        match &outcome {
+            SubscribeOutcome::Created { .. } => {
                 lock(&self.watchers).insert(
                     key.clone(),
                     WatcherSide {
@@ -627,20 +632,14 @@ impl Core {
                         lock: Arc::new(tokio::sync::Mutex::new(())),
                     },
                 );
-                (key.clone(), *expires, SubscriptionOp::Subscribe)
             }
-            SubscribeOutcome::Refreshed { key, expires } => {
-                if let Some(w) = lock(&self.watchers).get_mut(key) {
+            SubscribeOutcome::Refreshed { .. } => {
+                if let Some(w) = lock(&self.watchers).get_mut(&key) {
                     w.peer = peer;
                 }
-                (key.clone(), *expires, SubscriptionOp::Subscribe)
             }
-            SubscribeOutcome::Ended(d) => (
-                (d.call_id.clone(), d.local_tag.clone()),
-                0,
-                SubscriptionOp::Unsubscribe,
-            ),
-        };
+            SubscribeOutcome::Ended(_) => {}
+        }
         let side = lock(&self.watchers).get(&key).cloned();
         let Some(side) = side else {
             return Err(Fault::new(481, "Subscription Does Not Exist"));
@@ -648,15 +647,10 @@ impl Core {
         // Hold the dialog while answering, so that a NOTIFY caused by the broker's
         // answer cannot overtake the 200 and the first NOTIFY.
         let guard = side.lock.clone().lock_owned().await;
-        // RFC 6665 §4.4.3 fetch or the end of one of several dialogs: the pair stays as
-        // it is at the broker (the other dialog still watches); the fetch is answered
-        // with the state that dialog shows.
-        let leave_broker = sibling.is_some()
-            && match &outcome {
-                SubscribeOutcome::Created { expires, .. } => *expires == 0,
-                SubscribeOutcome::Ended(_) => true,
-                SubscribeOutcome::Refreshed { .. } => false,
-            };
+        // RFC 6665 §4.4.3 fetch or the end of one of several dialogs (`expires` is 0
+        // for those alone): the pair stays as it is at the broker (the other dialog still
+        // watches); the fetch is answered with the state that dialog shows.
+        let leave_broker = sibling.is_some() && expires == 0;
         let mut inbound = Inbound::new(
             Event::Subscription(Subscription {
                 expires_secs: Some(expires),

@@ -596,28 +596,18 @@ pub fn sip_uri(address: &Address) -> Result<SipUri, TranslateError> {
 /// network), with `entity` = the presentity's SIP address. RFC 7248 §5 carries XMPP
 /// `<show/>` inside the tuple's status, which SIP phones ignore; so when the document has
 /// no `<person>` of its own, one is added with the RFC 4480 activity phones display:
-/// `away` and `xa` → `<rpid:away/>`, `dnd` → `<rpid:busy/>` (of the open tuple with the
-/// highest contact priority, the first among equals). Everything else is left as is.
+/// `away` and `xa` → `<rpid:away/>`, `dnd` → `<rpid:busy/>`, of the tuple
+/// [`Presence::preferred_tuple`](cpim::presence::Presence::preferred_tuple) picks when it
+/// is open. Everything else is left as is.
 pub fn pidf_for_watcher(presence: &cpim::presence::Presence, entity: String) -> Vec<u8> {
     use cpim::presence::{Activities, Activity, Basic, Person, Show};
     let mut doc = presence.clone();
     doc.entity = entity;
     if doc.persons.is_empty() {
-        let priority = |t: &cpim::presence::Tuple| {
-            t.contact
-                .as_ref()
-                .and_then(|c| c.priority.as_ref())
-                .map_or(0, |p| p.thousandths())
-        };
-        let best = doc
-            .tuples
-            .iter()
-            .filter(|t| t.status.basic != Some(Basic::Closed))
-            .fold(None::<&cpim::presence::Tuple>, |best, t| match best {
-                Some(b) if priority(b) >= priority(t) => Some(b),
-                _ => Some(t),
-            });
-        let activity = match best.and_then(|t| t.status.show) {
+        let open = doc
+            .preferred_tuple()
+            .filter(|t| t.status.basic != Some(Basic::Closed));
+        let activity = match open.and_then(|t| t.status.show) {
             Some(Show::Away | Show::Xa) => Some(Activity::Away),
             Some(Show::Dnd) => Some(Activity::Busy),
             _ => None,

@@ -1426,6 +1426,16 @@ fn notifies_of<'a>(got: &'a [Vec<u8>], call_id: &str) -> Vec<&'a Vec<u8>> {
         .collect()
 }
 
+/// The gateway's tag in the 200 among `got`.
+fn to_tag_of_200(got: &[Vec<u8>]) -> String {
+    let ok = got
+        .iter()
+        .find(|m| m.starts_with(b"SIP/2.0 200"))
+        .expect("200");
+    let to = header_of(ok, "To").unwrap();
+    to.split("tag=").nth(1).unwrap().to_owned()
+}
+
 fn body_of(m: &[u8]) -> String {
     let text = String::from_utf8_lossy(m).to_string();
     text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
@@ -1490,16 +1500,7 @@ async fn rfc6665_4_4_3_a_fetch_or_one_dialogs_end_leaves_the_other_dialog_alone(
         .await
         .unwrap();
     let got = gather(&client, Duration::from_millis(600)).await;
-    let ok = got
-        .iter()
-        .find(|m| m.starts_with(b"SIP/2.0 200"))
-        .expect("200");
-    let tag1 = header_of(ok, "To")
-        .unwrap()
-        .split("tag=")
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let tag1 = to_tag_of_200(&got);
     assert_eq!(
         mem_subscriptions(&gw),
         [(SubscriptionOp::Subscribe, false)],
@@ -1555,16 +1556,7 @@ async fn rfc6665_4_4_3_a_fetch_or_one_dialogs_end_leaves_the_other_dialog_alone(
         .await
         .unwrap();
     let got = gather(&client, Duration::from_millis(800)).await;
-    let ok = got
-        .iter()
-        .find(|m| m.starts_with(b"SIP/2.0 200"))
-        .expect("200");
-    let tag2 = header_of(ok, "To")
-        .unwrap()
-        .split("tag=")
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let tag2 = to_tag_of_200(&got);
     let first = notifies_of(&got, "dev2");
     assert!(!first.is_empty(), "device 2 is notified");
     assert!(

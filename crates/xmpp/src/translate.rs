@@ -993,22 +993,7 @@ fn presence_out(
     to: WireJid,
     id: String,
 ) -> Result<Element, TranslateError> {
-    let tuple = pidf
-        .tuples
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.status.basic != Some(Basic::Closed))
-        .max_by_key(|(index, t)| {
-            // The highest priority; among equals, the first tuple.
-            let priority = t
-                .contact
-                .as_ref()
-                .and_then(|c| c.priority.as_ref())
-                .map_or(-1, |p| i32::from(p.thousandths()));
-            (priority, std::cmp::Reverse(*index))
-        })
-        .map(|(_, t)| t)
-        .or_else(|| pidf.tuples.first());
+    let tuple = pidf.preferred_tuple();
     let open = tuple.is_some_and(|t| t.status.basic != Some(Basic::Closed));
     let mut presence = XmppPresence::new(if open {
         PresenceType::None
