@@ -24,6 +24,7 @@ use cpim_broker::metrics::AdapterMetrics;
 use cpim_broker::runtime::{StateStore, Submitter};
 
 use crate::auth::{self, Credential, Registrar, RegistrarUser};
+use crate::dialog;
 use crate::headers::{self, EventHeader, NameAddr, SubState};
 use crate::subscription::{
     DialogKey, Notifier, NotifyEffect, Policy, Publications, PublishOutcome, SubscribeOutcome,
@@ -215,6 +216,9 @@ struct KeptWatcher {
     local_tag: String,
     remote_tag: String,
     remote_target: String,
+    /// The dialog's route set (absent in what older versions kept).
+    #[serde(default)]
+    route_set: Vec<String>,
     watcher: String,
     presentity: String,
     event_id: Option<String>,
@@ -601,6 +605,11 @@ impl Core {
             to_tag: view.to.tag().map(str::to_owned),
             expires,
             contact,
+            route_set: if view.to.tag().is_none() {
+                dialog::record_route(&view.headers)
+            } else {
+                Vec::new()
+            },
             watcher: watcher_key.clone(),
             presentity: presentity_key.clone(),
             event_id,
@@ -804,14 +813,27 @@ impl Core {
             Some(id) => format!("presence;id={id}"),
             None => "presence".to_owned(),
         };
-        let headers = vec![
+        // RFC 3261 §12.2.1.1: to the remote target along the route set; without one,
+        // back where the watcher's requests come from.
+        let hop = dialog::in_dialog(&dialog.remote_target, &dialog.route_set);
+        let peer = if dialog.route_set.is_empty() {
+            peer
+        } else {
+            self.hop_peer(&hop.next_hop, peer).await
+        };
+        let mut headers: Vec<(String, String)> = hop
+            .routes
+            .iter()
+            .map(|r| ("Route".to_owned(), r.clone()))
+            .collect();
+        headers.extend([
             ("Event".to_owned(), event),
             ("Subscription-State".to_owned(), state.to_string()),
             (
                 "Contact".to_owned(),
                 contact_of(&self.sent_by(peer.transport), peer.transport),
             ),
-        ];
+        ]);
         let from = format!("<{}>;tag={}", dialog.presentity, dialog.local_tag);
         let to = format!("<{}>;tag={}", dialog.watcher, dialog.remote_tag);
         let body_ref = body.as_deref().map(|b| (PIDF, b));
@@ -819,7 +841,7 @@ impl Core {
             .transact(peer, |branch, sent_by| {
                 OutRequest {
                     method: "NOTIFY",
-                    uri: &dialog.remote_target,
+                    uri: &hop.request_uri,
                     via_transport: peer.transport.token(),
                     via_sent_by: sent_by,
                     branch,
@@ -911,6 +933,14 @@ impl Core {
         let Some(effect) = effect else {
             return Err(Fault::new(481, "Subscription Does Not Exist"));
         };
+        // A NOTIFY is a target refresh request, and may establish the dialog before
+        // the 2xx (RFC 6665 §4.1.2.4).
+        lock(&self.subscriber).learn_route(
+            &view.call_id,
+            dialog::contact_uri(view.header("Contact")),
+            dialog::record_route(&view.headers),
+            false,
+        );
         match effect {
             NotifyEffect::State {
                 presentity,
@@ -1022,6 +1052,14 @@ impl Core {
                 header("Expires").and_then(|e| headers::parse_delta_seconds("Expires", e).ok());
             let min = header("Min-Expires")
                 .and_then(|e| headers::parse_delta_seconds("Min-Expires", e).ok());
+            if let (Some(r), true) = (response, (200..300).contains(&final_.status)) {
+                lock(&self.subscriber).learn_route(
+                    &sub.call_id,
+                    dialog::contact_uri(r.header("Contact")),
+                    dialog::record_route(&r.headers),
+                    true,
+                );
+            }
             let next = lock(&self.subscriber).on_response(
                 self.now(),
                 &sub.call_id,
@@ -1042,6 +1080,17 @@ impl Core {
                     self.submit_deny(&presentity, &watcher, &reason).await;
                     return translate::presence_outcome_for(final_.status, &final_.reason);
                 }
+                Some(SubscriberEvent::Restart {
+                    presentity,
+                    watcher,
+                }) => {
+                    tracing::debug!(
+                        %presentity,
+                        status = final_.status,
+                        "refresh failed: subscribing anew"
+                    );
+                    return Box::pin(self.resubscribe(watcher, presentity)).await;
+                }
             }
         }
         failed(
@@ -1055,7 +1104,33 @@ impl Core {
         sub: &crate::subscription::OutSubscription,
         peer: Peer,
     ) -> Final {
-        let headers = vec![
+        // Inside the dialog: to the notifier's Contact along the route set (RFC 3261
+        // §12.2.1.1), not to the address of record, which a record-routing proxy
+        // refuses with 404 once the dialog exists.
+        let (uri, routes, peer) = if sub.remote_tag.is_some() {
+            let target = sub.remote_target.as_deref().unwrap_or(&sub.presentity);
+            let route_set = sub.route_set.as_deref().unwrap_or_default();
+            let hop = dialog::in_dialog(target, route_set);
+            let peer = if !route_set.is_empty() || sub.remote_target.is_some() {
+                if route_set.is_empty() && self.config.outbound_proxy.is_some() {
+                    // No proxy asked to stay in the path: the configured one still
+                    // carries every request.
+                    peer
+                } else {
+                    self.hop_peer(&hop.next_hop, peer).await
+                }
+            } else {
+                peer
+            };
+            (hop.request_uri, hop.routes, peer)
+        } else {
+            (sub.presentity.clone(), Vec::new(), peer)
+        };
+        let mut headers: Vec<(String, String)> = routes
+            .iter()
+            .map(|r| ("Route".to_owned(), r.clone()))
+            .collect();
+        headers.extend([
             ("Event".to_owned(), "presence".to_owned()),
             ("Accept".to_owned(), PIDF.to_owned()),
             ("Expires".to_owned(), sub.expires.to_string()),
@@ -1063,37 +1138,71 @@ impl Core {
                 "Contact".to_owned(),
                 contact_of(&self.sent_by(peer.transport), peer.transport),
             ),
-        ];
+        ]);
         let from = format!("<{}>;tag={}", sub.watcher, sub.local_tag);
         let to = match &sub.remote_tag {
             Some(tag) => format!("<{}>;tag={tag}", sub.presentity),
             None => format!("<{}>", sub.presentity),
         };
-        self.transact_auth(
-            peer,
-            "SUBSCRIBE",
-            &sub.presentity,
-            |branch, sent_by, auth| {
-                let mut all = headers.clone();
-                all.extend(auth.iter().cloned());
-                OutRequest {
-                    method: "SUBSCRIBE",
-                    uri: &sub.presentity,
-                    via_transport: peer.transport.token(),
-                    via_sent_by: sent_by,
-                    branch,
-                    from: &from,
-                    to: &to,
-                    call_id: &sub.call_id,
-                    cseq: sub.next_cseq + u32::from(!auth.is_empty()),
-                    max_forwards: 70,
-                    headers: &all,
-                    body: None,
-                }
-                .to_bytes()
-            },
-        )
+        self.transact_auth(peer, "SUBSCRIBE", &uri, |branch, sent_by, auth| {
+            let mut all = headers.clone();
+            all.extend(auth.iter().cloned());
+            OutRequest {
+                method: "SUBSCRIBE",
+                uri: &uri,
+                via_transport: peer.transport.token(),
+                via_sent_by: sent_by,
+                branch,
+                from: &from,
+                to: &to,
+                call_id: &sub.call_id,
+                cseq: sub.next_cseq + u32::from(!auth.is_empty()),
+                max_forwards: 70,
+                headers: &all,
+                body: None,
+            }
+            .to_bytes()
+        })
         .await
+    }
+
+    /// A new, out-of-dialog subscription to `presentity` for `watcher` after the old
+    /// dialog was lost; if it fails, the watchers hear why (an aggregate `Deny`).
+    async fn resubscribe(self: &Arc<Self>, watcher: String, presentity: String) -> DeliveryOutcome {
+        let uri = match cpim::address::SipUri::parse(&presentity) {
+            Ok(uri) => uri,
+            Err(e) => return failed(Condition::JidMalformed, e.to_string()),
+        };
+        let peer = match self.target_for(&uri, 0, false).await {
+            Ok(t) => t.peer,
+            Err(outcome) => {
+                lock(&self.upstream_peers).remove(&presentity);
+                self.submit_deny(&presentity, &watcher, "deactivated").await;
+                return outcome;
+            }
+        };
+        lock(&self.upstream_peers).insert(presentity.clone(), peer);
+        let sub = lock(&self.subscriber).start(
+            self.now(),
+            watcher,
+            presentity,
+            self.config.policy.max_expires,
+            format!("{}@gw", self.unique()),
+            self.unique(),
+        );
+        self.run_subscribe(sub, peer).await
+    }
+
+    /// Where a request whose next hop is `uri` (a route or a remote target) goes;
+    /// `fallback` when it cannot be resolved.
+    async fn hop_peer(&self, uri: &str, fallback: Peer) -> Peer {
+        let Ok(uri) = cpim::address::SipUri::parse(uri) else {
+            return fallback;
+        };
+        match crate::transport::resolve(&uri).await {
+            Ok(peer) if self.transports.can_send(peer.transport) => peer,
+            _ => fallback,
+        }
     }
 
     async fn unsubscribe_upstream(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
@@ -1507,6 +1616,7 @@ impl Core {
                         local_tag: d.local_tag.clone(),
                         remote_tag: d.remote_tag.clone(),
                         remote_target: d.remote_target.clone(),
+                        route_set: d.route_set.clone(),
                         watcher: d.watcher.clone(),
                         presentity: d.presentity.clone(),
                         event_id: d.event_id.clone(),
@@ -1564,6 +1674,7 @@ impl Core {
                 local_tag: k.local_tag,
                 remote_tag: k.remote_tag,
                 remote_target: k.remote_target,
+                route_set: k.route_set,
                 watcher: k.watcher,
                 presentity: k.presentity,
                 event_id: k.event_id,
@@ -1642,6 +1753,15 @@ impl Core {
                     } => {
                         lock(&self.upstream_peers).remove(&presentity);
                         self.submit_deny(&presentity, &watcher, &reason).await;
+                    }
+                    SubscriberEvent::Restart {
+                        presentity,
+                        watcher,
+                    } => {
+                        let this = self.clone();
+                        tokio::spawn(async move {
+                            this.resubscribe(watcher, presentity).await;
+                        });
                     }
                 }
             }

@@ -60,6 +60,9 @@ pub struct WatcherDialog {
     pub remote_tag: String,
     /// Where NOTIFYs go (the watcher's Contact URI).
     pub remote_target: String,
+    /// The route set: the SUBSCRIBE's `Record-Route` values in order (RFC 3261
+    /// §12.1.1), the `Route` headers of every NOTIFY.
+    pub route_set: Vec<String>,
     /// The watcher's URI (From of the SUBSCRIBE): To of NOTIFYs.
     pub watcher: String,
     /// The presentity's URI (To of the SUBSCRIBE): From of NOTIFYs.
@@ -87,6 +90,8 @@ pub struct SubscribeRequest {
     pub expires: Option<u32>,
     /// The watcher's Contact URI.
     pub contact: String,
+    /// Its `Record-Route` values, in order (kept for a new dialog only).
+    pub route_set: Vec<String>,
     /// The watcher's URI.
     pub watcher: String,
     /// The presentity's URI.
@@ -189,6 +194,7 @@ impl Notifier {
                 } else {
                     request.contact
                 },
+                route_set: request.route_set,
                 watcher: request.watcher,
                 presentity: request.presentity,
                 event_id: request.event_id,
@@ -298,6 +304,15 @@ pub struct OutSubscription {
     pub local_tag: String,
     /// The notifier's tag, once known (from the 2xx or the first NOTIFY).
     pub remote_tag: Option<String>,
+    /// Where in-dialog SUBSCRIBEs go: the notifier's Contact (RFC 3261 §12.1.2), kept
+    /// up to date by every 2xx and NOTIFY (target refresh requests, RFC 6665 §4.1.2).
+    pub remote_target: Option<String>,
+    /// The route set, fixed by the message that established the dialog: the 2xx's
+    /// `Record-Route` reversed, or the first NOTIFY's in order. `None` until then.
+    pub route_set: Option<Vec<String>>,
+    /// The route set came from the 2xx (which a NOTIFY overtaking it does not
+    /// override).
+    pub routed_by_2xx: bool,
     /// The watcher URI the gateway subscribes as.
     pub watcher: String,
     /// The presentity's URI (Request-URI and To).
@@ -329,6 +344,15 @@ pub enum SubscriberEvent {
         watcher: String,
         /// RFC 6665 reason.
         reason: String,
+    },
+    /// An in-dialog refresh failed for a reason that is not a refusal (the far end lost
+    /// the dialog: 481, a proxy's 404, a timeout): subscribe anew, out of dialog, and
+    /// tell the watchers nothing unless that fails too.
+    Restart {
+        /// The presentity.
+        presentity: String,
+        /// The watcher it is held for.
+        watcher: String,
     },
 }
 
@@ -407,6 +431,9 @@ impl Subscriber {
             call_id: call_id.clone(),
             local_tag,
             remote_tag: None,
+            remote_target: None,
+            route_set: None,
+            routed_by_2xx: false,
             watcher,
             presentity,
             next_cseq: 2,
@@ -443,6 +470,36 @@ impl Subscriber {
         Some(out)
     }
 
+    /// What a 2xx to a SUBSCRIBE (`from_response`) or a NOTIFY in the dialog `call_id`
+    /// says about where the dialog's requests go: `contact` is the remote target from
+    /// now on; `record_route` is the route set — from the first 2xx, reversed (RFC
+    /// 3261 §12.1.2), or from a NOTIFY in order (§12.1.1) until a 2xx comes.
+    pub fn learn_route(
+        &mut self,
+        call_id: &str,
+        contact: Option<String>,
+        record_route: Vec<String>,
+        from_response: bool,
+    ) {
+        let Some(sub) = self.subs.get_mut(call_id) else {
+            return;
+        };
+        if contact.is_some() {
+            sub.remote_target = contact;
+        }
+        if from_response && !sub.routed_by_2xx {
+            // The 2xx decides even when a NOTIFY overtook it: the proxies that stay
+            // in the path record-route the SUBSCRIBE, not the NOTIFY that follows the
+            // route set (which then carries none).
+            let mut set = record_route;
+            set.reverse();
+            sub.route_set = Some(set);
+            sub.routed_by_2xx = true;
+        } else if sub.route_set.is_none() {
+            sub.route_set = Some(record_route);
+        }
+    }
+
     /// A final response to a SUBSCRIBE. `granted` is its `Expires`, `min_expires` its
     /// `Min-Expires`. Returns what to do next.
     pub fn on_response(
@@ -474,6 +531,16 @@ impl Subscriber {
             }
             _ => {
                 let sub = self.subs.remove(call_id)?;
+                let refusal = matches!(status, 403 | 603 | 489);
+                if sub.remote_tag.is_some() && !sub.ending && !refusal {
+                    // RFC 6665 §4.1.2.2: the refresh failed, not the subscription as the
+                    // watchers see it: a proxy that lost the route, a phone that
+                    // restarted (481). A new subscription decides.
+                    return Some(SubscriberEvent::Restart {
+                        presentity: sub.presentity,
+                        watcher: sub.watcher,
+                    });
+                }
                 let reason = match status {
                     403 | 603 | 489 => "rejected",
                     404 | 604 | 410 => "noresource",
@@ -721,6 +788,7 @@ mod tests {
             to_tag: to_tag.map(str::to_owned),
             expires,
             contact: "sip:alice@127.0.0.1:5070".into(),
+            route_set: Vec::new(),
             watcher: "sip:alice@sip.test".into(),
             presentity: "sip:bob@gw.test".into(),
             event_id: None,
@@ -897,6 +965,92 @@ mod tests {
         assert!(
             matches!(due.as_slice(), [SubscriberEvent::Terminated { reason, .. }] if reason == "timeout")
         );
+    }
+
+    #[test]
+    fn rfc3261_12_1_2_the_route_set_comes_from_the_2xx_even_after_a_notify() {
+        let mut s = Subscriber::new(32 * S);
+        s.start(
+            Duration::ZERO,
+            "w".into(),
+            "sip:p@x".into(),
+            600,
+            "c".into(),
+            "t".into(),
+        );
+        // The NOTIFY overtakes the 2xx: it has no Record-Route (it follows the route set).
+        s.on_notify(
+            S,
+            "c",
+            Some("t"),
+            Some("n"),
+            &SubState::Active { expires: Some(600) },
+        );
+        s.learn_route("c", Some("sip:p@192.0.2.9:5070".into()), Vec::new(), false);
+        assert_eq!(
+            s.by_presentity("sip:p@x").unwrap().route_set,
+            Some(Vec::new())
+        );
+        // The 2xx's Record-Route, reversed, is the route set.
+        s.learn_route(
+            "c",
+            Some("sip:p@192.0.2.9:5070".into()),
+            vec!["<sip:p2;lr>".into(), "<sip:p1;lr>".into()],
+            true,
+        );
+        let sub = s.by_presentity("sip:p@x").unwrap();
+        assert_eq!(
+            sub.route_set.as_deref(),
+            Some(&["<sip:p1;lr>".to_owned(), "<sip:p2;lr>".to_owned()][..])
+        );
+        // A later NOTIFY refreshes the target only.
+        s.learn_route(
+            "c",
+            Some("sip:p@192.0.2.10".into()),
+            vec!["<sip:x;lr>".into()],
+            false,
+        );
+        let sub = s.by_presentity("sip:p@x").unwrap();
+        assert_eq!(sub.remote_target.as_deref(), Some("sip:p@192.0.2.10"));
+        assert_eq!(sub.route_set.as_ref().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn rfc6665_4_1_2_2_a_failed_refresh_restarts_unless_refused() {
+        for (code, restart) in [
+            (404, true),
+            (481, true),
+            (408, true),
+            (500, true),
+            (403, false),
+            (603, false),
+        ] {
+            let mut s = Subscriber::new(32 * S);
+            s.start(
+                Duration::ZERO,
+                "w".into(),
+                "sip:p@x".into(),
+                600,
+                "c".into(),
+                "t".into(),
+            );
+            assert_eq!(s.on_response(S, "c", 200, Some("r"), Some(4), None), None);
+            let due = s.due(10 * S);
+            assert!(matches!(due.as_slice(), [SubscriberEvent::Subscribe(_)]));
+            let e = s.on_response(10 * S, "c", code, None, None, None).unwrap();
+            if restart {
+                assert!(
+                    matches!(e, SubscriberEvent::Restart { ref presentity, .. } if presentity == "sip:p@x"),
+                    "{code}: {e:?}"
+                );
+            } else {
+                assert!(
+                    matches!(e, SubscriberEvent::Terminated { ref reason, .. } if reason == "rejected"),
+                    "{code}: {e:?}"
+                );
+            }
+            assert!(s.is_empty(), "{code}");
+        }
     }
 
     #[test]

@@ -1369,7 +1369,7 @@ async fn rfc3261_12_1_1_subscribe_2xx_copies_record_route() {
     let me = client.local_addr().unwrap();
     let subscribe = format!(
         "SUBSCRIBE sip:bob@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKrr1\r\n\
-         Record-Route: <sip:proxy1.test;lr>\r\nRecord-Route: <sip:proxy2.test;lr>\r\n\
+         Record-Route: <sip:{me};lr;n=1>\r\nRecord-Route: <sip:{me};lr;n=2>\r\n\
          Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=rr\r\nTo: <sip:bob@mem.test>\r\n\
          Call-ID: rr1\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\nContact: <sip:alice@{me}>\r\n\
          Expires: 600\r\nContent-Length: 0\r\n\r\n"
@@ -1390,8 +1390,8 @@ async fn rfc3261_12_1_1_subscribe_2xx_copies_record_route() {
             assert_eq!(
                 rr,
                 [
-                    "Record-Route: <sip:proxy1.test;lr>",
-                    "Record-Route: <sip:proxy2.test;lr>"
+                    format!("Record-Route: <sip:{me};lr;n=1>"),
+                    format!("Record-Route: <sip:{me};lr;n=2>")
                 ],
                 "{m}"
             );

@@ -1,6 +1,7 @@
 //! Test support: a broker with the SIP adapter on loopback and an in-memory far side.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod kamailio;
 pub mod sipp;
 
 use std::net::SocketAddr;
