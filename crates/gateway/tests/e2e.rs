@@ -924,3 +924,136 @@ async fn e2e_sip_watcher_of_an_xmpp_user_composing_and_receipts() {
     bob.close().await;
     w.receiver.abort();
 }
+
+/// A SIP watcher on a plain UDP socket: answers every request 200 and keeps the NOTIFYs.
+async fn sip_watcher(
+    gateway: SocketAddr,
+    presentity: &str,
+) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let me = socket.local_addr().expect("addr");
+    let subscribe = format!(
+        "SUBSCRIBE {presentity} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKtwo1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=two\r\nTo: <{presentity}>\r\n\
+         Call-ID: two-devices\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\n\
+         Contact: <sip:alice@{me}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket
+        .send_to(subscribe.as_bytes(), gateway)
+        .await
+        .expect("send");
+    let notifies = Arc::new(Mutex::new(Vec::new()));
+    let kept = notifies.clone();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let m = String::from_utf8_lossy(&buf[..n]).to_string();
+            if m.starts_with("SIP/2.0 ") {
+                continue;
+            }
+            let _ = socket.send_to(reply(&m, 200, "").as_bytes(), from).await;
+            if m.starts_with("NOTIFY ") {
+                kept.lock().expect("lock").push(m);
+            }
+        }
+    });
+    (notifies, task)
+}
+
+/// The basic status of each tuple of the last NOTIFY (in document order).
+fn last_basics(notifies: &Mutex<Vec<String>>) -> Vec<String> {
+    let all = notifies.lock().expect("lock");
+    let Some(last) = all.last() else {
+        return Vec::new();
+    };
+    common::sip_body(last)
+        .split("<basic>")
+        .skip(1)
+        .filter_map(|s| s.split("</basic>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn wait_for_basics(notifies: &Mutex<Vec<String>>, want: &[&str], what: &str) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = last_basics(notifies);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the last NOTIFY has {got:?}, not {want:?}:\n{:?}",
+            notifies.lock().expect("lock").last()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// RFC 4479 composition across XMPP resources: a SIP watcher of an XMPP user with two
+/// devices sees one document with a tuple per online device, so the user stays online
+/// while one device is; only when both are gone is the state closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_an_xmpp_user_on_two_devices_stays_online_for_a_sip_watcher_until_both_leave() {
+    let w = world().await;
+    let mut phone = XmppClient::connect(&w.prosody, "bob@xmpp.test", "bob-pass").await;
+    let (notifies, watcher) = sip_watcher(
+        SocketAddr::from(([127, 0, 0, 1], w.gw.sip)),
+        "sip:bob@xmpp.test",
+    )
+    .await;
+    phone
+        .expect(
+            |e| {
+                e.kind() == "presence"
+                    && e.get("type") == Some("subscribe")
+                    && e.sender_bare() == Some("alice@sip.gw.xmpp.test")
+            },
+            TIMEOUT,
+        )
+        .await;
+    phone
+        .send_presence(
+            support::PresenceKind::Subscribed,
+            Some("alice@sip.gw.xmpp.test"),
+            None,
+            None,
+        )
+        .await;
+    phone
+        .send_presence(support::PresenceKind::Available, None, None, Some("phone"))
+        .await;
+    wait_for_basics(&notifies, &["open"], "bob's phone is online").await;
+
+    // bob's laptop comes online, busy: two tuples.
+    let mut laptop = XmppClient::connect(&w.prosody, "bob@xmpp.test", "bob-pass").await;
+    laptop
+        .send_presence(
+            support::PresenceKind::Available,
+            None,
+            Some("dnd"),
+            Some("laptop"),
+        )
+        .await;
+    wait_for_basics(&notifies, &["open", "open"], "both devices").await;
+
+    // The phone goes: bob is still online on the laptop.
+    phone.close().await;
+    wait_for_basics(&notifies, &["open"], "the laptop is still online").await;
+    let last = notifies
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        last.contains("dnd") && last.contains("busy"),
+        "the laptop's dnd, as RPID busy: {last}"
+    );
+
+    // The laptop goes too: closed.
+    laptop.close().await;
+    wait_for_basics(&notifies, &["closed"], "both gone").await;
+    watcher.abort();
+    w.receiver.abort();
+}

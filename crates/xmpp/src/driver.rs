@@ -22,7 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -47,6 +47,7 @@ use cpim_broker::{
 };
 
 use crate::guard::{Guard, Limits, Refused};
+use crate::resources::Resources;
 use crate::translate::{self, IqRequest, OutboundOptions, StanzaClass, StanzaFault};
 
 /// The component namespace: stanzas on a component stream live in it.
@@ -139,6 +140,8 @@ impl XmppAdapter {
     /// Starts one link task per component domain and returns the adapter.
     pub fn start(config: XmppConfig, context: AdapterContext) -> Arc<XmppAdapter> {
         let mut links = HashMap::new();
+        // Shared by the links: a server may deliver a contact's presence on any of them.
+        let resources = Arc::new(Mutex::new(Resources::new(MAX_COMPOSED_CONTACTS)));
         let up: Arc<Vec<AtomicBool>> = Arc::new(
             config
                 .components
@@ -167,6 +170,7 @@ impl XmppAdapter {
                 ping_counter: AtomicU64::new(0),
                 server_domain: config.user_domains.first().cloned().unwrap_or_default(),
                 refusals,
+                resources: resources.clone(),
             };
             tokio::spawn(link.run(rx, refused));
         }
@@ -258,7 +262,12 @@ struct Link {
     /// Error replies to stanzas the broker refused after they were read (submissions
     /// are pipelined): written on the stream by `serve`.
     refusals: mpsc::UnboundedSender<Stanza>,
+    /// The open resources of the contacts whose presence the gateway receives.
+    resources: Arc<Mutex<Resources>>,
 }
+
+/// How many (gateway JID, contact) pairs have their resources composed.
+const MAX_COMPOSED_CONTACTS: usize = 100_000;
 
 type Connection = Component<NoDelayConnector>;
 
@@ -682,7 +691,7 @@ impl Link {
     }
 
     async fn handle_exchange(&self, element: &Element) -> Vec<Stanza> {
-        let inbound = match translate::inbound(element, cpim_broker::envelope::unix_now_ms()) {
+        let mut inbound = match translate::inbound(element, cpim_broker::envelope::unix_now_ms()) {
             Ok(inbound) => inbound,
             Err(fault) => {
                 tracing::debug!(adapter = %self.adapter, condition = %fault.condition, text = %fault.text, "stanza refused");
@@ -692,6 +701,18 @@ impl Link {
                     .collect();
             }
         };
+        // A resource's presence is the contact's whole state only with its other
+        // resources (RFC 4479 composition).
+        for item in &mut inbound {
+            if let cpim::event::Event::Presence(update) = &mut item.event {
+                let recipient = item.to.to_string();
+                update.presence = self
+                    .resources
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .compose(&recipient, update.presence.clone());
+            }
+        }
         // Submitted in order without waiting for each answer (the spool commits many
         // at once); a refusal is answered with an error stanza when it comes.
         let mut answers = Vec::with_capacity(inbound.len());

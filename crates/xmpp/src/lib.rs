@@ -10,6 +10,7 @@
 
 pub mod driver;
 pub mod guard;
+pub mod resources;
 pub mod translate;
 
 pub use driver::{XmppAdapter, XmppConfig};
