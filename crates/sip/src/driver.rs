@@ -27,8 +27,8 @@ use crate::auth::{self, Credential, Registrar, RegistrarUser};
 use crate::dialog;
 use crate::headers::{self, EventHeader, NameAddr, SubState};
 use crate::subscription::{
-    DialogKey, Notifier, NotifyEffect, Policy, Publications, PublishOutcome, SubscribeOutcome,
-    SubscribeRequest, Subscriber, SubscriberEvent, WatcherDialog,
+    Authorize, DialogKey, Notifier, NotifyEffect, Policy, Publications, PublishOutcome,
+    SubscribeOutcome, SubscribeRequest, Subscriber, SubscriberEvent, WatcherDialog,
 };
 use crate::transaction::{
     ClientAction, ClientTransaction, ServerDecision, ServerTransactions, Timers,
@@ -945,7 +945,18 @@ impl Core {
             NotifyEffect::State {
                 presentity,
                 watcher,
+                approve,
             } => {
+                // RFC 7248 §4.1: the first `active` NOTIFY is the SIP side's
+                // authorization; the waiting watchers hear it before the state.
+                for waiting in approve {
+                    self.submit_from(
+                        &presentity,
+                        &waiting,
+                        Event::Subscription(Subscription::new(SubscriptionOp::Approve)),
+                    )
+                    .await;
+                }
                 if let Some(mut presence) = presence {
                     presence.entity = presentity.clone();
                     self.submit_from(
@@ -961,10 +972,12 @@ impl Core {
                 presentity,
                 watcher,
                 reason,
+                pending,
                 ..
             } => {
                 lock(&self.upstream_peers).remove(&presentity);
                 self.submit_deny(&presentity, &watcher, &reason).await;
+                self.deny_pending(&presentity, pending, &reason).await;
             }
         }
         Ok(())
@@ -990,7 +1003,41 @@ impl Core {
         self.submit_from(presentity, watcher, event).await;
     }
 
-    async fn subscribe_upstream(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
+    /// Each watcher in `pending` (waiting for its approval) is refused: the gateway's
+    /// subscription for them ended before it was authorized.
+    async fn deny_pending(&self, presentity: &str, pending: Vec<String>, reason: &str) {
+        for watcher in pending {
+            let event = Event::Subscription(Subscription {
+                reason: Some(reason.to_owned()),
+                ..Subscription::new(SubscriptionOp::Deny)
+            });
+            self.submit_from(presentity, &watcher, event).await;
+        }
+    }
+
+    /// The gateway is the presence server of `presentity` (a SIP user who publishes to
+    /// it, or a registrar user the gateway cannot subscribe to): its published state, if
+    /// any. `None`: the presentity's own side is subscribed to.
+    fn local_presentity(
+        &self,
+        presentity_text: &str,
+        presentity: &cpim::address::SipUri,
+    ) -> Option<Option<Presence>> {
+        let published = lock(&self.published).get(presentity_text).cloned();
+        let local = published.is_some()
+            || (self.config.outbound_proxy.is_none()
+                && self.serves(presentity.host().as_str())
+                && lock(&self.registrar)
+                    .lookup(self.now(), presentity_text)
+                    .is_none());
+        local.then_some(published)
+    }
+
+    /// A watcher of another network asks to follow a SIP user (RFC 7248 §4.1). The SIP
+    /// side authorizes the gateway's SUBSCRIBE: the watcher is approved on the first
+    /// `active` NOTIFY (at once if the gateway's subscription is active already, or if
+    /// the gateway itself is the user's presence server), refused if it is rejected.
+    async fn authorize_watcher(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
         let (watcher, presentity) = match (
             translate::sip_text(&envelope.from),
             translate::sip_uri(&envelope.to),
@@ -999,30 +1046,63 @@ impl Core {
             (Err(e), _) | (_, Err(e)) => return failed(Condition::JidMalformed, e.to_string()),
         };
         let presentity_text = aor_key(&envelope.to);
-        // A SIP user who publishes to the gateway has the gateway as presence server:
-        // nothing to subscribe to; the watchers get the published state.
-        let published = lock(&self.published).get(&presentity_text).cloned();
-        let local = published.is_some()
-            || (self.config.outbound_proxy.is_none()
-                && self.serves(presentity.host().as_str())
-                && lock(&self.registrar)
-                    .lookup(self.now(), &presentity_text)
-                    .is_none());
-        if local {
-            if let Some(presence) = published {
-                let watcher_text = envelope.from.to_string();
-                self.submit_from(
-                    &presentity_text,
-                    &watcher_text,
-                    Event::Presence(PresenceUpdate { presence }),
-                )
-                .await;
-            }
+        let watcher_text = envelope.from.to_string();
+        let approve = || async {
+            self.submit_from(
+                &presentity_text,
+                &watcher_text,
+                Event::Subscription(Subscription::new(SubscriptionOp::Approve)),
+            )
+            .await;
+        };
+        if self
+            .local_presentity(&presentity_text, &presentity)
+            .is_some()
+        {
+            approve().await;
             return DeliveryOutcome::Delivered;
         }
-        let peer = match self.target_for(&presentity, 0, false).await {
+        let decision = lock(&self.subscriber).authorize(&presentity_text, &watcher_text);
+        match decision {
+            Authorize::Now => approve().await,
+            Authorize::Wait => {}
+            Authorize::Subscribe => {
+                // Its failure is the waiting watchers' refusal, sent already.
+                let _ = self
+                    .start_upstream(watcher, presentity_text.clone(), &presentity)
+                    .await;
+            }
+        }
+        DeliveryOutcome::Delivered
+    }
+
+    /// A watcher that was waiting for its approval gave up; the gateway's subscription
+    /// ends if it served only such watchers.
+    async fn withdraw_watcher(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
+        let presentity = aor_key(&envelope.to);
+        let unused = lock(&self.subscriber).withdraw(&presentity, &envelope.from.to_string());
+        if unused {
+            return self.stop_upstream(&presentity).await;
+        }
+        DeliveryOutcome::Accepted
+    }
+
+    /// Starts the gateway's subscription to `presentity` as `watcher`. When it cannot
+    /// even be sent, the watchers waiting for it are refused.
+    async fn start_upstream(
+        self: &Arc<Self>,
+        watcher: String,
+        presentity_text: String,
+        presentity: &cpim::address::SipUri,
+    ) -> DeliveryOutcome {
+        let peer = match self.target_for(presentity, 0, false).await {
             Ok(t) => t.peer,
-            Err(outcome) => return outcome,
+            Err(outcome) => {
+                let pending = lock(&self.subscriber).abandon(&presentity_text);
+                self.deny_pending(&presentity_text, pending, "noresource")
+                    .await;
+                return outcome;
+            }
         };
         lock(&self.upstream_peers).insert(presentity_text.clone(), peer);
         let sub = lock(&self.subscriber).start(
@@ -1034,6 +1114,37 @@ impl Core {
             self.unique(),
         );
         self.run_subscribe(sub, peer).await
+    }
+
+    async fn subscribe_upstream(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
+        let (watcher, presentity) = match (
+            translate::sip_text(&envelope.from),
+            translate::sip_uri(&envelope.to),
+        ) {
+            (Ok(w), Ok(p)) => (w, p),
+            (Err(e), _) | (_, Err(e)) => return failed(Condition::JidMalformed, e.to_string()),
+        };
+        let presentity_text = aor_key(&envelope.to);
+        // A SIP user who publishes to the gateway has the gateway as presence server:
+        // nothing to subscribe to; the watchers get the published state.
+        if let Some(published) = self.local_presentity(&presentity_text, &presentity) {
+            if let Some(presence) = published {
+                let watcher_text = envelope.from.to_string();
+                self.submit_from(
+                    &presentity_text,
+                    &watcher_text,
+                    Event::Presence(PresenceUpdate { presence }),
+                )
+                .await;
+            }
+            return DeliveryOutcome::Delivered;
+        }
+        // The subscription started for the first watcher's approval serves them all.
+        if lock(&self.subscriber).mark_aggregate(&presentity_text) {
+            return DeliveryOutcome::Delivered;
+        }
+        self.start_upstream(watcher, presentity_text, &presentity)
+            .await
     }
 
     async fn run_subscribe(
@@ -1075,9 +1186,11 @@ impl Core {
                     presentity,
                     watcher,
                     reason,
+                    pending,
                 }) => {
                     lock(&self.upstream_peers).remove(&presentity);
                     self.submit_deny(&presentity, &watcher, &reason).await;
+                    self.deny_pending(&presentity, pending, &reason).await;
                     return translate::presence_outcome_for(final_.status, &final_.reason);
                 }
                 Some(SubscriberEvent::Restart {
@@ -1173,24 +1286,12 @@ impl Core {
             Ok(uri) => uri,
             Err(e) => return failed(Condition::JidMalformed, e.to_string()),
         };
-        let peer = match self.target_for(&uri, 0, false).await {
-            Ok(t) => t.peer,
-            Err(outcome) => {
-                lock(&self.upstream_peers).remove(&presentity);
-                self.submit_deny(&presentity, &watcher, "deactivated").await;
-                return outcome;
-            }
-        };
-        lock(&self.upstream_peers).insert(presentity.clone(), peer);
-        let sub = lock(&self.subscriber).start(
-            self.now(),
-            watcher,
-            presentity,
-            self.config.policy.max_expires,
-            format!("{}@gw", self.unique()),
-            self.unique(),
-        );
-        self.run_subscribe(sub, peer).await
+        if let Err(outcome) = self.target_for(&uri, 0, false).await {
+            lock(&self.upstream_peers).remove(&presentity);
+            self.submit_deny(&presentity, &watcher, "deactivated").await;
+            return outcome;
+        }
+        self.start_upstream(watcher, presentity, &uri).await
     }
 
     /// Where a request whose next hop is `uri` (a route or a remote target) goes;
@@ -1206,9 +1307,12 @@ impl Core {
     }
 
     async fn unsubscribe_upstream(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
-        let presentity = aor_key(&envelope.to);
-        let sub = lock(&self.subscriber).stop(self.now(), &presentity);
-        let peer = lock(&self.upstream_peers).remove(&presentity);
+        self.stop_upstream(&aor_key(&envelope.to)).await
+    }
+
+    async fn stop_upstream(self: &Arc<Self>, presentity: &str) -> DeliveryOutcome {
+        let sub = lock(&self.subscriber).stop(self.now(), presentity);
+        let peer = lock(&self.upstream_peers).remove(presentity);
         if let (Some(sub), Some(peer)) = (sub, peer) {
             let final_ = self.send_subscribe(&sub, peer).await;
             return translate::presence_outcome_for(final_.status, &final_.reason);
@@ -1750,9 +1854,11 @@ impl Core {
                         presentity,
                         watcher,
                         reason,
+                        pending,
                     } => {
                         lock(&self.upstream_peers).remove(&presentity);
                         self.submit_deny(&presentity, &watcher, &reason).await;
+                        self.deny_pending(&presentity, pending, &reason).await;
                     }
                     SubscriberEvent::Restart {
                         presentity,
@@ -1934,18 +2040,8 @@ impl Adapter for SipAdapter {
             Event::Subscription(s) => match (s.op, s.aggregate) {
                 (SubscriptionOp::Subscribe, true) => core.subscribe_upstream(&envelope).await,
                 (SubscriptionOp::Unsubscribe, true) => core.unsubscribe_upstream(&envelope).await,
-                (SubscriptionOp::Subscribe, false) => {
-                    // SIP has no separate authorization step: the SIP side authorizes
-                    // the gateway's own SUBSCRIBE (RFC 7248 §4), and a refusal there
-                    // ends every watcher's subscription. So the request is approved.
-                    core.submit_from(
-                        &envelope.to.to_string(),
-                        &envelope.from.to_string(),
-                        Event::Subscription(Subscription::new(SubscriptionOp::Approve)),
-                    )
-                    .await;
-                    DeliveryOutcome::Delivered
-                }
+                (SubscriptionOp::Subscribe, false) => core.authorize_watcher(&envelope).await,
+                (SubscriptionOp::Unsubscribe, false) => core.withdraw_watcher(&envelope).await,
                 (SubscriptionOp::Approve, _) => {
                     core.deliver_to_watchers(&envelope, None, None).await
                 }
@@ -1954,9 +2050,7 @@ impl Adapter for SipAdapter {
                     core.deliver_to_watchers(&envelope, None, Some(reason))
                         .await
                 }
-                (SubscriptionOp::Unsubscribe, false) | (SubscriptionOp::Probe, _) => {
-                    DeliveryOutcome::Accepted
-                }
+                (SubscriptionOp::Probe, _) => DeliveryOutcome::Accepted,
             },
         }
     }

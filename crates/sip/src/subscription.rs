@@ -3,7 +3,7 @@
 //! gateway holds at SIP presentities ([`Subscriber`]) and the presence SIP users publish
 //! to it ([`Publications`]). Time is a `Duration` since the driver's epoch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::headers::SubState;
@@ -336,7 +336,8 @@ pub struct OutSubscription {
 pub enum SubscriberEvent {
     /// Send a SUBSCRIBE for this subscription (new or refresh) with this CSeq.
     Subscribe(OutSubscription),
-    /// The subscription ended: tell the broker (aggregate `Deny` with this reason).
+    /// The subscription ended: tell the broker (aggregate `Deny` with this reason, and
+    /// a `Deny` to each watcher still waiting for its approval).
     Terminated {
         /// The presentity.
         presentity: String,
@@ -344,6 +345,8 @@ pub enum SubscriberEvent {
         watcher: String,
         /// RFC 6665 reason.
         reason: String,
+        /// The watchers whose requests waited for the first `active` NOTIFY.
+        pending: Vec<String>,
     },
     /// An in-dialog refresh failed for a reason that is not a refusal (the far end lost
     /// the dialog: 481, a proxy's 404, a timeout): subscribe anew, out of dialog, and
@@ -361,6 +364,26 @@ pub enum SubscriberEvent {
 pub struct Subscriber {
     timeout: Duration,
     subs: HashMap<String, OutSubscription>,
+    /// Per presentity (lower-cased), the watchers whose requests wait for the
+    /// presentity's side to authorize the gateway's subscription (the first `active`
+    /// NOTIFY, RFC 7248 §4.1).
+    awaiting: HashMap<String, Vec<String>>,
+    /// The presentities (lower-cased) the broker asked the gateway to subscribe to for
+    /// its approved watchers (an aggregate subscription).
+    aggregate: HashSet<String>,
+}
+
+/// What to do with a watcher's request to follow a SIP presentity (RFC 7248 §4.1: the
+/// SIP side authorizes by accepting the gateway's SUBSCRIBE and saying `active`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorize {
+    /// The gateway's subscription is active already: approve at once.
+    Now,
+    /// No subscription yet: start one; the watcher waits for its first `active`
+    /// NOTIFY.
+    Subscribe,
+    /// A subscription is under way: the watcher waits with the others.
+    Wait,
 }
 
 /// What a received NOTIFY means.
@@ -372,6 +395,8 @@ pub enum NotifyEffect {
         presentity: String,
         /// The watcher.
         watcher: String,
+        /// The watchers approved by this NOTIFY (the first `active` one).
+        approve: Vec<String>,
     },
     /// A NOTIFY for a subscription the gateway is ending: acknowledged, nothing else.
     Ended,
@@ -385,6 +410,8 @@ pub enum NotifyEffect {
         reason: String,
         /// When it may be tried again.
         retry_after: Option<u32>,
+        /// The watchers still waiting for their approval.
+        pending: Vec<String>,
     },
 }
 
@@ -394,7 +421,62 @@ impl Subscriber {
         Subscriber {
             timeout,
             subs: HashMap::new(),
+            awaiting: HashMap::new(),
+            aggregate: HashSet::new(),
         }
+    }
+
+    /// A watcher asks to follow `presentity`: approve now, or wait for the gateway's
+    /// subscription to become active (starting it if there is none).
+    pub fn authorize(&mut self, presentity: &str, watcher: &str) -> Authorize {
+        let decision = match self.by_presentity(presentity) {
+            Some(sub) if sub.active => return Authorize::Now,
+            Some(_) => Authorize::Wait,
+            None => Authorize::Subscribe,
+        };
+        let waiting = self
+            .awaiting
+            .entry(presentity.to_ascii_lowercase())
+            .or_default();
+        if !waiting.iter().any(|w| w.eq_ignore_ascii_case(watcher)) {
+            waiting.push(watcher.to_owned());
+        }
+        decision
+    }
+
+    /// A waiting watcher gave up. `true` when the subscription to `presentity` then
+    /// serves no one (nobody waits and the broker never asked for it): end it.
+    pub fn withdraw(&mut self, presentity: &str, watcher: &str) -> bool {
+        let key = presentity.to_ascii_lowercase();
+        let Some(waiting) = self.awaiting.get_mut(&key) else {
+            return false;
+        };
+        waiting.retain(|w| !w.eq_ignore_ascii_case(watcher));
+        if !waiting.is_empty() {
+            return false;
+        }
+        self.awaiting.remove(&key);
+        !self.aggregate.contains(&key) && self.by_presentity(presentity).is_some()
+    }
+
+    /// The broker asks for the subscription to `presentity` for its approved watchers.
+    /// `true` when one is live already (nothing to send).
+    pub fn mark_aggregate(&mut self, presentity: &str) -> bool {
+        self.aggregate.insert(presentity.to_ascii_lowercase());
+        self.by_presentity(presentity).is_some()
+    }
+
+    fn take_pending(&mut self, presentity: &str) -> Vec<String> {
+        self.awaiting
+            .remove(&presentity.to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+
+    /// The watchers waiting for `presentity` (drained): for a subscription that could
+    /// not even be sent.
+    pub fn abandon(&mut self, presentity: &str) -> Vec<String> {
+        self.aggregate.remove(&presentity.to_ascii_lowercase());
+        self.take_pending(presentity)
     }
 
     /// How many subscriptions are held.
@@ -454,6 +536,7 @@ impl Subscriber {
     /// The dialog stays until the final NOTIFY (or Timer N), so that the notifier's
     /// `terminated` NOTIFY is answered 200, not 481 (RFC 6665 §4.1.2.3).
     pub fn stop(&mut self, now: Duration, presentity: &str) -> Option<OutSubscription> {
+        self.aggregate.remove(&presentity.to_ascii_lowercase());
         let call_id = self
             .subs
             .values()
@@ -547,10 +630,12 @@ impl Subscriber {
                     // 481 and anything else: transient, the broker may ask again.
                     _ => "deactivated",
                 };
+                let pending = self.abandon(&sub.presentity);
                 Some(SubscriberEvent::Terminated {
                     presentity: sub.presentity,
                     watcher: sub.watcher,
                     reason: reason.to_owned(),
+                    pending,
                 })
             }
         }
@@ -592,9 +677,16 @@ impl Subscriber {
                         sub.refresh_at = Some(at);
                     }
                 }
+                let (presentity, watcher) = (sub.presentity.clone(), sub.watcher.clone());
+                let approve = if matches!(state, SubState::Active { .. }) {
+                    self.take_pending(&presentity)
+                } else {
+                    Vec::new()
+                };
                 Some(NotifyEffect::State {
-                    presentity: sub.presentity.clone(),
-                    watcher: sub.watcher.clone(),
+                    presentity,
+                    watcher,
+                    approve,
                 })
             }
             SubState::Terminated {
@@ -602,11 +694,13 @@ impl Subscriber {
                 retry_after,
             } => {
                 let sub = self.subs.remove(call_id)?;
+                let pending = self.abandon(&sub.presentity);
                 Some(NotifyEffect::Terminated {
                     presentity: sub.presentity,
                     watcher: sub.watcher,
                     reason: reason.clone().unwrap_or_else(|| "deactivated".to_owned()),
                     retry_after: *retry_after,
+                    pending,
                 })
             }
         }
@@ -631,10 +725,12 @@ impl Subscriber {
         for (call_id, ending) in dead {
             if let Some(sub) = self.subs.remove(&call_id).filter(|_| !ending) {
                 // RFC 6665 §4.1.2.4: no NOTIFY within Timer N — the subscription failed.
+                let pending = self.abandon(&sub.presentity);
                 out.push(SubscriberEvent::Terminated {
                     presentity: sub.presentity,
                     watcher: sub.watcher,
                     reason: "timeout".to_owned(),
+                    pending,
                 });
             }
         }
@@ -1013,6 +1109,132 @@ mod tests {
         let sub = s.by_presentity("sip:p@x").unwrap();
         assert_eq!(sub.remote_target.as_deref(), Some("sip:p@192.0.2.10"));
         assert_eq!(sub.route_set.as_ref().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn rfc7248_4_1_watchers_are_approved_by_the_first_active_notify() {
+        let mut s = Subscriber::new(32 * S);
+        let p = "sip:carol@sip.test";
+        assert_eq!(s.authorize(p, "im:bob@x"), Authorize::Subscribe);
+        s.start(
+            Duration::ZERO,
+            "sip:bob@x".into(),
+            p.into(),
+            600,
+            "c".into(),
+            "t".into(),
+        );
+        assert_eq!(s.authorize(p, "im:dave@x"), Authorize::Wait);
+        assert_eq!(
+            s.authorize(p, "im:bob@x"),
+            Authorize::Wait,
+            "asked twice, kept once"
+        );
+        assert_eq!(s.on_response(S, "c", 200, Some("r"), Some(600), None), None);
+        // pending: nobody approved yet.
+        let e = s.on_notify(
+            S,
+            "c",
+            Some("t"),
+            Some("r"),
+            &SubState::Pending { expires: Some(600) },
+        );
+        assert!(matches!(e, Some(NotifyEffect::State { ref approve, .. }) if approve.is_empty()));
+        // active: both waiting watchers, once.
+        let e = s.on_notify(
+            S,
+            "c",
+            Some("t"),
+            Some("r"),
+            &SubState::Active { expires: Some(600) },
+        );
+        assert!(
+            matches!(e, Some(NotifyEffect::State { ref approve, .. }) if approve == &["im:bob@x".to_owned(), "im:dave@x".to_owned()]),
+            "{e:?}"
+        );
+        let e = s.on_notify(
+            S,
+            "c",
+            Some("t"),
+            Some("r"),
+            &SubState::Active { expires: Some(600) },
+        );
+        assert!(matches!(e, Some(NotifyEffect::State { ref approve, .. }) if approve.is_empty()));
+        // Later watchers are approved at once.
+        assert_eq!(s.authorize(p, "im:erin@x"), Authorize::Now);
+
+        // A refusal ends it for the waiting watchers too.
+        let mut s = Subscriber::new(32 * S);
+        s.authorize(p, "im:bob@x");
+        s.start(
+            Duration::ZERO,
+            "sip:bob@x".into(),
+            p.into(),
+            600,
+            "c".into(),
+            "t".into(),
+        );
+        let e = s.on_response(S, "c", 403, None, None, None);
+        assert!(
+            matches!(e, Some(SubscriberEvent::Terminated { ref pending, ref reason, .. }) if pending == &["im:bob@x".to_owned()] && reason == "rejected"),
+            "{e:?}"
+        );
+        // Timer N: no NOTIFY at all.
+        let mut s = Subscriber::new(32 * S);
+        s.authorize(p, "im:bob@x");
+        s.start(
+            Duration::ZERO,
+            "sip:bob@x".into(),
+            p.into(),
+            600,
+            "c".into(),
+            "t".into(),
+        );
+        s.on_response(S, "c", 200, Some("r"), Some(600), None);
+        let due = s.due(40 * S);
+        assert!(
+            matches!(due.as_slice(), [SubscriberEvent::Terminated { pending, .. }] if pending == &["im:bob@x".to_owned()]),
+            "{due:?}"
+        );
+    }
+
+    #[test]
+    fn rfc7248_4_1_a_subscription_nobody_waits_for_any_more_ends() {
+        let mut s = Subscriber::new(32 * S);
+        let p = "sip:carol@sip.test";
+        s.authorize(p, "im:bob@x");
+        s.start(
+            Duration::ZERO,
+            "sip:bob@x".into(),
+            p.into(),
+            600,
+            "c".into(),
+            "t".into(),
+        );
+        s.authorize(p, "im:dave@x");
+        assert!(!s.withdraw(p, "im:bob@x"), "dave still waits");
+        assert!(s.withdraw(p, "im:dave@x"), "nobody does: end it");
+        // Once the broker asked for it (its approved watchers), it stays.
+        let mut s = Subscriber::new(32 * S);
+        s.authorize(p, "im:bob@x");
+        s.start(
+            Duration::ZERO,
+            "sip:bob@x".into(),
+            p.into(),
+            600,
+            "c".into(),
+            "t".into(),
+        );
+        assert!(
+            s.mark_aggregate(p),
+            "the live subscription serves the broker"
+        );
+        assert!(!s.withdraw(p, "im:bob@x"));
+        assert!(s.stop(S, p).is_some());
+        assert!(
+            !s.mark_aggregate("sip:other@sip.test"),
+            "none live: send one"
+        );
     }
 
     #[test]

@@ -1610,3 +1610,160 @@ async fn rfc6665_4_4_3_a_fetch_or_one_dialogs_end_leaves_the_other_dialog_alone(
         mem_subscriptions(&gw)
     );
 }
+
+/// The subscription events the in-memory network received, in order, as (op, aggregate).
+fn mem_subscription_ops(gw: &support::Gateway) -> Vec<cpim::event::SubscriptionOp> {
+    mem_subscriptions(gw)
+        .into_iter()
+        .map(|(op, _)| op)
+        .collect()
+}
+
+/// RFC 7248 §4.1: a watcher of another network asking for a SIP user's presence is
+/// approved (XMPP `subscribed`) when the SIP side authorizes the gateway's SUBSCRIBE —
+/// its first `active` NOTIFY — not when the request arrives; a `pending` NOTIFY keeps it
+/// waiting, and a refusal reaches it as a denial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc7248_4_1_a_watcher_is_approved_on_the_first_active_notify_not_before() {
+    use cpim::event::{Subscription, SubscriptionOp};
+    let ua = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ua_addr = ua.local_addr().unwrap();
+    let gw = support::gateway(&[], |c| {
+        c.outbound_proxy = Some(Peer {
+            transport: Transport::Udp,
+            addr: ua_addr,
+        });
+    })
+    .await;
+    let ask = |watcher: &str, presentity: &str| {
+        Inbound::new(
+            Event::Subscription(Subscription::new(SubscriptionOp::Subscribe)),
+            Address::parse(watcher).unwrap(),
+            Address::parse(presentity).unwrap(),
+        )
+    };
+    gw.from_mem
+        .submit(ask("sip:bob@mem.test", "sip:carol@sip.test"))
+        .await
+        .unwrap();
+    let (subscribe, from) = next_request(&ua).await;
+    assert!(subscribe.starts_with(b"SUBSCRIBE sip:carol@sip.test "));
+    let mut ok = String::from_utf8(answer(&subscribe, 200)).unwrap();
+    ok = ok.replacen(
+        "\r\nContent-Length",
+        "\r\nExpires: 600\r\nContent-Length",
+        1,
+    );
+    let to = header_of(&subscribe, "To").unwrap();
+    let ok = ok.replace(&format!("To: {to}"), &format!("To: {to};tag=carol"));
+    ua.send_to(ok.as_bytes(), from).await.unwrap();
+    let contact = header_of(&subscribe, "Contact").unwrap();
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap()
+        .to_owned();
+    let notify = |cseq: u32, state: &str, body: &str| {
+        format!(
+            "NOTIFY {target} SIP/2.0\r\nVia: SIP/2.0/UDP {ua_addr};branch=z9hG4bKcn{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: {to};tag=carol\r\nTo: {}\r\nCall-ID: {}\r\n\
+             CSeq: {cseq} NOTIFY\r\nEvent: presence\r\nSubscription-State: {state}\r\n\
+             Contact: <sip:carol@{ua_addr}>\r\n{}Content-Length: {}\r\n\r\n{body}",
+            header_of(&subscribe, "From").unwrap(),
+            header_of(&subscribe, "Call-ID").unwrap(),
+            if body.is_empty() {
+                ""
+            } else {
+                "Content-Type: application/pidf+xml\r\n"
+            },
+            body.len()
+        )
+    };
+    // carol has not decided: pending, no body. bob is not approved.
+    ua.send_to(notify(1, "pending;expires=600", "").as_bytes(), from)
+        .await
+        .unwrap();
+    let (got, _) = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let (n, f) = ua.recv_from(&mut buf).await.unwrap();
+            if buf[..n].starts_with(b"SIP/2.0 ") {
+                return (buf[..n].to_vec(), f);
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status_of(&got), 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        mem_subscription_ops(&gw),
+        Vec::<SubscriptionOp>::new(),
+        "no approval before the SIP side authorized"
+    );
+    // carol authorizes: bob is approved, then gets her state.
+    let pidf = "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:carol@sip.test\"><tuple id=\"p\"><status><basic>open</basic></status></tuple></presence>";
+    ua.send_to(notify(2, "active;expires=600", pidf).as_bytes(), from)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let events: Vec<&'static str> = gw
+            .mem
+            .received()
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Event::Subscription(s) if s.op == SubscriptionOp::Approve => Some("approve"),
+                Event::Presence(_) => Some("presence"),
+                _ => None,
+            })
+            .collect();
+        if events == ["approve", "presence"] {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob: approval then state, got {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The broker's own subscription for its approved watcher reuses the dialog: no
+    // second SUBSCRIBE.
+    let more = tokio::time::timeout(Duration::from_millis(600), async {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            let (n, _) = ua.recv_from(&mut buf).await.unwrap();
+            if buf[..n].starts_with(b"SUBSCRIBE ") {
+                return buf[..n].to_vec();
+            }
+        }
+    })
+    .await;
+    assert!(
+        more.is_err(),
+        "one SUBSCRIBE only: {:?}",
+        more.map(|m| String::from_utf8_lossy(&m).to_string())
+    );
+
+    // dave asks for erin, who refuses (403): dave hears the refusal.
+    gw.from_mem
+        .submit(ask("sip:dave@mem.test", "sip:erin@sip.test"))
+        .await
+        .unwrap();
+    let (subscribe, from) = next_request(&ua).await;
+    assert!(subscribe.starts_with(b"SUBSCRIBE sip:erin@sip.test "));
+    ua.send_to(&answer(&subscribe, 403), from).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let denied = gw.mem.received().into_iter().any(|e| {
+            e.to.to_string().contains("dave")
+                && matches!(e.event, Event::Subscription(ref s) if s.op == SubscriptionOp::Deny)
+        });
+        if denied {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "dave is refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
