@@ -272,6 +272,9 @@ pub struct Core {
     hub: PresenceHub<Identity>,
     /// The watcher named as subscriber of each shared upstream subscription.
     upstream_subscriber: HashMap<Identity, Identity>,
+    /// The origin's ids of messages whose senders asked for notifications, for the
+    /// receipts and error reports that come back from the destination's network.
+    correlations: crate::correlation::Correlations,
 }
 
 impl std::fmt::Debug for Core {
@@ -293,6 +296,10 @@ impl Core {
         Core {
             hub,
             upstream_subscriber: HashMap::new(),
+            correlations: crate::correlation::Correlations::new(
+                crate::correlation::DEFAULT_KEEP,
+                crate::correlation::DEFAULT_CAPACITY,
+            ),
             config,
             router,
             adapters: HashMap::new(),
@@ -508,6 +515,28 @@ impl Core {
             });
         }
         let id = self.allocate_id();
+        let mut protocol_ids = inbound.protocol_ids;
+        match &inbound.event {
+            Event::Message(m)
+                if m.receipts.delivered || m.receipts.failed || m.receipts.displayed =>
+            {
+                self.correlations
+                    .remember(now, id, origin.clone(), protocol_ids.clone());
+            }
+            // A receipt or an error report from the destination's network about a
+            // message the origin sent: the origin's own ids of it come back, so it can
+            // be told in its own protocol (an IMDN names the sender's Message-ID).
+            Event::Notification(n) => {
+                if let Some(original) = MessageId::parse(&n.message_id)
+                    .and_then(|m| self.correlations.recall(now, m, &destination))
+                {
+                    let own = std::mem::take(&mut protocol_ids);
+                    protocol_ids = original;
+                    protocol_ids.extend(own);
+                }
+            }
+            _ => {}
+        }
         let envelope = Envelope {
             id,
             event: inbound.event,
@@ -519,7 +548,7 @@ impl Core {
             destination,
             origin_from: inbound.from,
             origin_to: inbound.to,
-            protocol_ids: inbound.protocol_ids,
+            protocol_ids,
             hops: hops - 1,
             received_at_ms: inbound.received_at_ms,
         };
@@ -1809,6 +1838,67 @@ pub(crate) mod tests {
             )
             .unwrap_err();
         assert_eq!(r.condition, Condition::ServiceUnavailable);
+    }
+
+    #[test]
+    fn rfc5438_a_receipt_from_the_destinations_network_carries_the_senders_ids_back() {
+        let mut c = core();
+        let pid = |kind: &str, value: &str| crate::envelope::ProtocolId {
+            kind: kind.into(),
+            value: value.into(),
+        };
+        let mut asked = msg("x", "sip:alice@sip.test", "sip:bob@xmpp.test");
+        if let Event::Message(m) = &mut asked.event {
+            m.receipts.delivered = true;
+            m.receipts.failed = true;
+        }
+        asked.protocol_ids.push(pid("imdn.message-id", "m-1"));
+        let a = c.accept(T0, "sip", asked).unwrap();
+        let e = c.poll_dispatch().unwrap();
+        c.complete(T0, e.id, DeliveryOutcome::Accepted);
+        // bob's client sends a receipt (and a second one, say a display report).
+        for status in [NotificationStatus::Delivered, NotificationStatus::Displayed] {
+            let mut receipt = Inbound::new(
+                Event::Notification(Notification {
+                    message_id: a.id.to_string(),
+                    status,
+                }),
+                addr("sip:bob@xmpp.test"),
+                addr("sip:alice@sip.test"),
+            );
+            receipt.protocol_ids.push(pid("xmpp.id", "r-1"));
+            c.accept(Duration::from_secs(5), "xmpp", receipt).unwrap();
+            let n = c.poll_dispatch().unwrap();
+            assert_eq!(&*n.destination, "sip");
+            assert_eq!(
+                n.protocol_ids,
+                [pid("imdn.message-id", "m-1"), pid("xmpp.id", "r-1")]
+            );
+            c.complete(T0, n.id, DeliveryOutcome::Delivered);
+        }
+        // A message nobody asked a notification for is not kept; a notification naming
+        // it carries only its own ids.
+        let plain = c
+            .accept(
+                T0,
+                "sip",
+                msg("y", "sip:alice@sip.test", "sip:bob@xmpp.test"),
+            )
+            .unwrap();
+        let e = c.poll_dispatch().unwrap();
+        c.complete(T0, e.id, DeliveryOutcome::Accepted);
+        let mut receipt = Inbound::new(
+            Event::Notification(Notification {
+                message_id: plain.id.to_string(),
+                status: NotificationStatus::Delivered,
+            }),
+            addr("sip:bob@xmpp.test"),
+            addr("sip:alice@sip.test"),
+        );
+        receipt.protocol_ids.push(pid("xmpp.id", "r-2"));
+        c.accept(T0, "xmpp", receipt).unwrap();
+        let n = c.poll_dispatch().unwrap();
+        assert_eq!(n.protocol_ids, [pid("xmpp.id", "r-2")]);
     }
 
     #[test]

@@ -23,6 +23,7 @@
 pub mod adapter;
 pub mod backoff;
 pub mod core;
+pub mod correlation;
 pub mod envelope;
 pub mod identity;
 pub mod map;

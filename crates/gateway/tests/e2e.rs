@@ -1057,3 +1057,97 @@ async fn e2e_an_xmpp_user_on_two_devices_stays_online_for_a_sip_watcher_until_bo
     watcher.abort();
     w.receiver.abort();
 }
+
+/// Sends one MESSAGE (`message/cpim` with an IMDN request) from alice's UA on a UDP
+/// socket to the gateway; returns when it is answered 202.
+async fn send_cpim_asking_imdn(gateway: SocketAddr, to: &str, message_id: &str, text: &str) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let me = socket.local_addr().expect("addr");
+    let cpim = format!(
+        "From: <sip:alice@sip.test>\r\nTo: <{to}>\r\nDateTime: 2026-12-07T10:00:00Z\r\n\
+         NS: imdn <urn:ietf:params:imdn>\r\nimdn.Message-ID: {message_id}\r\n\
+         imdn.Disposition-Notification: positive-delivery, negative-delivery\r\n\r\n\
+         Content-Type: text/plain\r\n\r\n{text}"
+    );
+    let request = format!(
+        "MESSAGE {to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{message_id}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=a{message_id}\r\nTo: <{to}>\r\n\
+         Call-ID: {message_id}@alice\r\nCSeq: 1 MESSAGE\r\nContent-Type: message/cpim\r\n\
+         Content-Length: {}\r\n\r\n{cpim}",
+        cpim.len()
+    );
+    socket
+        .send_to(request.as_bytes(), gateway)
+        .await
+        .expect("send");
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = tokio::time::timeout(TIMEOUT, socket.recv_from(&mut buf))
+        .await
+        .expect("the MESSAGE is answered")
+        .expect("recv");
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("SIP/2.0 202"), "{answer}");
+}
+
+/// The IMDN the phone (alice's outbound proxy) received about `message_id`.
+async fn imdn_at_phone(phone: &Phone, message_id: &str, what: &str) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(m) = phone.requests("MESSAGE").into_iter().find(|m| {
+            m.contains("message/imdn+xml")
+                && m.contains(&format!("<message-id>{message_id}</message-id>"))
+        }) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: no IMDN about {message_id} reached alice: {:?}",
+            phone.requests("MESSAGE")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// RFC 5438 across networks: a SIP sender that asked for delivery notifications hears,
+/// as IMDNs naming its own `imdn.Message-ID`, an XMPP client's XEP-0184 receipt and the
+/// XMPP server's error bounce for a user that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_xmpp_receipts_and_bounces_reach_the_sip_sender_as_imdn() {
+    let w = world().await;
+    let gateway = SocketAddr::from(([127, 0, 0, 1], w.gw.sip));
+    let mut bob = XmppClient::connect(&w.prosody, "bob@xmpp.test", "bob-pass").await;
+    send_cpim_asking_imdn(
+        gateway,
+        "sip:bob@xmpp.test",
+        "m-rcpt-1",
+        "did you get this?",
+    )
+    .await;
+    let got = bob
+        .expect(
+            |e| e.kind() == "message" && e.get("body") == Some("did you get this?"),
+            TIMEOUT,
+        )
+        .await;
+    let id = got.get("id").expect("the message has an id").to_owned();
+    assert!(
+        got.get("xml")
+            .unwrap_or_default()
+            .contains("urn:xmpp:receipts"),
+        "a receipt is asked: {got}"
+    );
+    bob.send_raw(&format!(
+        "<message to='alice@sip.gw.xmpp.test' id='rcpt-{id}'><received xmlns='urn:xmpp:receipts' id='{id}'/></message>"
+    ))
+    .await;
+    let imdn = imdn_at_phone(&w.phone, "m-rcpt-1", "the receipt").await;
+    assert!(imdn.contains("<delivered/>"), "{imdn}");
+    assert!(imdn.starts_with("MESSAGE sip:alice@sip.test "), "{imdn}");
+
+    // nobody@xmpp.test does not exist: Prosody bounces the message.
+    send_cpim_asking_imdn(gateway, "sip:nobody@xmpp.test", "m-bounce-1", "anyone?").await;
+    let imdn = imdn_at_phone(&w.phone, "m-bounce-1", "the bounce").await;
+    assert!(imdn.contains("<failed/>"), "{imdn}");
+    bob.close().await;
+    w.receiver.abort();
+}

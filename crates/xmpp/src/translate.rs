@@ -37,9 +37,10 @@
 //!
 //! - `<request xmlns='urn:xmpp:receipts'/>` → [`Receipts::delivered`];
 //!   `<markable xmlns='urn:xmpp:chat-markers:0'/>` → [`Receipts::displayed`] — only when the
-//!   stanza has an `id`, since the answer must name it. Every outbound message requests a
-//!   receipt, so the gateway claims delivery only on a real `<received/>`; `<markable/>` is
-//!   added when a display notification was asked for.
+//!   stanza has an `id`, since the answer must name it. Outbound, `<request/>` is added
+//!   only when the sender asked for a delivery notification and `<markable/>` only when it
+//!   asked for a display notification; the gateway claims delivery only on a real
+//!   `<received/>`.
 //! - `<received id/>` → [`NotificationStatus::Delivered`], `<displayed id/>` →
 //!   [`NotificationStatus::Displayed`], about the gateway message whose id is `id` (ids that
 //!   are not a gateway id cannot be correlated and are ignored). Outbound, the
