@@ -754,9 +754,17 @@ impl Link {
             }
             element("iq", NS, &attrs, children)
         };
+        // A JID with a local part is a user of another network: it answers as the
+        // client it stands for (XEP-0030, XEP-0115), not as the gateway.
+        let to_user = iq.attr("to").is_some_and(|to| to.contains('@'));
         let answer = match request {
             IqRequest::Ping => reply(Vec::new()),
-            IqRequest::DiscoInfo { node: None } => {
+            IqRequest::DiscoInfo { node }
+                if to_user && crate::caps::answers_node(node.as_deref()) =>
+            {
+                reply(vec![crate::caps::user_info(node).into()])
+            }
+            IqRequest::DiscoInfo { node: None } if !to_user => {
                 let identity = element(
                     "identity",
                     NS_DISCO_INFO,

@@ -8,6 +8,7 @@
 //! - [`driver`]: the component connections, keepalive, reconnect, outbound queue; the
 //!   [`driver::XmppAdapter`] that the broker delivers to.
 
+pub mod caps;
 pub mod driver;
 pub mod guard;
 pub mod resources;

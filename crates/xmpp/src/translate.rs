@@ -362,7 +362,7 @@ pub fn outbound(
                 .into_iter()
                 .collect()
         }
-        Event::Presence(p) => vec![presence_out(&p.presence, from, to, id)?],
+        Event::Presence(p) => vec![presence_out(&p.presence, with_resource(from), to, id)?],
         Event::Subscription(s) => {
             let type_ = match s.op {
                 SubscriptionOp::Subscribe => PresenceType::Subscribe,
@@ -387,6 +387,12 @@ pub fn outbound(
                 SubscriptionOp::Unsubscribe if s.aggregate => PresenceType::Unavailable,
                 SubscriptionOp::Unsubscribe => PresenceType::Unsubscribe,
                 SubscriptionOp::Probe => PresenceType::Probe,
+            };
+            // Availability comes from the user's full JID, as its available presence
+            // did; subscription stanzas from the bare JID (RFC 6121 §3).
+            let from = match type_ {
+                PresenceType::Unavailable => with_resource(from),
+                _ => from,
             };
             let presence = XmppPresence::new(type_)
                 .with_from(from)
@@ -1042,11 +1048,27 @@ fn presence_out(
         .and_then(|c| c.priority.as_ref())
         .map(priority_to_xmpp);
     presence.priority = XmppPriority(priority.unwrap_or(0));
+    if open {
+        // XEP-0115: clients learn from it that the user takes receipts and markers.
+        presence.payloads.push(crate::caps::user_caps());
+    }
     let element = presence.into();
     Ok(match priority {
         Some(_) => element,
         None => without_priority(element),
     })
+}
+
+/// A bridged user's JID as the full JID its presence comes from: its own resource if
+/// the address has one, else [`crate::caps::RESOURCE`].
+fn with_resource(jid: WireJid) -> WireJid {
+    if jid.resource().is_some() {
+        return jid;
+    }
+    match jid.to_bare().with_resource_str(crate::caps::RESOURCE) {
+        Ok(full) => full.into(),
+        Err(_) => jid,
+    }
 }
 
 /// xmpp-parsers always writes `<priority/>`; drop it when there is none to say.
@@ -2131,6 +2153,51 @@ Subject:;lang=fr Objet\r\n\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbon
             }));
             assert_eq!(e.attr("type"), Some(type_), "{reason:?}");
         }
+    }
+
+    #[test]
+    fn xep0115_a_bridged_users_availability_comes_from_its_full_jid_with_caps() {
+        let from_bare = |event: Event| {
+            let mut env = envelope(event);
+            env.from = xmpp("romeo@example.net");
+            let mut all = outbound(&env, &OutboundOptions::default()).unwrap();
+            assert_eq!(all.len(), 1);
+            all.pop().unwrap()
+        };
+        let open = from_bare(Event::Presence(PresenceUpdate {
+            presence: pidf_doc(
+                "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='pres:romeo@example.net'>\
+                 <tuple id='a'><status><basic>open</basic></status></tuple></presence>",
+            ),
+        }));
+        assert_eq!(open.attr("from"), Some("romeo@example.net/gw"));
+        let c = open
+            .get_child("c", "http://jabber.org/protocol/caps")
+            .expect("caps");
+        assert_eq!(String::from(c), String::from(&crate::caps::user_caps()));
+        let closed = from_bare(Event::Presence(PresenceUpdate {
+            presence: pidf_doc(
+                "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='pres:romeo@example.net'>\
+                 <tuple id='a'><status><basic>closed</basic></status></tuple></presence>",
+            ),
+        }));
+        assert_eq!(closed.attr("from"), Some("romeo@example.net/gw"));
+        assert!(closed
+            .get_child("c", "http://jabber.org/protocol/caps")
+            .is_none());
+        // The end of a subscription without a refusal: unavailable from the same JID.
+        let ended = from_bare(Event::Subscription(Subscription {
+            reason: Some("noresource".into()),
+            ..Subscription::new(SubscriptionOp::Deny)
+        }));
+        assert_eq!(ended.attr("type"), Some("unavailable"));
+        assert_eq!(ended.attr("from"), Some("romeo@example.net/gw"));
+        // Subscription stanzas stay on the bare JID (RFC 6121 §3).
+        let approved = from_bare(Event::Subscription(Subscription::new(
+            SubscriptionOp::Approve,
+        )));
+        assert_eq!(approved.attr("type"), Some("subscribed"));
+        assert_eq!(approved.attr("from"), Some("romeo@example.net"));
     }
 
     #[test]

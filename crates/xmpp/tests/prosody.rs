@@ -267,6 +267,22 @@ async fn presence_subscription_with_approval_both_ways() {
         .await;
     assert!(p.xml().contains("<show>dnd</show>"), "{}", p.xml());
     assert!(p.xml().contains("In a meeting"), "{}", p.xml());
+    // XEP-0115: from bob's full JID, with the capabilities clients ask disco about.
+    assert_eq!(
+        p.get("from"),
+        Some("bob@sip.gw.xmpp.test/gw"),
+        "{}",
+        p.xml()
+    );
+    let caps_node = cpim_xmpp::caps::caps_node();
+    let (node, ver) = caps_node.split_once('#').expect("node#ver");
+    for needle in [
+        "xmlns=\"http://jabber.org/protocol/caps\"".to_owned(),
+        format!("node=\"{node}\""),
+        format!("ver=\"{ver}\""),
+    ] {
+        assert!(p.xml().contains(&needle), "{needle} in {}", p.xml());
+    }
 
     // alice logs in again: her server probes bob, and the gateway answers from its cache
     // without asking the SIP side (RFC 7248 §6).
@@ -594,6 +610,45 @@ async fn component_answers_disco_ping_and_unsupported_iqs() {
     ] {
         assert!(disco.xml().contains(needle), "{needle} in {}", disco.xml());
     }
+    // A user of another network answers as the client it stands for (XEP-0030), also for
+    // its caps node (XEP-0115 §6.2), so clients send it receipts and markers.
+    let caps_node = cpim_xmpp::caps::caps_node();
+    for (id, to, node) in [
+        ("d2", "bob@sip.gw.xmpp.test", String::new()),
+        (
+            "d3",
+            "bob@sip.gw.xmpp.test/gw",
+            format!(" node='{caps_node}'"),
+        ),
+    ] {
+        alice
+            .send_raw(&format!(
+                "<iq type='get' id='{id}' to='{to}'><query xmlns='http://jabber.org/protocol/disco#info'{node}/></iq>"
+            ))
+            .await;
+        let info = alice
+            .expect(|ev| ev.kind() == "iq" && ev.get("id") == Some(id), TIMEOUT)
+            .await;
+        assert_eq!(info.get("type"), Some("result"), "{}", info.xml());
+        for needle in [
+            "category=\"client\"",
+            "urn:xmpp:receipts",
+            "urn:xmpp:chat-markers:0",
+            "http://jabber.org/protocol/chatstates",
+        ] {
+            assert!(info.xml().contains(needle), "{needle} in {}", info.xml());
+        }
+        assert!(
+            !info.xml().contains("category=\"gateway\""),
+            "{}",
+            info.xml()
+        );
+    }
+    alice
+        .send_raw("<iq type='get' id='d4' to='bob@sip.gw.xmpp.test'><query xmlns='http://jabber.org/protocol/disco#info' node='other#x'/></iq>")
+        .await;
+    let err = alice.expect(|ev| ev.get("id") == Some("d4"), TIMEOUT).await;
+    assert!(err.xml().contains("item-not-found"), "{}", err.xml());
     alice
         .send_raw("<iq type='get' id='p1' to='gw.xmpp.test'><ping xmlns='urn:xmpp:ping'/></iq>")
         .await;
