@@ -1288,7 +1288,9 @@ impl Core {
         };
         if let Err(outcome) = self.target_for(&uri, 0, false).await {
             lock(&self.upstream_peers).remove(&presentity);
-            self.submit_deny(&presentity, &watcher, "deactivated").await;
+            let pending = lock(&self.subscriber).abandon(&presentity);
+            self.submit_deny(&presentity, &watcher, "giveup").await;
+            self.deny_pending(&presentity, pending, "giveup").await;
             return outcome;
         }
         self.start_upstream(watcher, presentity, &uri).await

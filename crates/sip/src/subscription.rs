@@ -313,6 +313,10 @@ pub struct OutSubscription {
     /// The route set came from the 2xx (which a NOTIFY overtaking it does not
     /// override).
     pub routed_by_2xx: bool,
+    /// A new subscription after a lost dialog ([`SubscriberEvent::Restart`]): if it
+    /// fails too, the watchers are told it ended for good (`giveup`), not that they may
+    /// ask again at once.
+    pub restarted: bool,
     /// The watcher URI the gateway subscribes as.
     pub watcher: String,
     /// The presentity's URI (Request-URI and To).
@@ -371,6 +375,8 @@ pub struct Subscriber {
     /// The presentities (lower-cased) the broker asked the gateway to subscribe to for
     /// its approved watchers (an aggregate subscription).
     aggregate: HashSet<String>,
+    /// The presentities (lower-cased) whose dialog was lost and is being re-established.
+    restarting: HashSet<String>,
 }
 
 /// What to do with a watcher's request to follow a SIP presentity (RFC 7248 §4.1: the
@@ -423,6 +429,7 @@ impl Subscriber {
             subs: HashMap::new(),
             awaiting: HashMap::new(),
             aggregate: HashSet::new(),
+            restarting: HashSet::new(),
         }
     }
 
@@ -476,6 +483,7 @@ impl Subscriber {
     /// not even be sent.
     pub fn abandon(&mut self, presentity: &str) -> Vec<String> {
         self.aggregate.remove(&presentity.to_ascii_lowercase());
+        self.restarting.remove(&presentity.to_ascii_lowercase());
         self.take_pending(presentity)
     }
 
@@ -516,6 +524,7 @@ impl Subscriber {
             remote_target: None,
             route_set: None,
             routed_by_2xx: false,
+            restarted: self.restarting.remove(&presentity.to_ascii_lowercase()),
             watcher,
             presentity,
             next_cseq: 2,
@@ -619,6 +628,7 @@ impl Subscriber {
                     // RFC 6665 §4.1.2.2: the refresh failed, not the subscription as the
                     // watchers see it: a proxy that lost the route, a phone that
                     // restarted (481). A new subscription decides.
+                    self.restarting.insert(sub.presentity.to_ascii_lowercase());
                     return Some(SubscriberEvent::Restart {
                         presentity: sub.presentity,
                         watcher: sub.watcher,
@@ -627,6 +637,9 @@ impl Subscriber {
                 let reason = match status {
                     403 | 603 | 489 => "rejected",
                     404 | 604 | 410 => "noresource",
+                    // The dialog was lost and cannot be made again: no point asking at
+                    // once; the watchers hear the user is gone (RFC 7248 §4.3.2).
+                    _ if sub.restarted => "giveup",
                     // 481 and anything else: transient, the broker may ask again.
                     _ => "deactivated",
                 };
@@ -726,10 +739,11 @@ impl Subscriber {
             if let Some(sub) = self.subs.remove(&call_id).filter(|_| !ending) {
                 // RFC 6665 §4.1.2.4: no NOTIFY within Timer N — the subscription failed.
                 let pending = self.abandon(&sub.presentity);
+                let reason = if sub.restarted { "giveup" } else { "timeout" };
                 out.push(SubscriberEvent::Terminated {
                     presentity: sub.presentity,
                     watcher: sub.watcher,
-                    reason: "timeout".to_owned(),
+                    reason: reason.to_owned(),
                     pending,
                 });
             }
@@ -1273,6 +1287,48 @@ mod tests {
             }
             assert!(s.is_empty(), "{code}");
         }
+        // The new subscription fails too: given up, not "ask again at once".
+        let mut s = Subscriber::new(32 * S);
+        s.start(
+            Duration::ZERO,
+            "w".into(),
+            "sip:p@x".into(),
+            600,
+            "c".into(),
+            "t".into(),
+        );
+        s.on_response(S, "c", 200, Some("r"), Some(4), None);
+        s.due(10 * S);
+        assert!(matches!(
+            s.on_response(10 * S, "c", 481, None, None, None),
+            Some(SubscriberEvent::Restart { .. })
+        ));
+        let again = s.start(
+            10 * S,
+            "w".into(),
+            "sip:p@x".into(),
+            600,
+            "c2".into(),
+            "t2".into(),
+        );
+        assert!(again.restarted);
+        let e = s.on_response(11 * S, "c2", 500, None, None, None);
+        assert!(
+            matches!(e, Some(SubscriberEvent::Terminated { ref reason, .. }) if reason == "giveup"),
+            "{e:?}"
+        );
+        let fresh = s.start(
+            20 * S,
+            "w".into(),
+            "sip:p@x".into(),
+            600,
+            "c3".into(),
+            "t3".into(),
+        );
+        assert!(
+            !fresh.restarted,
+            "only the subscription right after the loss"
+        );
     }
 
     #[test]

@@ -1767,3 +1767,127 @@ async fn rfc7248_4_1_a_watcher_is_approved_on_the_first_active_notify_not_before
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A UA standing for SIP presentities behind the gateway's outbound proxy: answers the
+/// gateway's SUBSCRIBEs as told and sends NOTIFYs in their dialogs.
+struct Presentity {
+    ua: UdpSocket,
+}
+
+impl Presentity {
+    /// The next SUBSCRIBE within `wait`, with where it came from.
+    async fn subscribe(&self, wait: Duration) -> Option<(Vec<u8>, std::net::SocketAddr)> {
+        tokio::time::timeout(wait, async {
+            let mut buf = vec![0u8; 8192];
+            loop {
+                let (n, f) = self.ua.recv_from(&mut buf).await.unwrap();
+                if buf[..n].starts_with(b"SUBSCRIBE ") {
+                    return (buf[..n].to_vec(), f);
+                }
+            }
+        })
+        .await
+        .ok()
+    }
+
+    /// Accepts `subscribe` for `expires` seconds with tag `tag` and sends an active
+    /// NOTIFY with an open state.
+    async fn accept(&self, subscribe: &[u8], from: std::net::SocketAddr, tag: &str, expires: u32) {
+        let me = self.ua.local_addr().unwrap();
+        let to = header_of(subscribe, "To").unwrap();
+        let mut ok = String::from_utf8(answer(subscribe, 200)).unwrap();
+        ok = ok.replacen(
+            "\r\nContent-Length",
+            &format!("\r\nExpires: {expires}\r\nContact: <sip:carol@{me}>\r\nContent-Length"),
+            1,
+        );
+        if !to.contains("tag=") {
+            ok = ok.replace(&format!("To: {to}"), &format!("To: {to};tag={tag}"));
+        }
+        self.ua.send_to(ok.as_bytes(), from).await.unwrap();
+        let contact = header_of(subscribe, "Contact").unwrap();
+        let target = contact
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_owned();
+        let to = to.split(";tag=").next().unwrap().to_owned();
+        let body = "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:carol@sip.test\"><tuple id=\"p\"><status><basic>open</basic></status></tuple></presence>";
+        let notify = format!(
+            "NOTIFY {target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKpn{tag}{expires}\r\n\
+             Max-Forwards: 70\r\nFrom: {to};tag={tag}\r\nTo: {}\r\nCall-ID: {}\r\n\
+             CSeq: 1 NOTIFY\r\nEvent: presence\r\nSubscription-State: active;expires={expires}\r\n\
+             Contact: <sip:carol@{me}>\r\nContent-Type: application/pidf+xml\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            header_of(subscribe, "From").unwrap(),
+            header_of(subscribe, "Call-ID").unwrap(),
+            body.len()
+        );
+        self.ua.send_to(notify.as_bytes(), from).await.unwrap();
+    }
+}
+
+/// RFC 7248 §4.3.2 / issue 13: when a SIP user's dialog is lost (its refresh gets 481)
+/// and the gateway cannot subscribe anew (500), the watchers on other networks are told
+/// the subscription ended (`giveup`: XMPP `unavailable`, not `unsubscribed`) instead of
+/// keeping the last open state, and the gateway does not keep re-subscribing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc7248_4_3_2_a_lost_dialog_that_cannot_be_made_again_ends_the_watchers_view() {
+    use cpim::event::{Subscription, SubscriptionOp};
+    let p = Presentity {
+        ua: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let ua_addr = p.ua.local_addr().unwrap();
+    let gw = support::gateway(&[], |c| {
+        c.outbound_proxy = Some(Peer {
+            transport: Transport::Udp,
+            addr: ua_addr,
+        });
+    })
+    .await;
+    gw.from_mem
+        .submit(Inbound::new(
+            Event::Subscription(Subscription::new(SubscriptionOp::Subscribe)),
+            Address::parse("sip:bob@mem.test").unwrap(),
+            Address::parse("sip:carol@sip.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let (first, from) = p
+        .subscribe(Duration::from_secs(5))
+        .await
+        .expect("SUBSCRIBE");
+    p.accept(&first, from, "c1", 4).await;
+    // The refresh (after 2 s): carol's phone lost the dialog.
+    let (refresh, from) = p.subscribe(Duration::from_secs(6)).await.expect("refresh");
+    assert_eq!(header_of(&refresh, "Call-ID"), header_of(&first, "Call-ID"));
+    p.ua.send_to(&answer(&refresh, 481), from).await.unwrap();
+    // A new subscription, which fails.
+    let (again, from) = p
+        .subscribe(Duration::from_secs(5))
+        .await
+        .expect("a new SUBSCRIBE");
+    assert_ne!(header_of(&again, "Call-ID"), header_of(&first, "Call-ID"));
+    p.ua.send_to(&answer(&again, 500), from).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ended = gw.mem.received().into_iter().any(|e| {
+            matches!(e.event, Event::Subscription(ref s)
+                if s.op == SubscriptionOp::Deny && s.reason.as_deref() == Some("giveup"))
+        });
+        if ended {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob is told carol's subscription ended: {:?}",
+            mem_subscriptions(&gw)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        p.subscribe(Duration::from_millis(1500)).await.is_none(),
+        "no SUBSCRIBE loop after giving up"
+    );
+}
