@@ -41,6 +41,15 @@ pub struct AdminState {
     pub reloading: Arc<Mutex<()>>,
 }
 
+/// The admin listener's limits: a scraper, a load balancer's health checks and an
+/// operator need few connections; these keep it answering under a flood (issue 13).
+pub const ADMIN_LIMITS: cpim_webhook::listener::HttpLimits = cpim_webhook::listener::HttpLimits {
+    max_connections: 32,
+    max_per_ip: 8,
+    header_timeout: std::time::Duration::from_secs(10),
+    idle_timeout: std::time::Duration::from_secs(60),
+};
+
 /// Binds `listen` and serves the admin routes until `shutdown` becomes true.
 pub async fn start(
     listen: SocketAddr,
@@ -49,6 +58,7 @@ pub async fn start(
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
+    let listener = cpim_webhook::listener::LimitedListener::new(listener, ADMIN_LIMITS, "admin");
     let app = router(state);
     let task = tokio::spawn(async move {
         let stop = async move {

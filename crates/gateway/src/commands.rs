@@ -316,6 +316,12 @@ pub fn webhook_config(
         body_limit: w.body_limit_bytes as usize,
         rate_per_sec: f64::from(w.rate_per_sec),
         burst: w.burst,
+        http_limits: cpim_webhook::listener::HttpLimits {
+            max_connections: w.max_connections as usize,
+            max_per_ip: w.max_connections_per_ip as usize,
+            header_timeout: std::time::Duration::from_secs(u64::from(w.header_timeout_secs)),
+            idle_timeout: std::time::Duration::from_secs(u64::from(w.idle_timeout_secs)),
+        },
         ..WebhookConfig::default()
     };
     Ok((config, sinks))

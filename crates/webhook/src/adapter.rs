@@ -64,6 +64,20 @@ pub struct WebhookConfig {
     /// How long a client may take to send its request body (larger: `408`).
     #[serde(default = "default_request_timeout")]
     pub request_timeout_secs: u64,
+    /// Connection limits and timeouts of the API listener.
+    #[serde(skip, default = "default_http_limits")]
+    pub http_limits: crate::listener::HttpLimits,
+}
+
+/// The API listener's limits unless configured: 128 connections, 32 from one address,
+/// 10 s for a request head, 75 s without traffic.
+pub fn default_http_limits() -> crate::listener::HttpLimits {
+    crate::listener::HttpLimits {
+        max_connections: 128,
+        max_per_ip: 32,
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(75),
+    }
 }
 
 fn default_body_limit() -> usize {
@@ -93,6 +107,7 @@ impl Default for WebhookConfig {
             burst: default_burst(),
             sse_retention: default_retention(),
             request_timeout_secs: default_request_timeout(),
+            http_limits: default_http_limits(),
         }
     }
 }
@@ -171,6 +186,8 @@ impl WebhookAdapter {
             metrics.set_connected(false);
         });
         let shared = Arc::new(Shared::new(&config, apps, context));
+        let listener =
+            crate::listener::LimitedListener::new(listener, config.http_limits, "webhook");
         server::spawn(listener, shared.clone());
         tracing::info!(adapter = %config.name, %bound, "webhook API listening");
         let adapter = Arc::new(WebhookAdapter {

@@ -19,6 +19,7 @@ pub mod adapter;
 pub mod api;
 pub mod client;
 pub mod events;
+pub mod listener;
 pub mod server;
 
 pub use adapter::{AppConfig, OutboundSink, WebhookAdapter, WebhookConfig};

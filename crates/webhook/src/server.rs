@@ -107,7 +107,7 @@ impl Shared {
 }
 
 /// Serves the API on `listener` until the shutdown flag is set.
-pub(crate) fn spawn(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+pub(crate) fn spawn(listener: crate::listener::LimitedListener, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
     let app = router(shared);
     tokio::spawn(async move {

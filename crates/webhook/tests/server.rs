@@ -595,3 +595,107 @@ async fn slow_body_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert_eq!(gw.sip.count(), 0);
 }
+
+/// Reads what the server writes on `stream` until it closes the connection, or `wait`
+/// passes (then `None`).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(wait, async {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return String::from_utf8_lossy(&all).into_owned(),
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.x).
+async fn connect_from(from: [u8; 4], addr: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    socket.connect(addr.parse().unwrap()).await.unwrap()
+}
+
+/// Issue 13: the API cannot be exhausted. Beyond its connection caps (per address, per
+/// listener) a client gets `503` with a problem document at once, not silence; a
+/// request head dripped byte by byte is cut after the header timeout; an idle
+/// connection is closed; the slots come back, and the API answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_address_and_listener_and_slow_or_idle_ones_closed() {
+    use tokio::io::AsyncWriteExt;
+    let gw = gateway(|c| {
+        c.http_limits = cpim_webhook::listener::HttpLimits {
+            max_connections: 4,
+            max_per_ip: 2,
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+        }
+    })
+    .await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    // Two idle connections from 127.0.0.1: a third from there is refused with 503.
+    let _a1 = connect_from([127, 0, 0, 1], &addr).await;
+    let _a2 = connect_from([127, 0, 0, 1], &addr).await;
+    let mut a3 = connect_from([127, 0, 0, 1], &addr).await;
+    let refused = read_until_closed(&mut a3, Duration::from_secs(2))
+        .await
+        .expect("the refusal comes at once");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("application/problem+json"), "{refused}");
+    assert!(refused.contains("retry-after: 1"), "{refused}");
+    assert!(refused.contains("from your address"), "{refused}");
+    // Two more from 127.0.0.2 fill the listener: one from 127.0.0.3 is refused.
+    let _b1 = connect_from([127, 0, 0, 2], &addr).await;
+    let _b2 = connect_from([127, 0, 0, 2], &addr).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c1 = connect_from([127, 0, 0, 3], &addr).await;
+    let refused = read_until_closed(&mut c1, Duration::from_secs(2))
+        .await
+        .expect("the refusal comes at once");
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("to this listener"), "{refused}");
+    drop((_a1, _a2, _b1, _b2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A slow-loris head: one byte every 200 ms never ends; cut after about 1 s.
+    let mut slow = connect_from([127, 0, 0, 4], &addr).await;
+    let started = std::time::Instant::now();
+    slow.write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let drip = async {
+        for _ in 0..40 {
+            if slow.write_all(b"X").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(8), drip).await;
+    let closed = read_until_closed(&mut slow, Duration::from_secs(1)).await;
+    assert!(closed.is_some(), "the dripping connection is closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "cut after the header timeout, not after {:?}",
+        started.elapsed()
+    );
+
+    // An idle connection is closed after 2 s.
+    let mut idle = connect_from([127, 0, 0, 5], &addr).await;
+    let closed = read_until_closed(&mut idle, Duration::from_secs(5)).await;
+    assert_eq!(closed.as_deref(), Some(""), "closed without a word");
+
+    // The slots came back: the API answers.
+    let ok = gw
+        .http
+        .get(format!("{}/v1/openapi.json", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}

@@ -371,9 +371,66 @@ pub struct WebhookConfig {
         deserialize_with = "deserialize_give_up_secs"
     )]
     pub give_up_secs: u32,
+    /// Open connections to the API at most; beyond it `503` and close.
+    #[serde(
+        default = "default_max_connections",
+        deserialize_with = "deserialize_max_connections"
+    )]
+    pub max_connections: u32,
+    /// Open connections to the API from one IP address at most.
+    #[serde(
+        default = "default_max_connections_per_ip",
+        deserialize_with = "deserialize_max_connections_per_ip"
+    )]
+    pub max_connections_per_ip: u32,
+    /// Seconds a client has from the first byte of a request to the end of its head.
+    #[serde(
+        default = "default_header_timeout_secs",
+        deserialize_with = "deserialize_header_timeout_secs"
+    )]
+    pub header_timeout_secs: u32,
+    /// Seconds without a byte either way after which a connection is closed.
+    #[serde(
+        default = "default_idle_timeout_secs",
+        deserialize_with = "deserialize_idle_timeout_secs"
+    )]
+    pub idle_timeout_secs: u32,
     /// The applications allowed to use the API (at least one).
     #[serde(default)]
     pub apps: Vec<WebhookApp>,
+}
+
+fn default_max_connections() -> u32 {
+    128
+}
+
+fn deserialize_max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    int_in_range(d, "max_connections", 1, 100_000, "connections")
+}
+
+fn default_max_connections_per_ip() -> u32 {
+    32
+}
+
+fn deserialize_max_connections_per_ip<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    int_in_range(d, "max_connections_per_ip", 1, 100_000, "connections")
+}
+
+fn default_header_timeout_secs() -> u32 {
+    10
+}
+
+fn deserialize_header_timeout_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    int_in_range(d, "header_timeout_secs", 1, 300, "seconds")
+}
+
+fn default_idle_timeout_secs() -> u32 {
+    75
+}
+
+fn deserialize_idle_timeout_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    // More than the 15 s keep-alive of `GET /v1/events`.
+    int_in_range(d, "idle_timeout_secs", 20, 3600, "seconds")
 }
 
 fn default_body_limit_bytes() -> u32 {
