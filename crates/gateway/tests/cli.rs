@@ -669,3 +669,164 @@ fn run_raises_the_open_files_limit_to_the_hard_one() {
     assert_eq!(soft, hard, "{err}");
     assert!(err.contains("open files limit"), "{err}");
 }
+
+/// A GET on a fresh connection from `from` (127.0.0.x): the status line, or why not.
+async fn http_get(from: [u8; 4], addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind(std::net::SocketAddr::from((from, 0)))
+            .map_err(|e| e.to_string())?;
+        let mut stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            String::from_utf8_lossy(&answer)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await {
+        Ok(Ok(line)) => line,
+        Ok(Err(e)) => e,
+        Err(_) => "no answer within 5 s".to_owned(),
+    }
+}
+
+/// Issue 13: 1 100 idle TCP connections to SIP under `ulimit -n 1024` (from 22 addresses,
+/// so the per-address cap alone does not stop them). The gateway keeps its SIP stream
+/// connections under the descriptor limit less a reserve, so `/healthz`, the webhook
+/// API and SIP over UDP still answer while they are held, and it never runs out of
+/// descriptors.
+#[test]
+fn eleven_hundred_idle_sip_connections_under_ulimit_1024_leave_everything_else_answering() {
+    rlimit::increase_nofile_limit(8192).expect("the test may hold its sockets");
+    let dir = std::env::temp_dir().join(format!("cpim-cli-flood-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (sip, admin, api) = (free_port(), free_port(), free_port());
+    let text = std::fs::read_to_string(workspace_root().join("gateway.toml"))
+        .expect("sample")
+        .replace("127.0.0.1:5060", &format!("127.0.0.1:{sip}"))
+        .replace("127.0.0.1:5347", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{api}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"));
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, text).expect("write");
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "ulimit -n 1024 && exec \"$0\" run --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_cpim-gateway"))
+        .arg(&file)
+        .env_remove("CPIM_XMPP_SECRET")
+        .env_remove("CPIM_WEBHOOK_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let pid = child.id();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let admin_addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    let api_addr = std::net::SocketAddr::from(([127, 0, 0, 1], api));
+    let sip_addr = std::net::SocketAddr::from(([127, 0, 0, 1], sip));
+    let checks = runtime.block_on(async {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !http_get([127, 0, 0, 1], admin_addr, "/healthz")
+            .await
+            .contains("200")
+        {
+            assert!(std::time::Instant::now() < deadline, "the gateway starts");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // 1 100 connections, 50 per address from 127.0.0.10 on, all at once.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..1100u32 {
+            let from = [127, 0, 0, 10 + u8::try_from(i / 50).unwrap_or(0)];
+            set.spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4().ok()?;
+                socket.bind(std::net::SocketAddr::from((from, 0))).ok()?;
+                tokio::time::timeout(std::time::Duration::from_secs(5), socket.connect(sip_addr))
+                    .await
+                    .ok()?
+                    .ok()
+            });
+        }
+        let mut held = Vec::new();
+        while let Some(done) = set.join_next().await {
+            if let Ok(Some(stream)) = done {
+                held.push(stream);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let health = http_get([127, 0, 0, 2], admin_addr, "/healthz").await;
+        let api_answer = http_get([127, 0, 0, 3], api_addr, "/v1/openapi.json").await;
+        // SIP over UDP still answers.
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("udp");
+        let me = udp.local_addr().expect("addr");
+        let options = format!(
+            "OPTIONS sip:{sip_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKflood\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:probe@sip.localhost>;tag=f\r\nTo: <sip:{sip_addr}>\r\n\
+             Call-ID: flood\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        udp.send_to(options.as_bytes(), sip_addr)
+            .await
+            .expect("send");
+        let mut buf = vec![0u8; 4096];
+        let sip_answer =
+            match tokio::time::timeout(std::time::Duration::from_secs(5), udp.recv_from(&mut buf))
+                .await
+            {
+                Ok(Ok((n, _))) => String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                _ => "no answer".to_owned(),
+            };
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+        (held.len(), health, api_answer, sip_answer, fds)
+    });
+    let alive = matches!(child.try_wait(), Ok(None));
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let output = child.wait_with_output().expect("exit");
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = stderr(&output);
+    let (held, health, api_answer, sip_answer, fds) = checks;
+    assert_eq!(
+        held, 1100,
+        "every connection was made (the kernel queues them)"
+    );
+    assert!(alive, "the gateway is still running: {err}");
+    assert!(health.contains("200"), "/healthz: {health}\n{err}");
+    assert!(
+        api_answer.contains("200"),
+        "webhook API: {api_answer}\n{err}"
+    );
+    assert!(
+        sip_answer.starts_with("SIP/2.0 200"),
+        "SIP over UDP: {sip_answer}\n{err}"
+    );
+    assert!(fds < 1024, "{fds} descriptors open: the limit was reached");
+    assert!(
+        err.contains("max_tcp_connections"),
+        "the lowered SIP cap is logged: {err}"
+    );
+}
