@@ -601,7 +601,7 @@ impl Core {
         let (s, r) = (sender.clone(), recipient.clone());
         match event {
             Event::Presence(PresenceUpdate { presence }) => {
-                self.hub.handle_publish(now, s, presence)
+                self.hub.handle_publish_to(now, s, presence, r)
             }
             Event::Subscription(sub) => match sub.op {
                 SubscriptionOp::Subscribe => {

@@ -421,11 +421,28 @@ where
     ///   the latest state goes out when that interval ends. Watchers that already have the
     ///   latest state (e.g. approved meanwhile) are skipped.
     pub fn handle_publish(&mut self, now: Duration, presentity: Id, presence: Presence) {
+        self.publish(now, presentity, presence, None);
+    }
+
+    /// [`PresenceHub::handle_publish`] for a state the presentity's network sent to
+    /// `recipient` (an answer to that watcher's probe, say): a prober the hub does not
+    /// know as authorized gets it only when it is that recipient.
+    pub fn handle_publish_to(
+        &mut self,
+        now: Duration,
+        presentity: Id,
+        presence: Presence,
+        recipient: Id,
+    ) {
+        self.publish(now, presentity, presence, Some(recipient));
+    }
+
+    fn publish(&mut self, now: Duration, presentity: Id, presence: Presence, to: Option<Id>) {
         let sh = &mut self.shared;
         let Some(entry) = self.presentities.get_mut(&presentity) else {
             return;
         };
-        entry.answer_probers(&presentity, Some(&presence), sh);
+        entry.answer_authorized_probers(&presentity, &presence, to.as_ref(), sh);
         if entry.active > 0 && entry.cached.as_ref() != Some(&presence) {
             entry.cached = Some(presence);
             entry.version += 1;
@@ -446,13 +463,19 @@ where
     /// A one-shot fetch of the presentity's presence for `watcher`, who need not be
     /// subscribed (RFC 7248 §6).
     ///
-    /// Answered at once with an [`Output::ProbeResult`] when the state is cached. Otherwise
+    /// A watcher the hub knows as authorized (an active subscription, or pre-approved) is
+    /// answered at once with an [`Output::ProbeResult`] when the state is cached. Otherwise
     /// the watcher waits: the first waiter of a presentity causes one
     /// [`Output::ProbeUpstream`] — unless an upstream subscription already exists, whose
     /// first notification will answer — and all waiters are answered by the next
     /// [`PresenceHub::handle_publish`], or with `None` after [`HubConfig::probe_timeout`]
     /// (counted from the first waiter) or a permanent upstream termination. A watcher
     /// already waiting is not added twice.
+    ///
+    /// A watcher the hub does not know as authorized never gets the cached state nor a
+    /// state published for others: its probe goes to the presentity's network in its own
+    /// name ([`Output::ProbeUpstream`]), which decides; it is answered only by a state
+    /// sent to it ([`PresenceHub::handle_publish_to`]), else with `None`.
     ///
     /// # Errors
     ///
@@ -465,8 +488,10 @@ where
         presentity: Id,
     ) -> Result<(), HubError> {
         let sh = &mut self.shared;
+        let mut authorized = false;
         if let Some(entry) = self.presentities.get(&presentity) {
-            if let Some(presence) = &entry.cached {
+            authorized = entry.authorizes(&watcher);
+            if let (Some(presence), true) = (&entry.cached, authorized) {
                 sh.outputs.push_back(Output::ProbeResult {
                     watcher,
                     presentity,
@@ -486,13 +511,16 @@ where
         let entry = self.presentities.entry(presentity.clone()).or_default();
         entry.probers.insert(watcher);
         sh.probes += 1;
-        if entry.probe_deadline.is_none() {
+        let first = entry.probe_deadline.is_none();
+        if first {
             let at = now.saturating_add(sh.config.probe_timeout);
             entry.probe_deadline = Some(at);
             sh.timers.insert((at, Timer::Probe(presentity.clone())));
-            if entry.active == 0 {
-                sh.outputs.push_back(Output::ProbeUpstream { presentity });
-            }
+        }
+        // The upstream subscription's next notification answers authorized probers; a
+        // prober not known as authorized is asked for in its own name.
+        if (first && entry.active == 0) || !authorized {
+            sh.outputs.push_back(Output::ProbeUpstream { presentity });
         }
         Ok(())
     }
@@ -1001,6 +1029,41 @@ where
             self.window_until = Some(until);
             sh.timers
                 .insert((until, Timer::Coalesce(presentity.clone())));
+        }
+    }
+
+    /// Whether `watcher` may see the state: an active subscription, or pre-approved.
+    fn authorizes(&self, watcher: &Id) -> bool {
+        self.watchers.get(watcher).is_some_and(|w| w.active) || self.pre_approved.contains(watcher)
+    }
+
+    /// Answers with `presence` the waiting probers that may see it: those the hub knows
+    /// as authorized, and `to` (the watcher the presentity's network sent it to). The
+    /// others keep waiting for their own answer (or the timeout).
+    fn answer_authorized_probers(
+        &mut self,
+        presentity: &Id,
+        presence: &Presence,
+        to: Option<&Id>,
+        sh: &mut Shared<Id>,
+    ) {
+        let waiting = std::mem::take(&mut self.probers);
+        let (answered, still): (BTreeSet<Id>, BTreeSet<Id>) = waiting
+            .into_iter()
+            .partition(|w| self.authorizes(w) || to == Some(w));
+        self.probers = still;
+        sh.probes -= answered.len();
+        if self.probers.is_empty() {
+            if let Some(at) = self.probe_deadline.take() {
+                sh.timers.remove(&(at, Timer::Probe(presentity.clone())));
+            }
+        }
+        for watcher in answered {
+            sh.outputs.push_back(Output::ProbeResult {
+                watcher,
+                presentity: presentity.clone(),
+                presence: Some(presence.clone()),
+            });
         }
     }
 
@@ -1554,12 +1617,66 @@ mod tests {
     }
 
     #[test]
-    fn rfc7248_6_2_probe_answered_from_cache() {
+    fn rfc7248_6_2_probe_answered_from_cache_only_for_authorized_watchers() {
         let mut h = Harness::new();
         h.watch("a", "x");
         h.publish("x", doc("x", "on"));
         h.drain();
+        // a watches x: its probe (a re-login) is answered from the cache.
+        h.hub.handle_probe(h.now, "a", "x").unwrap();
+        assert_eq!(
+            h.drain(),
+            vec![Output::ProbeResult {
+                watcher: "a",
+                presentity: "x",
+                presence: Some(doc("x", "on")),
+            }]
+        );
+        // p was never authorized: no cached state for it; x's network is asked in p's
+        // name, and decides.
         h.hub.handle_probe(h.now, "p", "x").unwrap();
+        assert_eq!(h.drain(), vec![Output::ProbeUpstream { presentity: "x" }]);
+        assert_eq!(h.hub.pending_probes(), 1);
+        // x's next state, sent for a, is not p's answer.
+        h.advance(SEC);
+        h.publish("x", doc("x", "busy"));
+        assert!(
+            !h.drain()
+                .iter()
+                .any(|o| matches!(o, Output::ProbeResult { .. })),
+            "p is not answered with a's state"
+        );
+        assert_eq!(h.hub.pending_probes(), 1);
+        // The state x's network sends to p is.
+        h.hub.handle_publish_to(h.now, "x", doc("x", "busy"), "p");
+        assert_eq!(
+            h.drain(),
+            vec![Output::ProbeResult {
+                watcher: "p",
+                presentity: "x",
+                presence: Some(doc("x", "busy")),
+            }]
+        );
+        assert_eq!(h.hub.pending_probes(), 0);
+    }
+
+    #[test]
+    fn rfc7248_6_2_unauthorized_probes_go_upstream_each_in_its_own_name() {
+        let mut h = Harness::new();
+        h.hub.handle_probe(h.now, "p", "x").unwrap();
+        h.hub.handle_probe(h.now, "q", "x").unwrap();
+        h.hub.handle_probe(h.now, "q", "x").unwrap();
+        assert_eq!(
+            h.drain(),
+            vec![
+                Output::ProbeUpstream { presentity: "x" },
+                Output::ProbeUpstream { presentity: "x" }
+            ],
+            "one per prober, not per probe"
+        );
+        assert_eq!(h.hub.pending_probes(), 2);
+        h.advance(SEC);
+        h.hub.handle_publish_to(h.now, "x", doc("x", "on"), "p");
         assert_eq!(
             h.drain(),
             vec![Output::ProbeResult {
@@ -1568,36 +1685,20 @@ mod tests {
                 presence: Some(doc("x", "on")),
             }]
         );
-        assert_eq!(h.hub.pending_probes(), 0);
-    }
-
-    #[test]
-    fn rfc7248_6_2_probe_forwarded_upstream_once_then_answered_by_publish() {
-        let mut h = Harness::new();
-        h.hub.handle_probe(h.now, "p", "x").unwrap();
-        h.hub.handle_probe(h.now, "q", "x").unwrap();
-        h.hub.handle_probe(h.now, "q", "x").unwrap();
-        assert_eq!(h.drain(), vec![Output::ProbeUpstream { presentity: "x" }]);
-        assert_eq!(h.hub.pending_probes(), 2);
-        h.advance(SEC);
-        h.publish("x", doc("x", "on"));
+        assert_eq!(h.hub.cached(&"x"), None, "a probe answer is not kept");
+        // q's network never answered q: nothing, at the timeout.
+        let out = h.advance_to(60 * SEC);
         assert_eq!(
-            h.drain(),
-            vec![
-                Output::ProbeResult {
-                    watcher: "p",
-                    presentity: "x",
-                    presence: Some(doc("x", "on")),
-                },
+            out,
+            vec![(
+                10 * SEC,
                 Output::ProbeResult {
                     watcher: "q",
                     presentity: "x",
-                    presence: Some(doc("x", "on")),
-                },
-            ]
+                    presence: None,
+                }
+            )]
         );
-        assert_eq!(h.hub.cached(&"x"), None, "a probe answer is not kept");
-        assert_eq!(h.hub.poll_timeout(), None);
         assert_eq!(h.hub.pending_probes(), 0);
     }
 
@@ -1627,6 +1728,8 @@ mod tests {
     fn rfc7248_6_2_probe_waits_for_an_existing_upstream_subscription() {
         let mut h = Harness::new();
         h.watch("a", "x");
+        // p is pre-approved by x: authorized, so the subscription's next state answers.
+        h.hub.handle_approve("x", "p").unwrap();
         h.hub.handle_probe(h.now, "p", "x").unwrap();
         assert!(
             h.drain().is_empty(),

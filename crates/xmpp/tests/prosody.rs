@@ -303,6 +303,26 @@ async fn presence_subscription_with_approval_both_ways() {
         "the probe was answered from the cache"
     );
 
+    // mallory never asked bob: her probe is not answered from the cache (issue 13); it
+    // goes to the SIP side in her name, which says nothing.
+    prosody.register("mallory", "mallory-pass").await;
+    let mut mallory = XmppClient::connect(prosody, "mallory@xmpp.test", "mallory-pass").await;
+    mallory
+        .send_raw("<presence type='probe' to='bob@sip.gw.xmpp.test'/>")
+        .await;
+    gw.far_side("mallory's probe, in her name", |e| {
+        matches!(&e.event, Event::Subscription(s) if s.op == SubscriptionOp::Probe)
+            && e.from.to_string().contains("mallory")
+    })
+    .await;
+    mallory
+        .expect_none(
+            |ev| ev.kind() == "presence" && ev.sender_bare() == Some("bob@sip.gw.xmpp.test"),
+            Duration::from_millis(800),
+        )
+        .await;
+    mallory.close().await;
+
     // The other way: bob (SIP) watches alice; alice approves; her presence reaches bob.
     gw.send_from_sip(
         Event::Subscription(Subscription::new(SubscriptionOp::Subscribe)),
