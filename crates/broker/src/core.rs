@@ -2322,14 +2322,13 @@ pub(crate) mod tests {
             sub(SubscriptionOp::Approve, "bob@xmpp.test", "carol@sip.test"),
         )
         .unwrap();
+        // The approval, then the known state.
         assert_eq!(
             drain(&mut c),
-            [row(
-                "sip",
-                "Presence",
-                "sip:bob@xmpp.test",
-                "sip:carol@sip.test"
-            )]
+            [
+                row("sip", "Approve", "sip:bob@xmpp.test", "sip:carol@sip.test"),
+                row("sip", "Presence", "sip:bob@xmpp.test", "sip:carol@sip.test")
+            ]
         );
         assert_eq!(
             c.presence().cached(&Identity::new("bob", "xmpp.test")),

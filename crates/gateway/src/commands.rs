@@ -265,6 +265,14 @@ pub async fn sip_config(
         .collect();
     settings.trusted_proxies = s.trusted_proxies.clone();
     settings.unregistered_store = s.unregistered_users == crate::config::UnregisteredUsers::Store;
+    settings.presence_authorization = match s.presence_authorization {
+        crate::config::PresenceAuthorization::Open => cpim_sip::authorization::Policy::Open,
+        crate::config::PresenceAuthorization::Contacts => cpim_sip::authorization::Policy::Contacts,
+        crate::config::PresenceAuthorization::AllowList => {
+            cpim_sip::authorization::Policy::AllowList
+        }
+    };
+    settings.presence_allow = s.presence_allow.iter().map(|a| a.0.clone()).collect();
     Ok(settings)
 }
 

@@ -27,8 +27,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 pub use adapters::{
-    AdapterConfig, AdapterKind, HostPort, SipConfig, SipListener, SipTransport, UnregisteredUsers,
-    WebhookApp, WebhookConfig, XmppComponent, XmppConfig, XmppMessageType,
+    AdapterConfig, AdapterKind, HostPort, PresenceAllow, PresenceAuthorization, SipConfig,
+    SipListener, SipTransport, UnregisteredUsers, WebhookApp, WebhookConfig, XmppComponent,
+    XmppConfig, XmppMessageType,
 };
 pub use domain::{Domain, DomainError};
 pub use env::{expand, ConfigString, ExpandError, Secret};

@@ -1066,3 +1066,55 @@ fn sip_registrar_accounts_credentials_and_proxy_rules() {
     ));
     assert_contains(&err, &["needs outbound TLS"]);
 }
+
+#[test]
+fn sip_presence_authorization_and_allow_list() {
+    use cpim_gateway::config::PresenceAuthorization;
+    let sip_end = "  { transport = \"tcp\", address = \"127.0.0.1:5060\" },\n]\n";
+    let sip_of = |text: &str| {
+        let config = parse(text).expect("valid");
+        let Some(cpim_gateway::config::AdapterConfig::Sip(sip)) = config.adapters.get("sip") else {
+            panic!("sip adapter")
+        };
+        sip.clone()
+    };
+    // The default is not open.
+    let sip = sip_of(&base_with(sip_end, sip_end));
+    assert_eq!(sip.presence_authorization, PresenceAuthorization::Contacts);
+    assert!(sip.presence_allow.is_empty());
+    for (value, want) in [
+        ("open", PresenceAuthorization::Open),
+        ("contacts", PresenceAuthorization::Contacts),
+        ("allow_list", PresenceAuthorization::AllowList),
+    ] {
+        let sip = sip_of(&base_with(
+            sip_end,
+            &format!(
+                "{sip_end}presence_authorization = \"{value}\"\n\
+                 presence_allow = [\"boss@xmpp.example\", \"*@corp.example\"]\n"
+            ),
+        ));
+        assert_eq!(sip.presence_authorization, want);
+        assert_eq!(sip.presence_allow.len(), 2);
+    }
+    for bad in ["everyone", "Open"] {
+        let err = error(&base_with(
+            sip_end,
+            &format!("{sip_end}presence_authorization = \"{bad}\"\n"),
+        ));
+        assert_contains(&err, &["presence_authorization"]);
+    }
+    for bad in [
+        "boss",
+        "*@*.example",
+        "b*ss@x.example",
+        "sip:boss@x.example",
+        "@x.example",
+    ] {
+        let err = error(&base_with(
+            sip_end,
+            &format!("{sip_end}presence_allow = [\"{bad}\"]\n"),
+        ));
+        assert_contains(&err, &["presence_allow"]);
+    }
+}

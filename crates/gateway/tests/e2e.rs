@@ -359,6 +359,8 @@ listen = [
   {{ transport = "tcp", address = "127.0.0.1:{sip}" }},
 ]
 outbound_proxy = "sip:{phone};transport=udp"
+# The default policy (`contacts`) and the app's bots always allowed.
+presence_allow = ["*@app.test"]
 
 [adapters.xmpp]
 type = "xmpp"
@@ -690,6 +692,63 @@ async fn e2e_presence_of_a_sip_user_watched_from_xmpp_and_the_app() {
         1,
         "one upstream subscription: {subscribes:#?}"
     );
+
+    // carol asks too: the SIP side authorized dave's SUBSCRIBE, not her, and alice does
+    // not follow carol and did not allow her — she waits (issue 13: no presence for
+    // whoever asks).
+    let mut carol = XmppClient::connect(&w.prosody, "carol@xmpp.test", "carol-pass").await;
+    carol
+        .send_presence(
+            support::PresenceKind::Subscribe,
+            Some("alice@sip.gw.xmpp.test"),
+            None,
+            None,
+        )
+        .await;
+    carol
+        .expect_none(
+            |e| e.kind() == "presence" && e.sender_bare() == Some("alice@sip.gw.xmpp.test"),
+            Duration::from_millis(1500),
+        )
+        .await;
+    // alice's phone subscribes to carol's presence — at the number carol has on SIP
+    // (`[[users]]`), as in alice's buddy list: carol is approved, and sees alice.
+    let phone_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let me = phone_socket.local_addr().expect("addr");
+    let subscribe = format!(
+        "SUBSCRIBE sip:+15551234567@carrier.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbuddy\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=buddy\r\nTo: <sip:+15551234567@carrier.test>\r\n\
+         Call-ID: buddy-carol\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\n\
+         Contact: <sip:alice@{me}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    phone_socket
+        .send_to(
+            subscribe.as_bytes(),
+            SocketAddr::from(([127, 0, 0, 1], w.gw.sip)),
+        )
+        .await
+        .expect("send");
+    carol
+        .expect(
+            |e| {
+                e.kind() == "presence"
+                    && e.get("type") == Some("subscribed")
+                    && e.sender_bare() == Some("alice@sip.gw.xmpp.test")
+            },
+            TIMEOUT,
+        )
+        .await;
+    carol
+        .expect(
+            |e| {
+                e.kind() == "presence"
+                    && e.sender_bare() == Some("alice@sip.gw.xmpp.test")
+                    && e.xml().contains("at my desk")
+            },
+            TIMEOUT,
+        )
+        .await;
+    carol.close().await;
 
     // The gateway crashes (SIGKILL) and comes back on its spool: dave's and the app's
     // subscriptions were kept (written within a second of the change), so it subscribes

@@ -73,6 +73,10 @@ pub struct SipConfig {
     /// Peers (a proxy in front that authenticates the users itself) whose requests
     /// for registrar accounts are not challenged.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Who may see a SIP user's presence where no SIP presence server asks the user.
+    pub presence_authorization: crate::authorization::Policy,
+    /// Watchers (`user@domain`, `*@domain`) always allowed to see SIP users' presence.
+    pub presence_allow: Vec<String>,
     /// How often subscriptions, publications and transactions are checked for expiry.
     pub tick: Duration,
     /// The host (name or IP, IPv6 in brackets) peers reach the gateway at, written in
@@ -107,6 +111,8 @@ impl SipConfig {
             credentials: Vec::new(),
             registrar: Vec::new(),
             trusted_proxies: Vec::new(),
+            presence_authorization: crate::authorization::Policy::default(),
+            presence_allow: Vec::new(),
             unregistered_store: true,
             tick: Duration::from_secs(1),
             advertise: None,
@@ -155,6 +161,8 @@ struct Core {
     /// sent CPIM itself, `false` when it answered CPIM with 415 and an `Accept` without
     /// it. Contacts not here take CPIM only when `cpim_domains` says so.
     takes_cpim: Mutex<HashMap<String, bool>>,
+    /// The presence authorization policy and the requests waiting under it.
+    authorization: Mutex<crate::authorization::Authorization>,
 }
 
 /// Where a request goes, and what is known of the transports it may take.
@@ -283,6 +291,10 @@ impl SipAdapter {
             published: Mutex::new(HashMap::new()),
             registrar: Mutex::new(registrar),
             takes_cpim: Mutex::new(HashMap::new()),
+            authorization: Mutex::new(crate::authorization::Authorization::new(
+                config.presence_authorization,
+                &config.presence_allow,
+            )),
             config,
         });
         core.metrics.set_connected(true);
@@ -630,6 +642,19 @@ impl Core {
         // dialog a fetch is made beside): the broker knows the pair once, so a fetch
         // or the end of one dialog must not touch it while another dialog lives.
         let sibling = self.sibling_of(&key, &watcher_key, &presentity_key);
+        if matches!(outcome, SubscribeOutcome::Created { .. }) && expires > 0 {
+            // The SIP user follows this contact now: the contact's waiting request to
+            // see the user passes the `contacts` policy.
+            let waiting = lock(&self.authorization).on_follow(&watcher_key, &presentity_key);
+            if let Some(contact) = waiting {
+                self.submit_from(
+                    &watcher_key,
+                    &contact,
+                    Event::Subscription(Subscription::new(SubscriptionOp::Approve)),
+                )
+                .await;
+            }
+        }
         match &outcome {
             SubscribeOutcome::Created { .. } => {
                 lock(&self.watchers).insert(
@@ -950,12 +975,20 @@ impl Core {
                 // RFC 7248 §4.1: the first `active` NOTIFY is the SIP side's
                 // authorization; the waiting watchers hear it before the state.
                 for waiting in approve {
-                    self.submit_from(
-                        &presentity,
-                        &waiting,
-                        Event::Subscription(Subscription::new(SubscriptionOp::Approve)),
-                    )
-                    .await;
+                    // The SIP side authorized the SUBSCRIBE sent in `watcher`'s name;
+                    // the others who share it pass the policy.
+                    if crate::authorization::mailbox(&waiting)
+                        == crate::authorization::mailbox(&watcher)
+                    {
+                        self.submit_from(
+                            &presentity,
+                            &waiting,
+                            Event::Subscription(Subscription::new(SubscriptionOp::Approve)),
+                        )
+                        .await;
+                    } else {
+                        self.apply_policy(&presentity, &waiting).await;
+                    }
                 }
                 if let Some(mut presence) = presence {
                     presence.entity = presentity.clone();
@@ -1047,24 +1080,19 @@ impl Core {
         };
         let presentity_text = aor_key(&envelope.to);
         let watcher_text = envelope.from.to_string();
-        let approve = || async {
-            self.submit_from(
-                &presentity_text,
-                &watcher_text,
-                Event::Subscription(Subscription::new(SubscriptionOp::Approve)),
-            )
-            .await;
-        };
         if self
             .local_presentity(&presentity_text, &presentity)
             .is_some()
         {
-            approve().await;
+            // The gateway is the user's presence server: its policy decides.
+            self.apply_policy(&presentity_text, &watcher_text).await;
             return DeliveryOutcome::Delivered;
         }
         let decision = lock(&self.subscriber).authorize(&presentity_text, &watcher_text);
         match decision {
-            Authorize::Now => approve().await,
+            // The SIP side authorized the gateway's subscription for its first watcher,
+            // not for this one: the policy decides.
+            Authorize::Now => self.apply_policy(&presentity_text, &watcher_text).await,
             Authorize::Wait => {}
             Authorize::Subscribe => {
                 // Its failure is the waiting watchers' refusal, sent already.
@@ -1076,10 +1104,31 @@ impl Core {
         DeliveryOutcome::Delivered
     }
 
+    /// Approves, leaves waiting or refuses `watcher`'s request to see SIP user `user`,
+    /// as the presence authorization policy says (the user follows the watcher itself:
+    /// a live SUBSCRIBE of it to the watcher's presence).
+    async fn apply_policy(&self, user: &str, watcher: &str) {
+        let followed = Address::parse(watcher)
+            .map(|w| !lock(&self.notifier).find(user, &aor_key(&w)).is_empty())
+            .unwrap_or(false);
+        let verdict = lock(&self.authorization).decide(user, watcher, followed);
+        let op = match verdict {
+            crate::authorization::Verdict::Approve => SubscriptionOp::Approve,
+            crate::authorization::Verdict::Wait => return,
+            crate::authorization::Verdict::Refuse => SubscriptionOp::Deny,
+        };
+        let event = Event::Subscription(Subscription {
+            reason: (op == SubscriptionOp::Deny).then(|| "rejected".to_owned()),
+            ..Subscription::new(op)
+        });
+        self.submit_from(user, watcher, event).await;
+    }
+
     /// A watcher that was waiting for its approval gave up; the gateway's subscription
     /// ends if it served only such watchers.
     async fn withdraw_watcher(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
         let presentity = aor_key(&envelope.to);
+        lock(&self.authorization).withdraw(&presentity, &envelope.from.to_string());
         let unused = lock(&self.subscriber).withdraw(&presentity, &envelope.from.to_string());
         if unused {
             return self.stop_upstream(&presentity).await;

@@ -18,6 +18,7 @@
 //! or a 501 for an unknown method, which it cannot parse at all).
 
 pub mod auth;
+pub mod authorization;
 pub mod dialog;
 pub mod driver;
 pub mod encoding;

@@ -1891,3 +1891,79 @@ async fn rfc7248_4_3_2_a_lost_dialog_that_cannot_be_made_again_ends_the_watchers
         "no SUBSCRIBE loop after giving up"
     );
 }
+
+/// Issue 13: who may see a SIP user's presence is a policy. With the default
+/// (`contacts`), a watcher that shares the gateway's subscription the SIP side
+/// authorized for another waits — until the SIP user subscribes to that watcher's
+/// presence itself (its buddy list), which approves it; an allow-listed one passes at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_authorization_contacts_policy_waits_until_the_sip_user_follows_the_watcher() {
+    use cpim::event::{Subscription, SubscriptionOp};
+    let p = Presentity {
+        ua: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let ua_addr = p.ua.local_addr().unwrap();
+    let gw = support::gateway(&[], |c| {
+        c.outbound_proxy = Some(Peer {
+            transport: Transport::Udp,
+            addr: ua_addr,
+        });
+        c.presence_allow = vec!["frank@mem.test".into()];
+    })
+    .await;
+    let ask = |watcher: &str| {
+        Inbound::new(
+            Event::Subscription(Subscription::new(SubscriptionOp::Subscribe)),
+            Address::parse(watcher).unwrap(),
+            Address::parse("sip:carol@sip.test").unwrap(),
+        )
+    };
+    let approved = |who: &str| {
+        gw.mem.received().into_iter().any(|e| {
+            e.to.to_string().contains(who)
+                && matches!(e.event, Event::Subscription(ref s) if s.op == SubscriptionOp::Approve)
+        })
+    };
+    gw.from_mem.submit(ask("sip:bob@mem.test")).await.unwrap();
+    let (first, from) = p
+        .subscribe(Duration::from_secs(5))
+        .await
+        .expect("SUBSCRIBE");
+    p.accept(&first, from, "c1", 600).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !approved("bob") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob, in whose name carol was asked, is approved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // erin shares the subscription: carol was not asked about her.
+    gw.from_mem.submit(ask("sip:erin@mem.test")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!approved("erin"), "erin waits");
+    // An allow-listed watcher passes at once.
+    gw.from_mem.submit(ask("sip:frank@mem.test")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(approved("frank"), "frank is on the allow list");
+    // carol's phone subscribes to erin's presence: erin is one of her contacts now.
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = phone.local_addr().unwrap();
+    let subscribe = format!(
+        "SUBSCRIBE sip:erin@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbuddy\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carol@sip.test>;tag=buddy\r\nTo: <sip:erin@mem.test>\r\n\
+         Call-ID: buddy-erin\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\n\
+         Contact: <sip:carol@{me}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    phone.send_to(subscribe.as_bytes(), gw.udp).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !approved("erin") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "erin is approved once carol follows her: {:?}",
+            mem_subscriptions(&gw)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -405,6 +405,9 @@ async fn sipp_presentity_one_upstream_subscription_for_two_watchers() {
             transport: SipTransport::Udp,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         });
+        // The second watcher shares the subscription the SIP side granted the first;
+        // here everyone may (the `contacts` default is tested in adapter.rs).
+        c.presence_authorization = cpim_sip::authorization::Policy::Open;
     })
     .await;
     let mut presentity = Sipp::start(
@@ -474,7 +477,12 @@ async fn sipp_presentity_one_upstream_subscription_for_two_watchers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_publish_reaches_watchers_and_removal_closes() {
     require_sipp();
-    let gw = support::gateway(&[], |_| {}).await;
+    // alice publishes to the gateway, which is her presence server: its policy decides,
+    // and here anyone may watch her.
+    let gw = support::gateway(&[], |c| {
+        c.presence_authorization = cpim_sip::authorization::Policy::Open;
+    })
+    .await;
     let alice = Address::parse("sip:alice@sip.test").unwrap();
     gw.from_mem
         .submit(Inbound::new(

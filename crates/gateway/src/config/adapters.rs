@@ -124,6 +124,13 @@ pub struct SipConfig {
     /// registered: it waits for the registration, or fails at once.
     #[serde(default)]
     pub unregistered_users: UnregisteredUsers,
+    /// Who may see a SIP user's presence where no SIP presence server of its own asks
+    /// the user.
+    #[serde(default)]
+    pub presence_authorization: PresenceAuthorization,
+    /// Watchers (`user@domain` or `*@domain`) always allowed to see SIP users' presence.
+    #[serde(default)]
+    pub presence_allow: Vec<PresenceAllow>,
     /// Accepted TCP/TLS connections open at once, over all stream listeners.
     #[serde(
         default = "default_max_tcp_connections",
@@ -239,6 +246,43 @@ pub struct SipListener {
     /// PEM private key file (`tls` only).
     #[serde(default)]
     pub private_key: Option<ConfigString>,
+}
+
+/// `presence_authorization`: who may see a SIP user's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceAuthorization {
+    /// Every watcher.
+    Open,
+    /// The watchers the SIP user subscribes to itself, and `presence_allow`.
+    #[default]
+    Contacts,
+    /// `presence_allow` only.
+    AllowList,
+}
+
+/// One `presence_allow` entry: `user@domain` or `*@domain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceAllow(pub String);
+
+impl<'de> Deserialize<'de> for PresenceAllow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let valid = text.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty()
+                && !domain.is_empty()
+                && (user == "*" || !user.contains('*'))
+                && !domain.contains(['*', '@', ':', '/', ' '])
+                && !user.contains([':', '/', ' '])
+        });
+        if valid {
+            Ok(PresenceAllow(text))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "presence_allow entry `{text}` is not `user@domain` or `*@domain`"
+            )))
+        }
+    }
 }
 
 /// `unregistered_users`: a message for a registrar account with no binding.
