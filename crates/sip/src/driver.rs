@@ -730,6 +730,11 @@ impl Core {
                 };
                 self.send_notify(&dialog, peer, state, None).await;
             }
+            // A fetch with no other dialog to answer from: its one NOTIFY waits for
+            // the state the broker was asked for (a probe of the presentity's network),
+            // which `deliver_to_watchers` sends; without it, the ticker sends it bare
+            // after `FETCH_WAIT` (RFC 6665 §4.4.3: a fetch returns the current state).
+            SubscribeOutcome::Created { .. } if expires == 0 && sibling.is_none() => {}
             _ => {
                 // A watcher already authorized on another dialog is authorized on this
                 // one: its first NOTIFY is active with the known state.
@@ -758,8 +763,8 @@ impl Core {
                 .filter(|k| k != key)
                 .filter_map(|k| {
                     let d = notifier.get(&k)?;
-                    // A fetch's dialog ends at once: it is no one's sibling.
-                    (d.expires_at > self.now()).then_some((k, d.active))
+                    // A fetch's dialog ends with its one NOTIFY: it is no one's sibling.
+                    (!d.fetch && d.expires_at > self.now()).then_some((k, d.active))
                 })
                 .collect()
         };
@@ -1837,6 +1842,7 @@ impl Core {
                 next_cseq: k.next_cseq.saturating_add(1000),
                 expires_at: now,
                 active: true,
+                fetch: false,
             };
             let peer = Peer {
                 transport,
@@ -1877,7 +1883,10 @@ impl Core {
             for dialog in expired {
                 let key = (dialog.call_id.clone(), dialog.local_tag.clone());
                 let side = lock(&self.watchers).remove(&key);
-                self.submit_unsubscribe(&dialog).await;
+                // A fetch was never a subscription at the broker (it was a probe).
+                if !dialog.fetch {
+                    self.submit_unsubscribe(&dialog).await;
+                }
                 if let Some(side) = side {
                     let this = self.clone();
                     tokio::spawn(async move {

@@ -75,7 +75,13 @@ pub struct WatcherDialog {
     pub expires_at: Duration,
     /// Authorized by the presentity's side.
     pub active: bool,
+    /// A fetch (`Expires: 0` out of dialog, RFC 6665 §4.4.3): its one NOTIFY is final;
+    /// the dialog lives only until the state comes ([`FETCH_WAIT`] at most).
+    pub fetch: bool,
 }
+
+/// How long a fetch waits for the presentity's state before its NOTIFY goes without it.
+pub const FETCH_WAIT: Duration = Duration::from_millis(1500);
 
 /// A received SUBSCRIBE, as the state machine needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,8 +205,14 @@ impl Notifier {
                 presentity: request.presentity,
                 event_id: request.event_id,
                 next_cseq: 1,
-                expires_at: now + secs(expires),
+                // A fetch waits a moment for the state it asks for.
+                expires_at: if expires == 0 {
+                    now + FETCH_WAIT
+                } else {
+                    now + secs(expires)
+                },
                 active: false,
+                fetch: expires == 0,
             },
         );
         Ok(SubscribeOutcome::Created { key, expires })
@@ -239,6 +251,7 @@ impl Notifier {
         }
         let left =
             u32::try_from(dialog.expires_at.saturating_sub(now).as_secs()).unwrap_or(u32::MAX);
+        let left = if dialog.fetch { 0 } else { left };
         let state = if left == 0 {
             SubState::Terminated {
                 reason: Some("timeout".to_owned()),

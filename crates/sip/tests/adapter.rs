@@ -1967,3 +1967,79 @@ async fn presence_authorization_contacts_policy_waits_until_the_sip_user_follows
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// RFC 6665 §4.4.3 / RFC 7248 §6.2: a fetch (`Expires: 0`) of a presentity of another
+/// network, with no other dialog to answer from, is a probe of that network in the
+/// watcher's name; its one NOTIFY waits for the answer and carries the state, instead
+/// of going out at once without it. Without an answer it still comes, bare, soon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc6665_4_4_3_a_fetch_waits_for_the_probe_answer_and_returns_the_state() {
+    use cpim::event::{PresenceUpdate, SubscriptionOp};
+    use cpim::presence::Presence;
+    let gw = support::gateway(&[], |_| {}).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = client.local_addr().unwrap();
+    let fetch = |call_id: &str, to: &str| {
+        format!(
+            "SUBSCRIBE sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=f{call_id}\r\nTo: <sip:{to}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\nContact: <sip:alice@{me}>\r\n\
+             Expires: 0\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    client
+        .send_to(fetch("fetch-bob", "bob@mem.test").as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    // bob's network is probed in alice's name, and answers her.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let probed = gw.mem.received().into_iter().any(|e| {
+            matches!(e.event, Event::Subscription(ref s) if s.op == SubscriptionOp::Probe)
+                && e.from.to_string().contains("alice")
+        });
+        if probed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob's network is probed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pidf = "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:bob@mem.test\"><tuple id=\"t\"><status><basic>open</basic></status><note>in the lab</note></tuple></presence>";
+    gw.from_mem
+        .submit(Inbound::new(
+            Event::Presence(PresenceUpdate {
+                presence: Presence::parse(pidf.as_bytes()).unwrap(),
+            }),
+            Address::parse("sip:bob@mem.test").unwrap(),
+            Address::parse("sip:alice@sip.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let got = gather(&client, Duration::from_millis(1000)).await;
+    let notifies = notifies_of(&got, "fetch-bob");
+    assert_eq!(notifies.len(), 1, "one NOTIFY for the fetch: {got:?}");
+    assert!(header_of(notifies[0], "Subscription-State")
+        .unwrap()
+        .starts_with("terminated"));
+    assert!(
+        body_of(notifies[0]).contains("in the lab"),
+        "the fetch returns the state: {}",
+        body_of(notifies[0])
+    );
+
+    // carol's network does not answer: the NOTIFY comes anyway, bare, within 2 s.
+    client
+        .send_to(fetch("fetch-carol", "carol@mem.test").as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    let got = gather(&client, Duration::from_millis(2500)).await;
+    let notifies = notifies_of(&got, "fetch-carol");
+    assert_eq!(notifies.len(), 1, "{got:?}");
+    assert!(header_of(notifies[0], "Subscription-State")
+        .unwrap()
+        .starts_with("terminated"));
+    assert!(body_of(notifies[0]).is_empty());
+}
