@@ -163,6 +163,8 @@ struct Core {
     takes_cpim: Mutex<HashMap<String, bool>>,
     /// The presence authorization policy and the requests waiting under it.
     authorization: Mutex<crate::authorization::Authorization>,
+    /// The messages held for an unregistered user whose senders were told so (`stored`).
+    told_stored: Mutex<std::collections::HashSet<cpim_broker::envelope::MessageId>>,
 }
 
 /// Where a request goes, and what is known of the transports it may take.
@@ -291,6 +293,7 @@ impl SipAdapter {
             published: Mutex::new(HashMap::new()),
             registrar: Mutex::new(registrar),
             takes_cpim: Mutex::new(HashMap::new()),
+            told_stored: Mutex::new(std::collections::HashSet::new()),
             authorization: Mutex::new(crate::authorization::Authorization::new(
                 config.presence_authorization,
                 &config.presence_allow,
@@ -1552,6 +1555,34 @@ impl Core {
         }
     }
 
+    /// A message waits for its recipient, a registrar user, to register: a sender that
+    /// asked for notifications is told once that it is stored (RFC 5438 §5.3
+    /// `processing`/`stored`; an IMDN where the SIP sender asked for processing
+    /// notifications, an event for an app; XMPP has no form for it).
+    async fn tell_stored(&self, envelope: &Envelope) {
+        let Event::Message(m) = &envelope.event else {
+            return;
+        };
+        if !(m.receipts.delivered || m.receipts.failed || m.receipts.displayed) {
+            return;
+        }
+        {
+            let mut told = lock(&self.told_stored);
+            if told.len() >= MAX_REMEMBERED_CONTACTS {
+                told.clear();
+            }
+            if !told.insert(envelope.id) {
+                return;
+            }
+        }
+        let event = Event::Notification(cpim::event::Notification {
+            message_id: envelope.id.to_string(),
+            status: cpim::event::NotificationStatus::Stored,
+        });
+        self.submit_from(&envelope.to.to_string(), &envelope.from.to_string(), event)
+            .await;
+    }
+
     fn remember_cpim(&self, aor: &str, takes: bool) {
         let mut known = lock(&self.takes_cpim);
         if known.len() >= MAX_REMEMBERED_CONTACTS && !known.contains_key(aor) {
@@ -1571,7 +1602,13 @@ impl Core {
         });
         let mut attempt = match self.message_attempt(envelope, cpim).await {
             Ok(a) => a,
-            Err(outcome) => return outcome,
+            Err(outcome) => {
+                if matches!(outcome, DeliveryOutcome::RetryLater { after } if after == UNREGISTERED_RETRY)
+                {
+                    self.tell_stored(envelope).await;
+                }
+                return outcome;
+            }
         };
         // RFC 3261 §21.4.13: a 415 lists in `Accept` what the UA takes. A text-only
         // phone refusing CPIM gets the text as it is (and is remembered as such); the

@@ -2043,3 +2043,65 @@ async fn rfc6665_4_4_3_a_fetch_waits_for_the_probe_answer_and_returns_the_state(
         .starts_with("terminated"));
     assert!(body_of(notifies[0]).is_empty());
 }
+
+/// Issue 13 / RFC 5438 §5.3: a message held for an unregistered user of the gateway's
+/// registrar reaches its sender, if it asked for notifications, as `stored` — once,
+/// however often it is tried — and then as `delivered` when the user registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc5438_a_message_held_for_an_unregistered_user_is_reported_stored_once() {
+    use cpim::event::NotificationStatus;
+    let gw = support::gateway(&[], |c| {
+        c.registrar = vec![(
+            "sip.test".into(),
+            vec![cpim_sip::auth::RegistrarUser {
+                username: "alice".into(),
+                password: "pw".into(),
+            }],
+        )];
+    })
+    .await;
+    let mut asking = Message::text("tell me when she has it");
+    asking.receipts.delivered = true;
+    gw.from_mem
+        .submit(Inbound::new(
+            Event::Message(asking),
+            Address::parse("sip:dora@mem.test").unwrap(),
+            Address::parse("sip:alice@sip.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let statuses = |gw: &support::Gateway| -> Vec<NotificationStatus> {
+        gw.mem
+            .received()
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Event::Notification(n) => Some(n.status),
+                _ => None,
+            })
+            .collect()
+    };
+    // Tried again at least once meanwhile (every 5 s at first): still one `stored`.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(7);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(statuses(&gw), vec![NotificationStatus::Stored]);
+    let alice = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    register(&alice, gw.udp, "alice", "pw", "").await;
+    let (m, from) = next_request(&alice).await;
+    assert!(m.ends_with(b"tell me when she has it"));
+    alice.send_to(&answer(&m, 200), from).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while statuses(&gw).len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            statuses(&gw)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        statuses(&gw),
+        vec![NotificationStatus::Stored, NotificationStatus::Delivered]
+    );
+}
