@@ -135,6 +135,10 @@ pub struct CoreConfig {
     pub retry_backoff: Duration,
     /// The longest backoff between attempts.
     pub max_retry_backoff: Duration,
+    /// How long a message that keeps getting `RetryLater` may hold the head of its
+    /// destination's queue while others wait behind it; then it fails
+    /// (`remote-server-timeout`) and the next goes. `None`: no bound.
+    pub head_of_line_limit: Option<Duration>,
     /// The wall clock (ms since the Unix epoch) at `now` = 0: the spool keeps wall-clock
     /// times, the core counts from its start.
     pub clock_origin_ms: u64,
@@ -156,6 +160,7 @@ impl Default for CoreConfig {
             message_expiry: None,
             retry_backoff: Duration::ZERO,
             max_retry_backoff: Duration::from_secs(60),
+            head_of_line_limit: None,
             clock_origin_ms: 0,
         }
     }
@@ -228,6 +233,8 @@ struct Waiting {
     accepted_at: Duration,
     attempts: u32,
     expires_at: Option<Duration>,
+    /// When it first got `RetryLater` (the head-of-line clock).
+    retrying_since: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -237,6 +244,7 @@ struct InFlight {
     accepted_at: Duration,
     attempts: u32,
     expires_at: Option<Duration>,
+    retrying_since: Option<Duration>,
 }
 
 /// The longest retry delay honoured; a peer's larger `Retry-After` is capped.
@@ -829,6 +837,7 @@ impl Core {
             accepted_at: now,
             attempts: 0,
             expires_at,
+            retrying_since: None,
         });
         self.arm_expiry(&key, expires_at);
         self.schedule(&key);
@@ -915,6 +924,7 @@ impl Core {
                 accepted_at,
                 attempts,
                 expires_at,
+                retrying_since,
             }) = dest.waiting.pop_front()
             else {
                 continue;
@@ -928,6 +938,7 @@ impl Core {
                     accepted_at,
                     attempts,
                     expires_at,
+                    retrying_since,
                 },
             );
             self.schedule(&key);
@@ -944,6 +955,7 @@ impl Core {
             accepted_at,
             attempts,
             expires_at,
+            retrying_since,
         }) = self.in_flight.remove(&id)
         else {
             return;
@@ -952,12 +964,39 @@ impl Core {
         if let Some(dest) = self.destinations.get_mut(&key) {
             dest.in_flight = dest.in_flight.saturating_sub(1);
         }
+        // Held at the head for too long while others wait: it fails so they can go.
+        let since = retrying_since.unwrap_or(now);
+        let holds_others = self
+            .destinations
+            .get(&key)
+            .is_some_and(|d| !d.waiting.is_empty());
+        let bound = self
+            .config
+            .head_of_line_limit
+            .filter(|limit| holds_others && now.saturating_sub(since) >= *limit);
         match outcome {
-            DeliveryOutcome::RetryLater { .. } if expires_at.is_some_and(|e| e <= now) => {
+            DeliveryOutcome::RetryLater { .. } | DeliveryOutcome::Waiting { .. }
+                if expires_at.is_some_and(|e| e <= now) =>
+            {
                 let expired = expired_failure(accepted_at, expires_at);
                 self.finish(&key, now, envelope, latency, Err(expired));
             }
-            DeliveryOutcome::RetryLater { after } => {
+            DeliveryOutcome::RetryLater { .. } if bound.is_some() => {
+                let held = now.saturating_sub(since).as_secs();
+                self.finish(
+                    &key,
+                    now,
+                    envelope,
+                    latency,
+                    Err((
+                        Condition::RemoteServerTimeout,
+                        Some(format!(
+                            "the destination kept asking to wait for {held} s while other messages waited behind this one"
+                        )),
+                    )),
+                );
+            }
+            DeliveryOutcome::RetryLater { after } | DeliveryOutcome::Waiting { after } => {
                 let attempts = attempts + 1;
                 if attempts < self.config.max_delivery_attempts {
                     let backoff = self
@@ -979,6 +1018,7 @@ impl Core {
                                 accepted_at,
                                 attempts,
                                 expires_at,
+                                retrying_since: Some(since),
                             },
                         );
                         let until = now.saturating_add(after.min(MAX_RETRY_AFTER));
@@ -2065,6 +2105,75 @@ pub(crate) mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn issue13_a_message_that_keeps_asking_to_wait_holds_the_others_for_a_bounded_time() {
+        // (outcome the head keeps getting, whether it is failed to let the next go)
+        for (waiting, bounded) in [(false, true), (true, false)] {
+            let mut c = core_with(CoreConfig {
+                max_delivery_attempts: 1000,
+                head_of_line_limit: Some(Duration::from_secs(10)),
+                ..CoreConfig::default()
+            });
+            for text in ["first", "second"] {
+                c.accept(
+                    T0,
+                    "sip",
+                    msg(text, "sip:alice@sip.test", "sip:bob@xmpp.test"),
+                )
+                .unwrap();
+            }
+            let again = |after| {
+                if waiting {
+                    DeliveryOutcome::Waiting { after }
+                } else {
+                    DeliveryOutcome::RetryLater { after }
+                }
+            };
+            let mut now = T0;
+            let mut failed_at = None;
+            while now <= Duration::from_secs(30) {
+                c.handle_timeout(now);
+                let out: Vec<Envelope> = std::iter::from_fn(|| c.poll_dispatch()).collect();
+                for e in out {
+                    match (&e.event, body(&e).as_str()) {
+                        (Event::Message(_), "first") => {
+                            c.complete(now, e.id, again(Duration::from_secs(2)));
+                        }
+                        (Event::Message(_), "second") => {
+                            assert!(failed_at.is_some(), "second only after first gave way");
+                            c.complete(now, e.id, DeliveryOutcome::Accepted);
+                        }
+                        (Event::Notification(n), _) => {
+                            assert!(matches!(
+                                n.status,
+                                NotificationStatus::Failed {
+                                    condition: Condition::RemoteServerTimeout,
+                                    ..
+                                }
+                            ));
+                            failed_at = Some(now);
+                            c.complete(now, e.id, DeliveryOutcome::Delivered);
+                        }
+                        _ => panic!("{e:?}"),
+                    }
+                }
+                now += Duration::from_secs(1);
+            }
+            if bounded {
+                let at = failed_at.expect("the head gave way");
+                assert!(
+                    (Duration::from_secs(10)..=Duration::from_secs(13)).contains(&at),
+                    "after about 10 s: {at:?}"
+                );
+            } else {
+                assert_eq!(
+                    failed_at, None,
+                    "a recipient that can take nothing is waited for"
+                );
+            }
+        }
     }
 
     #[test]

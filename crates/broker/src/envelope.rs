@@ -142,7 +142,18 @@ pub enum DeliveryOutcome {
         text: Option<String>,
     },
     /// Not now; try again after this long (a peer's Retry-After, a disconnected link).
+    /// Held at the head of its destination's queue for longer than
+    /// [`crate::core::CoreConfig::head_of_line_limit`] while others wait behind it, it
+    /// fails so that they can go.
     RetryLater {
+        /// How long to wait.
+        after: Duration,
+    },
+    /// The recipient can take nothing now (an unregistered user of the gateway's
+    /// registrar): try again after this long. Unlike [`DeliveryOutcome::RetryLater`] it
+    /// is not failed for holding the queue, since what waits behind it could not be
+    /// delivered either; it waits until it expires or uses up its attempts.
+    Waiting {
         /// How long to wait.
         after: Duration,
     },

@@ -113,6 +113,13 @@ pub struct GatewaySection {
         deserialize_with = "deserialize_max_delivery_attempts"
     )]
     pub max_delivery_attempts: u32,
+    /// Seconds a message the destination keeps asking to wait for may hold the messages
+    /// behind it; then it fails back to its sender and the next goes.
+    #[serde(
+        default = "default_head_of_line_secs",
+        deserialize_with = "deserialize_head_of_line_secs"
+    )]
+    pub head_of_line_secs: u32,
 }
 
 impl Default for GatewaySection {
@@ -127,6 +134,7 @@ impl Default for GatewaySection {
             spool: default_spool(),
             message_expiry_secs: default_message_expiry_secs(),
             max_delivery_attempts: default_max_delivery_attempts(),
+            head_of_line_secs: default_head_of_line_secs(),
         }
     }
 }
@@ -458,6 +466,14 @@ fn default_message_expiry_secs() -> u32 {
 
 fn deserialize_message_expiry_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     de::int_in_range(d, "message_expiry_secs", 1, 30 * 86_400, "seconds")
+}
+
+fn default_head_of_line_secs() -> u32 {
+    300
+}
+
+fn deserialize_head_of_line_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de::int_in_range(d, "head_of_line_secs", 1, 86_400, "seconds")
 }
 
 fn default_max_delivery_attempts() -> u32 {

@@ -38,6 +38,7 @@ pub fn core_config(config: &Config) -> CoreConfig {
         // A destination that is down is tried again with backoff (1 s doubling to 60 s)
         // until the message expires or has had its attempts.
         max_delivery_attempts: g.max_delivery_attempts,
+        head_of_line_limit: Some(Duration::from_secs(u64::from(g.head_of_line_secs))),
         retry_backoff: Duration::from_secs(1),
         max_retry_backoff: Duration::from_secs(60),
         ..CoreConfig::default()

@@ -1544,7 +1544,7 @@ impl Core {
     fn unregistered(&self, aor: &str, may_wait: bool) -> DeliveryOutcome {
         if may_wait && self.config.unregistered_store {
             tracing::debug!(to = %aor, "not registered: the message waits");
-            DeliveryOutcome::RetryLater {
+            DeliveryOutcome::Waiting {
                 after: UNREGISTERED_RETRY,
             }
         } else {
@@ -1603,7 +1603,7 @@ impl Core {
         let mut attempt = match self.message_attempt(envelope, cpim).await {
             Ok(a) => a,
             Err(outcome) => {
-                if matches!(outcome, DeliveryOutcome::RetryLater { after } if after == UNREGISTERED_RETRY)
+                if matches!(outcome, DeliveryOutcome::Waiting { after } if after == UNREGISTERED_RETRY)
                 {
                     self.tell_stored(envelope).await;
                 }
@@ -1628,8 +1628,9 @@ impl Core {
             .and_then(|r| r.header("Retry-After"))
             .and_then(|r| headers::parse_retry_after(r).ok());
         if final_.status == 0 {
-            // Transport error (RFC 3261 §8.1.3.1: like a 503): try again later.
-            return DeliveryOutcome::RetryLater {
+            // Transport error (RFC 3261 §8.1.3.1: like a 503): the peer is unreachable
+            // for every message, so this one holds no one up; try again later.
+            return DeliveryOutcome::Waiting {
                 after: Duration::from_secs(5),
             };
         }

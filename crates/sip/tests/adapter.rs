@@ -2105,3 +2105,68 @@ async fn rfc5438_a_message_held_for_an_unregistered_user_is_reported_stored_once
         vec![NotificationStatus::Stored, NotificationStatus::Delivered]
     );
 }
+
+/// Issue 13: a message the phone keeps answering `503` + `Retry-After` no longer holds
+/// the messages behind it for longer than the configured head-of-line bound: it fails
+/// back to its sender (`remote-server-timeout`) and the next one goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_peer_keeps_deferring_gives_way_after_the_head_of_line_bound() {
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let proxy = phone.local_addr().unwrap();
+    let gw = support::gateway_with_core(
+        &[],
+        |core| {
+            core.head_of_line_limit = Some(Duration::from_secs(2));
+            core.max_delivery_attempts = 1000;
+        },
+        |c| {
+            c.outbound_proxy = Some(Peer {
+                transport: Transport::Udp,
+                addr: proxy,
+            });
+        },
+    )
+    .await;
+    for text in ["stuck", "fine"] {
+        gw.from_mem
+            .submit(Inbound::new(
+                Event::Message(Message::text(text)),
+                Address::parse("sip:dora@mem.test").unwrap(),
+                Address::parse("sip:alice@sip.test").unwrap(),
+            ))
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = tokio::time::timeout(Duration::from_secs(10), phone.recv_from(&mut buf))
+            .await
+            .expect("the next message comes")
+            .unwrap();
+        let m = buf[..n].to_vec();
+        if m.ends_with(b"stuck") {
+            let deferred = String::from_utf8(answer(&m, 503)).unwrap().replacen(
+                "\r\nContent-Length",
+                "\r\nRetry-After: 1\r\nContent-Length",
+                1,
+            );
+            phone.send_to(deferred.as_bytes(), from).await.unwrap();
+        } else if m.ends_with(b"fine") {
+            phone.send_to(&answer(&m, 200), from).await.unwrap();
+            break;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the second went after about 2 s, not {:?}",
+        started.elapsed()
+    );
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+    assert_eq!(
+        failure_of(&gw.mem.received()[0]),
+        Some(Condition::RemoteServerTimeout),
+        "{:#?}",
+        gw.mem.received()
+    );
+}

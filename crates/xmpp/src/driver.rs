@@ -227,15 +227,16 @@ impl Adapter for XmppAdapter {
             };
         };
         let (written, done) = oneshot::channel();
+        // The link is down for every destination: nothing behind could pass either.
         if link.send(Outgoing { stanzas, written }).await.is_err() {
-            return DeliveryOutcome::RetryLater {
+            return DeliveryOutcome::Waiting {
                 after: Duration::from_secs(5),
             };
         }
         // Waits while the link is down: the stanza goes out after the reconnect, in order.
         match done.await {
             Ok(()) => DeliveryOutcome::Accepted,
-            Err(_) => DeliveryOutcome::RetryLater {
+            Err(_) => DeliveryOutcome::Waiting {
                 after: Duration::from_secs(5),
             },
         }
