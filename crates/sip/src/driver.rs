@@ -1942,6 +1942,15 @@ impl Core {
                     SubscriberEvent::Subscribe(sub) => {
                         let peer = lock(&self.upstream_peers).get(&sub.presentity).copied();
                         if let Some(peer) = peer {
+                            // RFC 7248 §7: before refreshing a watcher's long-lived
+                            // subscription, probe that watcher (its XMPP server must
+                            // answer), which puts an equal burden on its network.
+                            self.submit_from(
+                                &sub.presentity,
+                                &sub.watcher,
+                                Event::Subscription(Subscription::new(SubscriptionOp::Probe)),
+                            )
+                            .await;
                             let this = self.clone();
                             tokio::spawn(async move {
                                 this.run_subscribe(sub, peer).await;

@@ -1859,8 +1859,18 @@ async fn rfc7248_4_3_2_a_lost_dialog_that_cannot_be_made_again_ends_the_watchers
         .await
         .expect("SUBSCRIBE");
     p.accept(&first, from, "c1", 4).await;
-    // The refresh (after 2 s): carol's phone lost the dialog.
+    // The refresh (after 2 s): carol's phone lost the dialog. Before it, RFC 7248 §7:
+    // the watcher is probed (in carol's name).
     let (refresh, from) = p.subscribe(Duration::from_secs(6)).await.expect("refresh");
+    assert!(
+        gw.mem.received().into_iter().any(|e| {
+            matches!(e.event, Event::Subscription(ref s) if s.op == SubscriptionOp::Probe)
+                && e.from.to_string().contains("carol")
+                && e.to.to_string().contains("bob")
+        }),
+        "bob was probed before the refresh: {:?}",
+        mem_subscriptions(&gw)
+    );
     assert_eq!(header_of(&refresh, "Call-ID"), header_of(&first, "Call-ID"));
     p.ua.send_to(&answer(&refresh, 481), from).await.unwrap();
     // A new subscription, which fails.
