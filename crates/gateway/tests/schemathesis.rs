@@ -55,6 +55,8 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../../.venv/bin/schemathesis").into()
     });
     let output = Command::new(&program)
+        // Its cache goes to the test's own directory, not into the source tree.
+        .current_dir(&dir)
         .arg("run")
         .arg(format!("http://127.0.0.1:{port}/v1/openapi.json"))
         .args(["-H", "Authorization: Bearer schemathesis-token-0123"])
