@@ -311,9 +311,10 @@ pub fn outcome_for(status: u16, retry_after: Option<u32>, reason: &str) -> Deliv
         503 | 480 | 486 | 600 if retry_after.is_some() => DeliveryOutcome::RetryLater {
             after: Duration::from_secs(u64::from(retry_after.unwrap_or(1).max(1))),
         },
-        // A peer that is down or overloaded (RFC 3261 §21.4.9, §21.5.4): the message
-        // waits in the spool and is tried again with backoff until it expires.
-        408 | 503 => DeliveryOutcome::RetryLater {
+        // A peer that is down or overloaded (RFC 3261 §21.4.9, §21.5.4): nothing gets
+        // through it now, so the message waits in the spool (no head-of-line bound) and
+        // is tried again with backoff until it expires.
+        408 | 503 => DeliveryOutcome::Waiting {
             after: Duration::from_secs(1),
         },
         _ => DeliveryOutcome::Failed {
@@ -328,10 +329,13 @@ pub fn outcome_for(status: u16, retry_after: Option<u32>, reason: &str) -> Deliv
 /// it at once with its Table 3 condition.
 pub fn presence_outcome_for(status: u16, reason: &str) -> DeliveryOutcome {
     match outcome_for(status, None, reason) {
-        DeliveryOutcome::RetryLater { .. } => DeliveryOutcome::Failed {
-            condition: Condition::from_sip_status(status).unwrap_or(Condition::UndefinedCondition),
-            text: Some(format!("SIP {status} {reason}")),
-        },
+        DeliveryOutcome::RetryLater { .. } | DeliveryOutcome::Waiting { .. } => {
+            DeliveryOutcome::Failed {
+                condition: Condition::from_sip_status(status)
+                    .unwrap_or(Condition::UndefinedCondition),
+                text: Some(format!("SIP {status} {reason}")),
+            }
+        }
         other => other,
     }
 }
@@ -826,7 +830,7 @@ mod tests {
         for code in [408, 503] {
             assert_eq!(
                 outcome_for(code, None, ""),
-                DeliveryOutcome::RetryLater {
+                DeliveryOutcome::Waiting {
                     after: Duration::from_secs(1)
                 },
                 "{code}"
