@@ -525,9 +525,7 @@ impl Core {
         let id = self.allocate_id();
         let mut protocol_ids = inbound.protocol_ids;
         match &inbound.event {
-            Event::Message(m)
-                if m.receipts.delivered || m.receipts.failed || m.receipts.displayed =>
-            {
+            Event::Message(m) if m.receipts.any() => {
                 self.correlations
                     .remember(now, id, origin.clone(), protocol_ids.clone());
             }

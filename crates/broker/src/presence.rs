@@ -412,7 +412,8 @@ where
 
     /// New state from the presentity's network.
     ///
-    /// - Waiting probers get an [`Output::ProbeResult`] with it, whatever else happens.
+    /// - Waiting probers the hub knows as authorized get an [`Output::ProbeResult`] with
+    ///   it, whatever else happens (others only from [`PresenceHub::handle_publish_to`]).
     /// - Without an active watcher (hence no upstream subscription) the state is not kept.
     /// - A state equal to the cached one changes nothing and sends nothing.
     /// - Otherwise it replaces the cached state and goes to every active watcher, rate
@@ -442,7 +443,7 @@ where
         let Some(entry) = self.presentities.get_mut(&presentity) else {
             return;
         };
-        entry.answer_authorized_probers(&presentity, &presence, to.as_ref(), sh);
+        entry.answer_probers(&presentity, Some(&presence), to.as_ref(), sh);
         if entry.active > 0 && entry.cached.as_ref() != Some(&presence) {
             entry.cached = Some(presence);
             entry.version += 1;
@@ -570,7 +571,7 @@ where
         }
         entry.active = 0;
         entry.drop_state(&presentity, sh);
-        entry.answer_probers(&presentity, None, sh);
+        entry.answer_probers(&presentity, None, None, sh);
         self.prune(&presentity);
     }
 
@@ -614,7 +615,7 @@ where
                     let sh = &mut self.shared;
                     if let Some(entry) = self.presentities.get_mut(&presentity) {
                         if entry.probe_deadline == Some(at) {
-                            entry.answer_probers(&presentity, None, sh);
+                            entry.answer_probers(&presentity, None, None, sh);
                         }
                     }
                     self.prune(&presentity);
@@ -1053,20 +1054,22 @@ where
         self.watchers.get(watcher).is_some_and(|w| w.active) || self.pre_approved.contains(watcher)
     }
 
-    /// Answers with `presence` the waiting probers that may see it: those the hub knows
-    /// as authorized, and `to` (the watcher the presentity's network sent it to). The
-    /// others keep waiting for their own answer (or the timeout).
-    fn answer_authorized_probers(
+    /// Answers the waiting probers and clears the probe timeout once none waits. With
+    /// `presence` (a state came), only those who may see it are answered: the ones the
+    /// hub knows as authorized, and `to` (the watcher the presentity's network sent it
+    /// to); the others keep waiting for their own answer or the timeout. Without (a
+    /// timeout, a permanent termination), every one gets `None`: nothing is revealed.
+    fn answer_probers(
         &mut self,
         presentity: &Id,
-        presence: &Presence,
+        presence: Option<&Presence>,
         to: Option<&Id>,
         sh: &mut Shared<Id>,
     ) {
         let waiting = std::mem::take(&mut self.probers);
         let (answered, still): (BTreeSet<Id>, BTreeSet<Id>) = waiting
             .into_iter()
-            .partition(|w| self.authorizes(w) || to == Some(w));
+            .partition(|w| presence.is_none() || self.authorizes(w) || to == Some(w));
         self.probers = still;
         sh.probes -= answered.len();
         if self.probers.is_empty() {
@@ -1075,27 +1078,6 @@ where
             }
         }
         for watcher in answered {
-            sh.outputs.push_back(Output::ProbeResult {
-                watcher,
-                presentity: presentity.clone(),
-                presence: Some(presence.clone()),
-            });
-        }
-    }
-
-    /// Answers every waiting prober and clears the probe timeout.
-    fn answer_probers(
-        &mut self,
-        presentity: &Id,
-        presence: Option<&Presence>,
-        sh: &mut Shared<Id>,
-    ) {
-        if let Some(at) = self.probe_deadline.take() {
-            sh.timers.remove(&(at, Timer::Probe(presentity.clone())));
-        }
-        let probers = std::mem::take(&mut self.probers);
-        sh.probes -= probers.len();
-        for watcher in probers {
             sh.outputs.push_back(Output::ProbeResult {
                 watcher,
                 presentity: presentity.clone(),

@@ -115,7 +115,12 @@ pub struct Receipts {
 
 impl Receipts {
     fn is_none(&self) -> bool {
-        !(self.delivered || self.failed || self.displayed)
+        !self.any()
+    }
+
+    /// Whether the sender asked for any notification.
+    pub fn any(&self) -> bool {
+        self.delivered || self.failed || self.displayed
     }
 }
 

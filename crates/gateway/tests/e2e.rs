@@ -713,21 +713,11 @@ async fn e2e_presence_of_a_sip_user_watched_from_xmpp_and_the_app() {
         .await;
     // alice's phone subscribes to carol's presence — at the number carol has on SIP
     // (`[[users]]`), as in alice's buddy list: carol is approved, and sees alice.
-    let phone_socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let me = phone_socket.local_addr().expect("addr");
-    let subscribe = format!(
-        "SUBSCRIBE sip:+15551234567@carrier.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbuddy\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:alice@sip.test>;tag=buddy\r\nTo: <sip:+15551234567@carrier.test>\r\n\
-         Call-ID: buddy-carol\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\n\
-         Contact: <sip:alice@{me}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
-    );
-    phone_socket
-        .send_to(
-            subscribe.as_bytes(),
-            SocketAddr::from(([127, 0, 0, 1], w.gw.sip)),
-        )
-        .await
-        .expect("send");
+    let (_buddy_notifies, buddy) = sip_watcher(
+        SocketAddr::from(([127, 0, 0, 1], w.gw.sip)),
+        "sip:+15551234567@carrier.test",
+    )
+    .await;
     carol
         .expect(
             |e| {
@@ -749,6 +739,7 @@ async fn e2e_presence_of_a_sip_user_watched_from_xmpp_and_the_app() {
         )
         .await;
     carol.close().await;
+    buddy.abort();
 
     // The gateway crashes (SIGKILL) and comes back on its spool: dave's and the app's
     // subscriptions were kept (written within a second of the change), so it subscribes

@@ -205,6 +205,10 @@ fn contact_transport(contact: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_ascii_lowercase())
 }
 
+/// How many held messages' `stored` reports are remembered (then the memory starts
+/// again, and a message held that long may be reported a second time).
+const MAX_TOLD_STORED: usize = 65_536;
+
 /// How many contacts' CPIM acceptance is remembered (then the memory starts again).
 const MAX_REMEMBERED_CONTACTS: usize = 65_536;
 
@@ -605,11 +609,7 @@ impl Core {
             .header("Expires")
             .map(|e| headers::parse_delta_seconds("Expires", e))
             .transpose()?;
-        let contact = view
-            .header("Contact")
-            .and_then(|c| NameAddr::parse("Contact", headers::split_top_level(c, ',')[0]).ok())
-            .map(|c| c.uri)
-            .unwrap_or_default();
+        let contact = dialog::contact_uri(view.header("Contact")).unwrap_or_default();
         let event_id = EventHeader::parse(view.header("Event").unwrap_or_default())
             .ok()
             .and_then(|e| e.id().map(str::to_owned));
@@ -1105,7 +1105,7 @@ impl Core {
             Authorize::Subscribe => {
                 // Its failure is the waiting watchers' refusal, sent already.
                 let _ = self
-                    .start_upstream(watcher, presentity_text.clone(), &presentity)
+                    .start_upstream(watcher, presentity_text.clone(), &presentity, false)
                     .await;
             }
         }
@@ -1145,19 +1145,27 @@ impl Core {
     }
 
     /// Starts the gateway's subscription to `presentity` as `watcher`. When it cannot
-    /// even be sent, the watchers waiting for it are refused.
+    /// even be sent, the watchers waiting for it are refused; after a `lost` dialog,
+    /// the broker's watchers are told too that it ended (`giveup`).
     async fn start_upstream(
         self: &Arc<Self>,
         watcher: String,
         presentity_text: String,
         presentity: &cpim::address::SipUri,
+        lost: bool,
     ) -> DeliveryOutcome {
         let peer = match self.target_for(presentity, 0, false).await {
             Ok(t) => t.peer,
             Err(outcome) => {
                 let pending = lock(&self.subscriber).abandon(&presentity_text);
-                self.deny_pending(&presentity_text, pending, "noresource")
-                    .await;
+                let reason = if lost {
+                    lock(&self.upstream_peers).remove(&presentity_text);
+                    self.submit_deny(&presentity_text, &watcher, "giveup").await;
+                    "giveup"
+                } else {
+                    "noresource"
+                };
+                self.deny_pending(&presentity_text, pending, reason).await;
                 return outcome;
             }
         };
@@ -1200,7 +1208,7 @@ impl Core {
         if lock(&self.subscriber).mark_aggregate(&presentity_text) {
             return DeliveryOutcome::Delivered;
         }
-        self.start_upstream(watcher, presentity_text, &presentity)
+        self.start_upstream(watcher, presentity_text, &presentity, false)
             .await
     }
 
@@ -1281,16 +1289,15 @@ impl Core {
             let target = sub.remote_target.as_deref().unwrap_or(&sub.presentity);
             let route_set = sub.route_set.as_deref().unwrap_or_default();
             let hop = dialog::in_dialog(target, route_set);
-            let peer = if !route_set.is_empty() || sub.remote_target.is_some() {
-                if route_set.is_empty() && self.config.outbound_proxy.is_some() {
-                    // No proxy asked to stay in the path: the configured one still
-                    // carries every request.
-                    peer
-                } else {
-                    self.hop_peer(&hop.next_hop, peer).await
-                }
-            } else {
+            // Without a route set the configured outbound proxy still carries every
+            // request (no proxy asked to stay in the path), and without a Contact there
+            // is nowhere else to go.
+            let peer = if route_set.is_empty()
+                && (sub.remote_target.is_none() || self.config.outbound_proxy.is_some())
+            {
                 peer
+            } else {
+                self.hop_peer(&hop.next_hop, peer).await
             };
             (hop.request_uri, hop.routes, peer)
         } else {
@@ -1343,14 +1350,7 @@ impl Core {
             Ok(uri) => uri,
             Err(e) => return failed(Condition::JidMalformed, e.to_string()),
         };
-        if let Err(outcome) = self.target_for(&uri, 0, false).await {
-            lock(&self.upstream_peers).remove(&presentity);
-            let pending = lock(&self.subscriber).abandon(&presentity);
-            self.submit_deny(&presentity, &watcher, "giveup").await;
-            self.deny_pending(&presentity, pending, "giveup").await;
-            return outcome;
-        }
-        self.start_upstream(watcher, presentity, &uri).await
+        self.start_upstream(watcher, presentity, &uri, true).await
     }
 
     /// Where a request whose next hop is `uri` (a route or a remote target) goes;
@@ -1563,12 +1563,12 @@ impl Core {
         let Event::Message(m) = &envelope.event else {
             return;
         };
-        if !(m.receipts.delivered || m.receipts.failed || m.receipts.displayed) {
+        if !m.receipts.any() {
             return;
         }
         {
             let mut told = lock(&self.told_stored);
-            if told.len() >= MAX_REMEMBERED_CONTACTS {
+            if told.len() >= MAX_TOLD_STORED {
                 told.clear();
             }
             if !told.insert(envelope.id) {

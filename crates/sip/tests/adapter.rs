@@ -39,23 +39,7 @@ impl Peer2 {
 }
 
 fn answer(request: &[u8], status: u16) -> Vec<u8> {
-    let text = String::from_utf8_lossy(request).to_string();
-    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
-    let mut out = format!("SIP/2.0 {status} Whatever\r\n");
-    for line in head.split("\r\n").skip(1) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out.into_bytes()
+    support::reply(request, status, "", &[]).into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1648,14 +1632,8 @@ async fn rfc7248_4_1_a_watcher_is_approved_on_the_first_active_notify_not_before
         .unwrap();
     let (subscribe, from) = next_request(&ua).await;
     assert!(subscribe.starts_with(b"SUBSCRIBE sip:carol@sip.test "));
-    let mut ok = String::from_utf8(answer(&subscribe, 200)).unwrap();
-    ok = ok.replacen(
-        "\r\nContent-Length",
-        "\r\nExpires: 600\r\nContent-Length",
-        1,
-    );
     let to = header_of(&subscribe, "To").unwrap();
-    let ok = ok.replace(&format!("To: {to}"), &format!("To: {to};tag=carol"));
+    let ok = support::reply(&subscribe, 200, "carol", &[("Expires", "600".to_owned())]);
     ua.send_to(ok.as_bytes(), from).await.unwrap();
     let contact = header_of(&subscribe, "Contact").unwrap();
     let target = contact
@@ -1795,15 +1773,15 @@ impl Presentity {
     async fn accept(&self, subscribe: &[u8], from: std::net::SocketAddr, tag: &str, expires: u32) {
         let me = self.ua.local_addr().unwrap();
         let to = header_of(subscribe, "To").unwrap();
-        let mut ok = String::from_utf8(answer(subscribe, 200)).unwrap();
-        ok = ok.replacen(
-            "\r\nContent-Length",
-            &format!("\r\nExpires: {expires}\r\nContact: <sip:carol@{me}>\r\nContent-Length"),
-            1,
+        let ok = support::reply(
+            subscribe,
+            200,
+            tag,
+            &[
+                ("Expires", expires.to_string()),
+                ("Contact", format!("<sip:carol@{me}>")),
+            ],
         );
-        if !to.contains("tag=") {
-            ok = ok.replace(&format!("To: {to}"), &format!("To: {to};tag={tag}"));
-        }
         self.ua.send_to(ok.as_bytes(), from).await.unwrap();
         let contact = header_of(subscribe, "Contact").unwrap();
         let target = contact

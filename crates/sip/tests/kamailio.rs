@@ -15,7 +15,7 @@ use cpim::event::{Event, Subscription, SubscriptionOp};
 use cpim_broker::envelope::Inbound;
 use cpim_sip::transport::{Peer, Transport};
 use support::kamailio::Kamailio;
-use support::{header_of, status_of};
+use support::{header_of, reply, status_of};
 use tokio::net::UdpSocket;
 
 /// A phone: a UDP socket registered at Kamailio as `user@sip.test`.
@@ -88,33 +88,6 @@ impl Phone {
             self.send(&reply(&m, 200, "", &[]), from).await;
         }
     }
-}
-
-/// A response to `request`: its Via, From, To (with `to_tag` if it has none), Call-ID and
-/// CSeq, then `extra` headers.
-fn reply(request: &[u8], status: u16, to_tag: &str, extra: &[(&str, String)]) -> String {
-    let text = String::from_utf8_lossy(request).to_string();
-    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
-    let mut out = format!("SIP/2.0 {status} Whatever\r\n");
-    for line in head.split("\r\n").skip(1) {
-        let name = line
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase();
-        if name == "to" && !line.contains("tag=") && !to_tag.is_empty() {
-            out.push_str(&format!("{line};tag={to_tag}\r\n"));
-        } else if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    for (name, value) in extra {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
 }
 
 fn all_headers(msg: &[u8], name: &str) -> Vec<String> {

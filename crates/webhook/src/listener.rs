@@ -262,10 +262,8 @@ impl AsyncRead for LimitedIo {
         let before = buf.filled().len();
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let filled = buf.filled();
-                if filled.len() > before {
-                    let new = filled[before..].to_vec();
-                    this.on_read(&new);
+                if buf.filled().len() > before {
+                    this.on_read(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))
             }

@@ -197,3 +197,30 @@ pub fn header_of(msg: &[u8], name: &str) -> Option<String> {
             .then(|| v.trim().to_owned())
     })
 }
+
+/// A response to `request`: its Via, From, To (with `to_tag` if it has none), Call-ID and
+/// CSeq, then `extra` headers.
+pub fn reply(request: &[u8], status: u16, to_tag: &str, extra: &[(&str, String)]) -> String {
+    let text = String::from_utf8_lossy(request).to_string();
+    let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
+    let mut out = format!("SIP/2.0 {status} Whatever\r\n");
+    for line in head.split("\r\n").skip(1) {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if name == "to" && !line.contains("tag=") && !to_tag.is_empty() {
+            out.push_str(&format!("{line};tag={to_tag}\r\n"));
+        } else if ["via", "from", "to", "call-id", "cseq"].contains(&name.as_str()) {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    for (name, value) in extra {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
