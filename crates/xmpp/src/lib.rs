@@ -5,10 +5,13 @@
 //!   (presence), XEP-0085 chat states, XEP-0184 receipts, XEP-0333 markers.
 //! - [`guard`] (pure): limits on depth, width and size applied to the stream's bytes
 //!   before any parser builds a tree of them.
+//! - [`confirm`] (pure): what a link wrote and the server has not confirmed; the ids of
+//!   the links' own iqs.
 //! - [`driver`]: the component connections, keepalive, reconnect, outbound queue; the
 //!   [`driver::XmppAdapter`] that the broker delivers to.
 
 pub mod caps;
+pub mod confirm;
 pub mod driver;
 pub mod guard;
 pub mod resources;

@@ -40,6 +40,12 @@ async fn read_until(s: &mut TcpStream, buf: &mut String, needle: &str) {
 
 /// Accepts the gateway's next component stream and completes the handshake.
 async fn accept(listener: &TcpListener) -> (TcpStream, String) {
+    let (s, rest, _) = accept_any(listener).await;
+    (s, rest)
+}
+
+/// Like [`accept`], also saying for which domain the stream is (its header's `to`).
+async fn accept_any(listener: &TcpListener) -> (TcpStream, String, String) {
     let (mut s, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
         .await
         .expect("the gateway connects")
@@ -47,6 +53,7 @@ async fn accept(listener: &TcpListener) -> (TcpStream, String) {
     let mut buf = String::new();
     read_until(&mut s, &mut buf, "stream:stream").await;
     read_until(&mut s, &mut buf, ">").await;
+    let domain = attr(&buf, "stream:stream", "to").unwrap_or_default();
     s.write_all(
         format!(
             "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
@@ -62,7 +69,7 @@ async fn accept(listener: &TcpListener) -> (TcpStream, String) {
         .split_once("</handshake>")
         .map(|(_, r)| r.to_owned())
         .unwrap_or_default();
-    (s, rest)
+    (s, rest, domain)
 }
 
 /// The value of attribute `name` in the first `<tag` of `xml`.
@@ -78,6 +85,17 @@ fn attr(xml: &str, tag: &str, name: &str) -> Option<String> {
 /// The real adapter behind the real broker, connecting to a plain socket listening here;
 /// the far side is an in-memory SIP network.
 async fn start() -> (TcpListener, MemoryAdapter, Submitter, BrokerHandle) {
+    start_with(
+        vec![(COMPONENT.into(), "secret".into())],
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+async fn start_with(
+    components: Vec<(String, String)>,
+    ping_interval: Duration,
+) -> (TcpListener, MemoryAdapter, Submitter, BrokerHandle) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let server = listener.local_addr().expect("addr").to_string();
     let (mut broker, handle) = Broker::new(CoreConfig::default(), Arc::new(gateway_map(None)));
@@ -85,10 +103,10 @@ async fn start() -> (TcpListener, MemoryAdapter, Submitter, BrokerHandle) {
         XmppConfig {
             name: "xmpp".into(),
             server,
-            components: vec![(COMPONENT.into(), "secret".into())],
+            components,
             user_domains: vec!["xmpp.test".into()],
             outbound: OutboundOptions::default(),
-            ping_interval: Duration::from_secs(30),
+            ping_interval,
             limits: Default::default(),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(200),
@@ -209,4 +227,109 @@ async fn a_stanza_from_a_domain_the_server_does_not_serve_is_refused() {
         "only the server's own user: {received:#?}"
     );
     assert_eq!(received[0].from.to_string(), "sip:juliet@xmpp.test;gr=r");
+}
+
+/// Issue 13 (ejabberd's `hosts:` listener delivers each stanza on any of the
+/// connections): the answer to one link's confirmation barrier comes on the other link's
+/// stream, and only to a barrier sent again after the first went unanswered. It still
+/// confirms: after the first stream drops, nothing is written again. Before, the
+/// barrier waited forever on its own stream and everything was written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barrier_is_retried_and_its_answer_counts_on_any_stream() {
+    const OTHER: &str = "other.xmpp.test";
+    let (listener, _sip, from_sip, _broker) = start_with(
+        vec![
+            (COMPONENT.into(), "secret".into()),
+            (OTHER.into(), "secret2".into()),
+        ],
+        Duration::from_secs(1),
+    )
+    .await;
+    // Link 0 first (the other link asks it whether its stream carries the other domain:
+    // the server says no, as a server does for a component that is not connected).
+    let (mut first, mut buf, domain) = accept_any(&listener).await;
+    assert_eq!(domain, COMPONENT);
+    read_until(&mut first, &mut buf, "cpim-route-").await;
+    read_until(&mut first, &mut buf, "</iq>").await;
+    let probe = &buf[buf.find("<iq").expect("probe")..];
+    assert_eq!(attr(probe, "iq", "to").as_deref(), Some(OTHER), "{probe}");
+    let probe_id = attr(probe, "iq", "id").expect("probe id");
+    first
+        .write_all(
+            format!(
+                "<iq type='error' id='{probe_id}' from='{OTHER}' to='{COMPONENT}'><error type='cancel'>\
+                 <service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("probe answer");
+    let (mut second, _, domain) = accept_any(&listener).await;
+    assert_eq!(domain, OTHER);
+    buf.clear();
+
+    from_sip
+        .submit(Inbound::new(
+            Event::Message(Message::text("confirmed elsewhere")),
+            Address::parse("sip:alice@sip.test").expect("address"),
+            Address::parse("sip:bob@xmpp.test").expect("address"),
+        ))
+        .await
+        .expect("accepted");
+    read_until(&mut first, &mut buf, "</message>").await;
+    read_until(&mut first, &mut buf, "cpim-ack-").await;
+    read_until(&mut first, &mut buf, "</iq>").await;
+    let first_barrier = ack_ids(&buf)[0].clone();
+    // Unanswered: a new barrier follows within about a ping interval.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let retried = loop {
+        if let Some(id) = ack_ids(&buf).into_iter().find(|id| *id != first_barrier) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no second barrier: {buf}");
+        let mut chunk = [0u8; 4096];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), first.read(&mut chunk)).await
+        {
+            buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    };
+    // Its answer comes on the other stream.
+    second
+        .write_all(
+            format!("<iq type='result' id='{retried}' from='xmpp.test' to='{COMPONENT}'/>")
+                .as_bytes(),
+        )
+        .await
+        .expect("answer");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(first);
+
+    let (mut again, mut buf, domain) = accept_any(&listener).await;
+    assert_eq!(domain, COMPONENT);
+    let mut chunk = [0u8; 4096];
+    let quiet = Instant::now() + Duration::from_millis(700);
+    while let Some(left) = quiet.checked_duration_since(Instant::now()) {
+        match tokio::time::timeout(left, again.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.push_str(&String::from_utf8_lossy(&chunk[..n])),
+            _ => break,
+        }
+    }
+    assert!(
+        !buf.contains("<message"),
+        "a stanza confirmed on the other stream was written again: {buf}"
+    );
+    drop(second);
+}
+
+/// The ids of the confirmation barriers in `xml`, in order.
+fn ack_ids(xml: &str) -> Vec<String> {
+    xml.match_indices("cpim-ack-")
+        .map(|(at, _)| {
+            xml[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect()
+        })
+        .collect()
 }

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub(crate) mod ejabberd;
+
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
@@ -415,6 +417,28 @@ impl Drop for Prosody {
     }
 }
 
+/// What a slixmpp client needs of the server it logs in to.
+pub(crate) trait XmppServer {
+    /// A directory for the client's own files.
+    fn dir(&self) -> &Path;
+    /// The plain-TCP client port on 127.0.0.1.
+    fn c2s_port(&self) -> u16;
+    /// The server's log, shown when a client fails.
+    fn log_path(&self) -> &Path;
+}
+
+impl XmppServer for Prosody {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+    fn c2s_port(&self) -> u16 {
+        self.c2s_port
+    }
+    fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // slixmpp client
 // ---------------------------------------------------------------------------------------
@@ -523,7 +547,11 @@ pub(crate) struct XmppClient {
 impl XmppClient {
     /// Logs in and waits for the session (roster fetched, initial presence sent). Panics
     /// on failure.
-    pub(crate) async fn connect(prosody: &Prosody, jid: &str, password: &str) -> XmppClient {
+    pub(crate) async fn connect(
+        prosody: &impl XmppServer,
+        jid: &str,
+        password: &str,
+    ) -> XmppClient {
         match Self::try_connect(prosody, jid, password).await {
             Ok(c) => c,
             Err(e) => panic!("{jid} could not log in: {e}"),
@@ -532,18 +560,18 @@ impl XmppClient {
 
     /// Like `connect`, with the failure as `Err` (`auth_failed`, `connection_failed`, ...).
     pub(crate) async fn try_connect(
-        prosody: &Prosody,
+        prosody: &impl XmppServer,
         jid: &str,
         password: &str,
     ) -> Result<XmppClient, String> {
         let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
         let stderr_path = prosody
-            .dir
+            .dir()
             .join(format!("client-{}-{n}.stderr", sanitize(jid)));
         let stderr = fs::File::create(&stderr_path).expect("client stderr file");
         let mut child = Command::new(PYTHON)
             .args(["-I", "-u", CLIENT_SCRIPT, jid, password, "127.0.0.1"])
-            .arg(prosody.c2s_port.to_string())
+            .arg(prosody.c2s_port().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -572,7 +600,7 @@ impl XmppClient {
             pending: VecDeque::new(),
             seq: 0,
             stderr: stderr_path,
-            prosody_log: prosody.log.clone(),
+            prosody_log: prosody.log_path().to_owned(),
         };
         let deadline = Instant::now() + TIMEOUT;
         loop {

@@ -17,25 +17,26 @@
 //! stream ends is written again on the next stream, ahead of anything newer, under the
 //! same stanza ids. A delivery is answered as soon as it is written, so deliveries to
 //! one address pipeline; a crash of the gateway does not lose what it wrote (the kernel
-//! still sends it), only the server failing at the same moment would.
+//! still sends it), only the server failing at the same moment would. A barrier without
+//! an answer is sent again after a ping interval ([`crate::confirm`]).
+//!
+//! Liveness is the link's own: a stream on which the server has answered nothing for
+//! three ping intervals (on this stream or, for this link's iqs, on another) is
+//! reconnected. The answers may come on another link's stream, and one server listener
+//! may carry several domains on one stream: see the `mesh` module. The transport (TCP, guard) is
+//! in the `connector` module.
 
 use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
 use minidom::rxml::NcName;
 use minidom::Element;
-use sasl::common::ChannelBinding;
-use tokio::io::{AsyncRead, AsyncWrite, BufStream, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_xmpp::connect::ServerConnector;
-use tokio_xmpp::xmlstream::{initiate_stream, PendingFeaturesRecv, StreamHeader, Timeouts};
+use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::Component;
 use xmpp_parsers::stanza::Stanza;
 
@@ -46,9 +47,16 @@ use cpim_broker::{
     Adapter, AdapterContext, AddressStyle, DeliveryOutcome, DeliveryPolicy, Envelope, Submitter,
 };
 
-use crate::guard::{Guard, Limits, Refused};
+use crate::confirm::{own_id, IdKind, Unconfirmed};
+use crate::guard::Limits;
 use crate::resources::Resources;
 use crate::translate::{self, IqRequest, OutboundOptions, StanzaClass, StanzaFault};
+
+mod connector;
+mod mesh;
+
+use connector::NoDelayConnector;
+use mesh::{own_iq, Control, Mesh, OwnIq, Probes, Routed, PROBE_WAIT};
 
 /// The component namespace: stanzas on a component stream live in it.
 const NS: &str = "jabber:component:accept";
@@ -105,12 +113,28 @@ impl std::fmt::Debug for XmppConfig {
     }
 }
 
-/// What the link task is asked to write, and where it says it was written.
+/// What the link task is asked to write, and where it says it was written (`None`: what
+/// a stream left unconfirmed, handed on with nobody waiting).
 struct Outgoing {
     stanzas: Vec<Element>,
-    written: oneshot::Sender<()>,
+    written: Option<oneshot::Sender<()>>,
 }
 
+/// How one connected stream ended.
+enum ServeEnd {
+    /// The gateway stops.
+    Stop,
+    /// The stream failed or went silent: reconnect.
+    Lost,
+    /// Link 0's stream carries this domain: ride on it.
+    Ride,
+}
+
+/// tokio-xmpp's read timeouts, out of the way: liveness is the link's own (its pings may
+/// be answered on another stream).
+const QUIET_STREAM: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The least time allowed for a connection and its handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Capacity of each link's outbound queue (the broker's queues hold the rest).
 const LINK_QUEUE: usize = 4096;
 
@@ -149,9 +173,32 @@ impl XmppAdapter {
                 .map(|_| AtomicBool::new(false))
                 .collect(),
         );
-        for (index, (domain, secret)) in config.components.iter().enumerate() {
+        let mut queues = Vec::new();
+        let mut receivers = Vec::new();
+        let (mut routed, mut control) = (Vec::new(), Vec::new());
+        for (domain, _) in &config.components {
             let (tx, rx) = mpsc::channel(LINK_QUEUE);
-            links.insert(domain.to_ascii_lowercase(), tx);
+            links.insert(domain.to_ascii_lowercase(), tx.clone());
+            queues.push(tx);
+            let (routed_tx, routed_rx) = mpsc::unbounded_channel();
+            let (control_tx, control_rx) = mpsc::unbounded_channel();
+            routed.push(routed_tx);
+            control.push(control_tx);
+            receivers.push((rx, routed_rx, control_rx));
+        }
+        let mesh = Arc::new(Mesh {
+            domains: config
+                .components
+                .iter()
+                .map(|(d, _)| d.to_ascii_lowercase())
+                .collect(),
+            queues,
+            routed,
+            control,
+        });
+        for ((index, (domain, secret)), (rx, routed, control)) in
+            config.components.iter().enumerate().zip(receivers)
+        {
             let (refusals, refused) = mpsc::unbounded_channel();
             let link = Link {
                 adapter: config.name.clone(),
@@ -171,6 +218,10 @@ impl XmppAdapter {
                 server_domain: config.user_domains.first().cloned().unwrap_or_default(),
                 refusals,
                 resources: resources.clone(),
+                mesh: mesh.clone(),
+                routed,
+                control,
+                riders: vec![false; mesh.domains.len()],
             };
             tokio::spawn(link.run(rx, refused));
         }
@@ -228,7 +279,11 @@ impl Adapter for XmppAdapter {
         };
         let (written, done) = oneshot::channel();
         // The link is down for every destination: nothing behind could pass either.
-        if link.send(Outgoing { stanzas, written }).await.is_err() {
+        let item = Outgoing {
+            stanzas,
+            written: Some(written),
+        };
+        if link.send(item).await.is_err() {
             return DeliveryOutcome::Waiting {
                 after: Duration::from_secs(5),
             };
@@ -265,161 +320,18 @@ struct Link {
     refusals: mpsc::UnboundedSender<Stanza>,
     /// The open resources of the contacts whose presence the gateway receives.
     resources: Arc<Mutex<Resources>>,
+    mesh: Arc<Mesh>,
+    /// What other links received for this one.
+    routed: mpsc::UnboundedReceiver<Routed>,
+    control: mpsc::UnboundedReceiver<Control>,
+    /// On link 0: the links whose domains ride on its stream.
+    riders: Vec<bool>,
 }
 
 /// How many (gateway JID, contact) pairs have their resources composed.
 const MAX_COMPOSED_CONTACTS: usize = 100_000;
 
 type Connection = Component<NoDelayConnector>;
-
-/// Plain TCP to the server (XEP-0114 on loopback or a private network) with Nagle's
-/// algorithm off: the ack-barrier ping written behind a stanza must not wait for the
-/// server's delayed ACK (40 ms per delivery otherwise). What the server sends goes
-/// through a [`Guard`] before the parser.
-#[derive(Debug, Clone)]
-struct NoDelayConnector {
-    addr: std::net::SocketAddr,
-    limits: Limits,
-    metrics: AdapterMetrics,
-    /// Where the error replies to stanzas the guard kept from the parser go.
-    refusals: mpsc::UnboundedSender<Stanza>,
-}
-
-impl ServerConnector for NoDelayConnector {
-    type Stream = BufStream<Guarded<TcpStream>>;
-
-    async fn connect(
-        &self,
-        jid: &xmpp_parsers::jid::Jid,
-        ns: &'static str,
-        timeouts: Timeouts,
-    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), tokio_xmpp::Error> {
-        let tcp = TcpStream::connect(self.addr).await?;
-        tcp.set_nodelay(true)?;
-        let tcp = Guarded {
-            inner: tcp,
-            guard: Guard::new(self.limits),
-            raw: vec![0; 16 * 1024].into_boxed_slice(),
-            out: Vec::new(),
-            at: 0,
-            refused: Vec::new(),
-            metrics: self.metrics.clone(),
-            refusals: self.refusals.clone(),
-        };
-        let header = StreamHeader {
-            to: Some(std::borrow::Cow::Borrowed(jid.domain().as_str())),
-            from: None,
-            id: None,
-        };
-        let pending = initiate_stream(BufStream::new(tcp), ns, header, timeouts).await?;
-        Ok((pending, ChannelBinding::None))
-    }
-}
-
-/// A stream whose received bytes pass a [`Guard`]: the parser reads only stanzas within
-/// the limits; each one beyond them is answered with `policy-violation` (through the
-/// link's refusal queue) and the stream goes on. XML a stream may not carry ends it (a
-/// read error). Writes pass unchanged.
-struct Guarded<S> {
-    inner: S,
-    guard: Guard,
-    /// Bytes read from `inner`, before the guard.
-    raw: Box<[u8]>,
-    /// Bytes the guard let through; `out[at..]` not yet read by the parser.
-    out: Vec<u8>,
-    at: usize,
-    refused: Vec<Refused>,
-    metrics: AdapterMetrics,
-    refusals: mpsc::UnboundedSender<Stanza>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        loop {
-            if this.at < this.out.len() {
-                let n = buf.remaining().min(this.out.len() - this.at);
-                buf.put_slice(&this.out[this.at..this.at + n]);
-                this.at += n;
-                return Poll::Ready(Ok(()));
-            }
-            this.out.clear();
-            this.at = 0;
-            let mut raw = ReadBuf::new(&mut this.raw);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut raw) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Ready(Ok(())) => {}
-            }
-            let read = raw.filled().len();
-            if read == 0 {
-                // End of stream.
-                return Poll::Ready(Ok(()));
-            }
-            let fed = this
-                .guard
-                .feed(&this.raw[..read], &mut this.out, &mut this.refused);
-            for refused in this.refused.drain(..) {
-                this.metrics.rejected(Condition::PolicyViolation);
-                tracing::warn!(stanza = %refused.name, from = ?refused.attr("from"), reason = %refused.exceeded, "stanza beyond the limits refused before parsing");
-                if let Some(reply) = refusal_reply(&refused) {
-                    let _ = this.refusals.send(reply);
-                }
-            }
-            if let Err(violation) = fed {
-                return Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    violation,
-                )));
-            }
-            // Everything read may have gone into a stanza not yet ended: read on (an
-            // empty read would mean the end of the stream).
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// The error reply to a stanza the guard refused: `policy-violation` saying which limit.
-fn refusal_reply(refused: &Refused) -> Option<Stanza> {
-    let attrs: Vec<(&str, &str)> = refused
-        .attributes
-        .iter()
-        .map(|(name, value)| (*name, value.as_str()))
-        .collect();
-    let name = match refused.name.as_str() {
-        "message" => "message",
-        "presence" => "presence",
-        "iq" => "iq",
-        _ => return None,
-    };
-    let stanza = element(name, NS, &attrs, Vec::new());
-    let fault = StanzaFault::new(
-        Condition::PolicyViolation,
-        format!("the stanza is refused: {}", refused.exceeded),
-    );
-    translate::error_reply(&stanza, &fault).and_then(to_stanza)
-}
 
 impl Link {
     fn set_up(&self, up: bool) {
@@ -439,17 +351,37 @@ impl Link {
         let mut resend: VecDeque<Vec<Element>> = VecDeque::new();
         let mut attempt: u32 = 0;
         let mut backoff = Backoff::new(self.min_backoff, self.max_backoff);
+        let mut riding = false;
+        let mut first = true;
         loop {
             if *self.shutdown.borrow() {
                 return;
             }
+            // A domain that link 0's stream already carries gets no stream of its own:
+            // two streams for one domain would let the server pick either, per stanza.
+            if self.index > 0 && !riding {
+                riding = self.ask_primary(first).await;
+            }
+            first = false;
+            if riding {
+                tracing::info!(adapter = %self.adapter, domain = %self.domain, via = %self.mesh.domains[0], "the server delivers this domain on the first component stream: it shares that stream");
+                self.set_up(true);
+                if self.ride(&mut outgoing, &mut resend, &mut pending).await {
+                    return;
+                }
+                riding = false;
+                self.set_up(false);
+                tracing::info!(adapter = %self.adapter, domain = %self.domain, "the first component stream no longer carries this domain: connecting its own");
+                continue;
+            }
+            // Liveness is the link's own (answers to its pings may come on another
+            // stream): tokio-xmpp's read timeouts stay out of the way, and the whole
+            // connection and handshake are bounded here.
             let timeouts = Timeouts {
-                read_timeout: self
-                    .ping_interval
-                    .saturating_mul(2)
-                    .max(Duration::from_secs(2)),
-                response_timeout: self.ping_interval.max(Duration::from_secs(2)),
+                read_timeout: QUIET_STREAM,
+                response_timeout: QUIET_STREAM,
             };
+            let connect_timeout = self.ping_interval.saturating_mul(3).max(CONNECT_TIMEOUT);
             // The connector takes a socket address: a host name (`prosody:5347` on a
             // compose network) is looked up here, before every attempt, so that a server
             // whose address changed is found again. Each address is tried in turn.
@@ -464,7 +396,7 @@ impl Link {
                     format!("{} has no address", self.server),
                 ));
                 for addr in addrs {
-                    match Component::new_with_connector(
+                    let attempt = Component::new_with_connector(
                         &self.domain,
                         &self.secret,
                         NoDelayConnector {
@@ -474,11 +406,16 @@ impl Link {
                             refusals: self.refusals.clone(),
                         },
                         timeouts,
-                    )
-                    .await
-                    {
-                        Ok(component) => return Ok(component),
-                        Err(error) => last = error,
+                    );
+                    match tokio::time::timeout(connect_timeout, attempt).await {
+                        Ok(Ok(component)) => return Ok(component),
+                        Ok(Err(error)) => last = error,
+                        Err(_) => {
+                            last = tokio_xmpp::Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no stream within {connect_timeout:?} from {addr}"),
+                            ))
+                        }
                     }
                 }
                 Err(last)
@@ -494,7 +431,7 @@ impl Link {
                     backoff.reset();
                     self.set_up(true);
                     tracing::info!(adapter = %self.adapter, domain = %self.domain, server = %self.server, "component connected");
-                    let stop = self
+                    let end = self
                         .serve(
                             component,
                             &mut outgoing,
@@ -504,10 +441,16 @@ impl Link {
                         )
                         .await;
                     self.set_up(false);
-                    if stop {
-                        return;
+                    match end {
+                        ServeEnd::Stop => return,
+                        ServeEnd::Ride => {
+                            riding = true;
+                            continue;
+                        }
+                        ServeEnd::Lost => {
+                            tracing::warn!(adapter = %self.adapter, domain = %self.domain, "component stream ended; reconnecting");
+                        }
                     }
-                    tracing::warn!(adapter = %self.adapter, domain = %self.domain, "component stream ended; reconnecting");
                 }
                 Err(error) => {
                     self.set_up(false);
@@ -523,13 +466,17 @@ impl Link {
         }
     }
 
-    /// Runs one connected stream; returns `true` when the gateway stops.
+    /// Runs one connected stream.
     ///
     /// A delivery is answered once its stanzas are written (so deliveries pipeline); the
-    /// stanzas stay in `unconfirmed` until the server confirms them (see the module
-    /// docs). On entry, `resend` holds what the last stream wrote but the server never
-    /// confirmed, and `pending` what could not be written: both go out first, in that
-    /// order. On return they hold the same for the next stream.
+    /// stanzas stay unconfirmed until the server confirms them (see the module docs and
+    /// [`crate::confirm`]). On entry, `resend` holds what the last stream wrote but the
+    /// server never confirmed, and `pending` what could not be written: both go out
+    /// first, in that order. On return they hold the same for the next stream.
+    ///
+    /// The server may deliver what concerns another link on this stream: answers to its
+    /// iqs go to it; stanzas for its domain on link 0's stream make that domain ride on
+    /// link 0's stream (see [`Link::ride`]).
     async fn serve(
         &mut self,
         mut component: Connection,
@@ -537,58 +484,85 @@ impl Link {
         resend: &mut VecDeque<Vec<Element>>,
         pending: &mut VecDeque<Outgoing>,
         refused: &mut mpsc::UnboundedReceiver<Stanza>,
-    ) -> bool {
+    ) -> ServeEnd {
         let mut ping = tokio::time::interval(self.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ping.tick().await;
         let mut shutdown = self.shutdown.clone();
-        // Written, waiting for the server's confirmation; the outstanding barrier's id and
-        // how many of `unconfirmed` (from the front) it covers.
-        let mut unconfirmed: VecDeque<Vec<Element>> = VecDeque::new();
-        let mut barrier: Option<(String, usize)> = None;
+        // Answers meant for an earlier stream can no longer be.
+        while self.routed.try_recv().is_ok() {}
+        let retry = self.ping_interval.max(Duration::from_millis(500));
+        let silent_limit = self
+            .ping_interval
+            .saturating_mul(3)
+            .max(Duration::from_secs(3));
+        let mut last_heard = tokio::time::Instant::now();
+        let mut unconfirmed: Unconfirmed<Vec<Element>> = Unconfirmed::new(MAX_UNCONFIRMED);
+        // Route probes in flight (link 0): id, the link asked about, who waits, when.
+        let mut probes: Probes = Vec::new();
         let ended = 'stream: {
             while let Some(stanzas) = resend.pop_front() {
                 if !write(&mut component, &stanzas).await {
                     resend.push_front(stanzas);
-                    break 'stream false;
+                    break 'stream ServeEnd::Lost;
                 }
-                unconfirmed.push_back(stanzas);
+                unconfirmed.push(stanzas);
             }
             while let Some(item) = pending.pop_front() {
                 if !self
                     .deliver_item(&mut component, item, &mut unconfirmed, pending)
                     .await
                 {
-                    break 'stream false;
+                    break 'stream ServeEnd::Lost;
+                }
+            }
+            // Link 0 after a reconnect: do the domains that rode on it still?
+            for link in 0..self.riders.len() {
+                if self.riders[link] {
+                    match self.send_probe(&mut component, link).await {
+                        Some(id) => probes.push((id, link, None, tokio::time::Instant::now())),
+                        None => break 'stream ServeEnd::Lost,
+                    }
                 }
             }
             loop {
-                if barrier.is_none() && !unconfirmed.is_empty() {
-                    let id = format!(
-                        "cpim-ack-{}",
-                        self.ping_counter.fetch_add(1, Ordering::Relaxed)
-                    );
+                let now = tokio::time::Instant::now();
+                if unconfirmed.barrier_due(now.into_std(), retry) {
+                    let id = own_id(IdKind::Ack, self.index, self.next_id());
                     if !self.send_ping(&mut component, &id).await {
-                        break false;
+                        break ServeEnd::Lost;
                     }
-                    barrier = Some((id, unconfirmed.len()));
+                    unconfirmed.barrier_sent(id, now.into_std());
                 }
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => {
                         let _ = component.send_end().await;
-                        break true;
+                        break ServeEnd::Stop;
                     }
                     incoming = component.next() => match incoming {
                         Some(stanza) => {
+                            last_heard = tokio::time::Instant::now();
                             let element = Element::from(stanza);
-                            if let Some((id, covered)) = &barrier {
-                                if is_answer_to(&element, id) {
-                                    unconfirmed.drain(..(*covered).min(unconfirmed.len()));
-                                    barrier = None;
-                                    continue;
+                            if let Some(own) = own_iq(&element) {
+                                match own {
+                                    OwnIq::Answer { id, owner } if owner == self.index => {
+                                        unconfirmed.answered(&id);
+                                        self.probe_answered(&mut probes, &id, None);
+                                    }
+                                    OwnIq::Answer { id, owner } => {
+                                        self.route_to(owner, Routed::Answer(id));
+                                    }
+                                    OwnIq::Probe { id, owner } if owner == self.index => {
+                                        self.probe_answered(&mut probes, &id, Some(self.index));
+                                    }
+                                    OwnIq::Probe { id, owner } => {
+                                        self.route_to(owner, Routed::Probe { id, on: self.index });
+                                    }
                                 }
+                                continue;
                             }
+                            self.notice_other_domain(&element);
                             let mut failed = false;
                             for reply in self.handle(&element).await {
                                 if component.send(reply).await.is_err() {
@@ -597,45 +571,87 @@ impl Link {
                                 }
                             }
                             if failed {
-                                break false;
+                                break ServeEnd::Lost;
                             }
                         }
-                        None => break false,
+                        None => break ServeEnd::Lost,
+                    },
+                    Some(routed) = self.routed.recv() => {
+                        // The server answered this link's iq on another stream: it reads
+                        // this one.
+                        last_heard = tokio::time::Instant::now();
+                        match routed {
+                            Routed::Answer(id) => {
+                                unconfirmed.answered(&id);
+                                self.probe_answered(&mut probes, &id, None);
+                            }
+                            Routed::Probe { id, on } => self.probe_answered(&mut probes, &id, Some(on)),
+                        }
+                    }
+                    Some(command) = self.control.recv() => match command {
+                        Control::Ride if self.index > 0 => {
+                            self.drain_before_riding(&mut component).await;
+                            break ServeEnd::Ride;
+                        }
+                        Control::Ride | Control::Alone => {}
+                        Control::Probe { link, reply } => {
+                            if reply.is_closed() || link == 0 || link >= self.riders.len() {
+                                continue;
+                            }
+                            if self.riders[link] {
+                                let _ = reply.send(true);
+                                continue;
+                            }
+                            match self.send_probe(&mut component, link).await {
+                                Some(id) => probes.push((id, link, Some(reply), tokio::time::Instant::now())),
+                                None => break ServeEnd::Lost,
+                            }
+                        }
                     },
                     Some(reply) = refused.recv() => {
                         if component.send(reply).await.is_err() {
-                            break false;
+                            break ServeEnd::Lost;
                         }
                     }
                     item = outgoing.recv() => match item {
                         Some(item) => {
                             if !self.deliver_item(&mut component, item, &mut unconfirmed, pending).await {
-                                break false;
-                            }
-                            if unconfirmed.len() > MAX_UNCONFIRMED {
-                                unconfirmed.pop_front();
-                                if let Some((_, covered)) = &mut barrier {
-                                    *covered = covered.saturating_sub(1);
-                                }
-                                tracing::warn!(adapter = %self.adapter, domain = %self.domain, "the server does not confirm stanzas (no answer to pings): the oldest are no longer kept for writing again");
+                                break ServeEnd::Lost;
                             }
                         }
-                        None => break true,
+                        None => break ServeEnd::Stop,
                     },
                     _ = ping.tick() => {
-                        let id = format!("cpim-ping-{}", self.ping_counter.fetch_add(1, Ordering::Relaxed));
+                        if last_heard.elapsed() > silent_limit {
+                            tracing::warn!(adapter = %self.adapter, domain = %self.domain, silent = ?last_heard.elapsed(), "the server answers nothing on this component stream");
+                            break ServeEnd::Lost;
+                        }
+                        // A probe nobody answered: the stream does not carry that domain.
+                        let expired = probes
+                            .iter()
+                            .filter(|(_, _, _, sent)| sent.elapsed() > PROBE_WAIT)
+                            .map(|(id, _, _, _)| id.clone())
+                            .collect::<Vec<_>>();
+                        for id in expired {
+                            self.probe_expired(&mut probes, &id);
+                        }
+                        let id = own_id(IdKind::Ping, self.index, self.next_id());
                         if !self.send_ping(&mut component, &id).await {
-                            break false;
+                            break ServeEnd::Lost;
                         }
                     }
                 }
             }
         };
         // Not confirmed: written again on the next stream, ahead of anything newer.
-        while let Some(stanzas) = unconfirmed.pop_back() {
+        for stanzas in unconfirmed.take_all().into_iter().rev() {
             resend.push_front(stanzas);
         }
         ended
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ping_counter.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Writes one delivery and answers it; keeps its stanzas until confirmed. `false`
@@ -644,10 +660,14 @@ impl Link {
         &self,
         component: &mut Connection,
         item: Outgoing,
-        unconfirmed: &mut VecDeque<Vec<Element>>,
+        unconfirmed: &mut Unconfirmed<Vec<Element>>,
         pending: &mut VecDeque<Outgoing>,
     ) -> bool {
-        if item.written.is_closed() {
+        if item
+            .written
+            .as_ref()
+            .is_some_and(oneshot::Sender::is_closed)
+        {
             // The delivery gave up waiting (the gateway is stopping): nothing to send.
             return true;
         }
@@ -656,13 +676,22 @@ impl Link {
             return false;
         }
         let Outgoing { stanzas, written } = item;
-        let _ = written.send(());
-        unconfirmed.push_back(stanzas);
+        if let Some(written) = written {
+            let _ = written.send(());
+        }
+        if unconfirmed.push(stanzas) {
+            tracing::warn!(adapter = %self.adapter, domain = %self.domain, "the server does not confirm stanzas (no answer to pings): the oldest are no longer kept for writing again");
+        }
         true
     }
 
     /// Sends an XEP-0199 ping to the server; `false` if the stream failed.
     async fn send_ping(&self, component: &mut Connection, id: &str) -> bool {
+        let to = self.server_domain.clone();
+        self.send_iq_ping(component, id, &to).await
+    }
+
+    async fn send_iq_ping(&self, component: &mut Connection, id: &str, to: &str) -> bool {
         let ping = element(
             "iq",
             NS,
@@ -670,7 +699,7 @@ impl Link {
                 ("type", "get"),
                 ("id", id),
                 ("from", &self.domain),
-                ("to", &self.server_domain),
+                ("to", to),
             ],
             vec![element("ping", NS_PING, &[], Vec::new())],
         );
@@ -817,13 +846,6 @@ async fn write(component: &mut Connection, stanzas: &[Element]) -> bool {
         }
     }
     true
-}
-
-/// Whether `element` is the server's answer (result or error) to our iq `id`.
-fn is_answer_to(element: &Element, id: &str) -> bool {
-    element.name() == "iq"
-        && matches!(element.attr("type"), Some("result" | "error"))
-        && element.attr("id") == Some(id)
 }
 
 /// An element `name` in the component namespace (or `ns`) with these attributes (all names
