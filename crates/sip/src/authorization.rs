@@ -12,7 +12,9 @@
 //!
 //! An allow-list entry is `user@domain` or `*@domain` (case-insensitive).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::winfo::Status;
 
 /// The presence authorization policy for SIP users (`presence_authorization`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,6 +49,9 @@ pub struct Authorization {
     allow: Vec<String>,
     /// Per SIP user (lower-cased AOR), the watchers waiting (as written in the request).
     waiting: HashMap<String, BTreeSet<String>>,
+    /// Per SIP user, the watchers decided on (by mailbox): as written, and approved or
+    /// not. What watcher information (RFC 3858) shows besides the waiting ones.
+    decided: HashMap<String, BTreeMap<String, (String, bool)>>,
 }
 
 /// `user@domain` of an address (`sip:`, `im:`, `pres:`, `xmpp:` or bare), lower-cased,
@@ -70,6 +75,7 @@ impl Authorization {
             policy,
             allow: allow.iter().map(|a| a.to_ascii_lowercase()).collect(),
             waiting: HashMap::new(),
+            decided: HashMap::new(),
         }
     }
 
@@ -103,8 +109,61 @@ impl Authorization {
                 }
             }
             waiting.insert(watcher.to_owned());
+            self.undecide(user, watcher);
+        } else {
+            self.record(user, watcher, verdict == Verdict::Approve);
         }
         verdict
+    }
+
+    fn record(&mut self, user: &str, watcher: &str, approved: bool) {
+        let decided = self.decided.entry(user.to_ascii_lowercase()).or_default();
+        let mailbox = mailbox(watcher);
+        if decided.len() >= MAX_WAITING_PER_USER && !decided.contains_key(&mailbox) {
+            if let Some(first) = decided.keys().next().cloned() {
+                decided.remove(&first);
+            }
+        }
+        decided.insert(mailbox, (watcher.to_owned(), approved));
+    }
+
+    fn undecide(&mut self, user: &str, watcher: &str) {
+        let key = user.to_ascii_lowercase();
+        if let Some(decided) = self.decided.get_mut(&key) {
+            decided.remove(&mailbox(watcher));
+            if decided.is_empty() {
+                self.decided.remove(&key);
+            }
+        }
+    }
+
+    /// The watchers of `user` as watcher information shows them (RFC 3858): the waiting
+    /// ones `pending`, the approved `active`, the refused `terminated`; by address.
+    pub fn watchers(&self, user: &str) -> Vec<(String, Status)> {
+        let key = user.to_ascii_lowercase();
+        let mut all: Vec<(String, Status)> = self
+            .waiting
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|w| (w.clone(), Status::Pending))
+            .collect();
+        all.extend(
+            self.decided
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .map(|(_, (watcher, approved))| {
+                    let status = if *approved {
+                        Status::Active
+                    } else {
+                        Status::Rejected
+                    };
+                    (watcher.clone(), status)
+                }),
+        );
+        all.sort();
+        all
     }
 
     /// `user` now follows `contact` (its SUBSCRIBE to the contact's presence): the
@@ -119,6 +178,7 @@ impl Authorization {
         if waiting.is_empty() {
             self.waiting.remove(&key);
         }
+        self.record(user, &found, true);
         Some(found)
     }
 
@@ -132,6 +192,7 @@ impl Authorization {
                 self.waiting.remove(&key);
             }
         }
+        self.undecide(user, watcher);
     }
 
     /// How many requests wait, over all users.
@@ -225,5 +286,36 @@ mod tests {
         );
         a.withdraw("sip:alice@sip.test", "sip:carol@xmpp.test");
         assert_eq!(a.waiting(), 0);
+    }
+
+    #[test]
+    fn rfc3858_watchers_are_listed_pending_active_or_rejected() {
+        let mut a = Authorization::new(Policy::Contacts, &["boss@xmpp.test".to_owned()]);
+        a.decide("sip:alice@sip.test", "sip:bob@xmpp.test", false);
+        a.decide("sip:alice@sip.test", "sip:boss@xmpp.test", false);
+        assert_eq!(
+            a.watchers("SIP:alice@sip.test"),
+            vec![
+                ("sip:bob@xmpp.test".to_owned(), Status::Pending),
+                ("sip:boss@xmpp.test".to_owned(), Status::Active),
+            ]
+        );
+        a.on_follow("sip:alice@sip.test", "sip:bob@xmpp.test");
+        assert_eq!(
+            a.watchers("sip:alice@sip.test"),
+            vec![
+                ("sip:bob@xmpp.test".to_owned(), Status::Active),
+                ("sip:boss@xmpp.test".to_owned(), Status::Active),
+            ]
+        );
+        a.withdraw("sip:alice@sip.test", "sip:bob@xmpp.test");
+        assert_eq!(a.watchers("sip:alice@sip.test").len(), 1);
+        let mut strict = Authorization::new(Policy::AllowList, &[]);
+        strict.decide("sip:alice@sip.test", "sip:eve@evil.test", false);
+        assert_eq!(
+            strict.watchers("sip:alice@sip.test"),
+            vec![("sip:eve@evil.test".to_owned(), Status::Rejected)]
+        );
+        assert!(strict.watchers("sip:other@sip.test").is_empty());
     }
 }

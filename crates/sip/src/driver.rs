@@ -135,6 +135,8 @@ impl std::fmt::Debug for SipAdapter {
     }
 }
 
+mod watcherinfo;
+
 struct Core {
     config: SipConfig,
     transports: Transports,
@@ -165,6 +167,10 @@ struct Core {
     authorization: Mutex<crate::authorization::Authorization>,
     /// The messages held for an unregistered user whose senders were told so (`stored`).
     told_stored: Mutex<std::collections::HashSet<cpim_broker::envelope::MessageId>>,
+    /// SIP users' subscriptions to their own watcher information (RFC 3857), and where
+    /// each dialog's NOTIFYs go.
+    winfo: Mutex<Notifier>,
+    winfo_peers: Mutex<HashMap<DialogKey, Peer>>,
 }
 
 /// Where a request goes, and what is known of the transports it may take.
@@ -298,6 +304,8 @@ impl SipAdapter {
             registrar: Mutex::new(registrar),
             takes_cpim: Mutex::new(HashMap::new()),
             told_stored: Mutex::new(std::collections::HashSet::new()),
+            winfo: Mutex::new(Notifier::new(config.policy)),
+            winfo_peers: Mutex::new(HashMap::new()),
             authorization: Mutex::new(crate::authorization::Authorization::new(
                 config.presence_authorization,
                 &config.presence_allow,
@@ -528,7 +536,7 @@ impl Core {
                 let fault = Fault::new(200, "OK")
                     .with_header("Allow", allow)
                     .with_header("Accept", format!("{}, {PIDF}", translate::ACCEPT_MESSAGE))
-                    .with_header("Allow-Events", "presence")
+                    .with_header("Allow-Events", ALLOW_EVENTS)
                     .with_header("Supported", "");
                 self.reply(&m, peer, &fault, None).await;
             }
@@ -576,7 +584,11 @@ impl Core {
     // presence: SIP watchers (the gateway is the notifier)
 
     async fn on_subscribe(self: Arc<Self>, m: RawMessage, view: RequestView, peer: Peer) {
-        let result = self.subscribe_inner(&m, &view, peer).await;
+        let result = match check_event(&view) {
+            Ok(Package::Presence) => self.subscribe_inner(&m, &view, peer).await,
+            Ok(Package::WatcherInfo) => self.winfo_subscribe(&m, &view, peer).await,
+            Err(fault) => Err(fault),
+        };
         if let Err(fault) = result {
             self.reply(&m, peer, &fault, None).await;
         }
@@ -588,7 +600,6 @@ impl Core {
         view: &RequestView,
         peer: Peer,
     ) -> Result<(), Fault> {
-        check_event(view)?;
         if view.max_forwards == Some(0) {
             return Err(Fault::new(483, "Too Many Hops"));
         }
@@ -650,6 +661,7 @@ impl Core {
             // see the user passes the `contacts` policy.
             let waiting = lock(&self.authorization).on_follow(&watcher_key, &presentity_key);
             if let Some(contact) = waiting {
+                self.winfo_changed(&watcher_key);
                 self.submit_from(
                     &watcher_key,
                     &contact,
@@ -842,9 +854,23 @@ impl Core {
         state: SubState,
         body: Option<Vec<u8>>,
     ) -> u16 {
+        self.send_notify_of("presence", PIDF, dialog, peer, state, body)
+            .await
+    }
+
+    /// A NOTIFY of `package` with a `content_type` body.
+    async fn send_notify_of(
+        &self,
+        package: &str,
+        content_type: &str,
+        dialog: &WatcherDialog,
+        peer: Peer,
+        state: SubState,
+        body: Option<Vec<u8>>,
+    ) -> u16 {
         let event = match &dialog.event_id {
-            Some(id) => format!("presence;id={id}"),
-            None => "presence".to_owned(),
+            Some(id) => format!("{package};id={id}"),
+            None => package.to_owned(),
         };
         // RFC 3261 §12.2.1.1: to the remote target along the route set; without one,
         // back where the watcher's requests come from.
@@ -869,7 +895,7 @@ impl Core {
         ]);
         let from = format!("<{}>;tag={}", dialog.presentity, dialog.local_tag);
         let to = format!("<{}>;tag={}", dialog.watcher, dialog.remote_tag);
-        let body_ref = body.as_deref().map(|b| (PIDF, b));
+        let body_ref = body.as_deref().map(|b| (content_type, b));
         let result = self
             .transact(peer, |branch, sent_by| {
                 OutRequest {
@@ -938,7 +964,7 @@ impl Core {
     // -----------------------------------------------------------------------------------
     // presence: SIP presentities (the gateway subscribes)
 
-    async fn on_notify(&self, m: &RawMessage, view: &RequestView, peer: Peer) {
+    async fn on_notify(self: &Arc<Self>, m: &RawMessage, view: &RequestView, peer: Peer) {
         let fault = self
             .notify_inner(view)
             .await
@@ -947,8 +973,8 @@ impl Core {
         self.reply(m, peer, &fault, None).await;
     }
 
-    async fn notify_inner(&self, view: &RequestView) -> Result<(), Fault> {
-        check_event(view)?;
+    async fn notify_inner(self: &Arc<Self>, view: &RequestView) -> Result<(), Fault> {
+        presence_only(view)?;
         let state = view
             .header("Subscription-State")
             .ok_or_else(|| Fault::new(400, "Bad Request (missing Subscription-State)"))
@@ -1115,11 +1141,12 @@ impl Core {
     /// Approves, leaves waiting or refuses `watcher`'s request to see SIP user `user`,
     /// as the presence authorization policy says (the user follows the watcher itself:
     /// a live SUBSCRIBE of it to the watcher's presence).
-    async fn apply_policy(&self, user: &str, watcher: &str) {
+    async fn apply_policy(self: &Arc<Self>, user: &str, watcher: &str) {
         let followed = Address::parse(watcher)
             .map(|w| !lock(&self.notifier).find(user, &aor_key(&w)).is_empty())
             .unwrap_or(false);
         let verdict = lock(&self.authorization).decide(user, watcher, followed);
+        self.winfo_changed(user);
         let op = match verdict {
             crate::authorization::Verdict::Approve => SubscriptionOp::Approve,
             crate::authorization::Verdict::Wait => return,
@@ -1137,6 +1164,7 @@ impl Core {
     async fn withdraw_watcher(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
         let presentity = aor_key(&envelope.to);
         lock(&self.authorization).withdraw(&presentity, &envelope.from.to_string());
+        self.winfo_changed(&presentity);
         let unused = lock(&self.subscriber).withdraw(&presentity, &envelope.from.to_string());
         if unused {
             return self.stop_upstream(&presentity).await;
@@ -1395,7 +1423,7 @@ impl Core {
     }
 
     async fn publish_inner(&self, view: &RequestView) -> Result<(String, u32), Fault> {
-        check_event(view)?;
+        presence_only(view)?;
         let presentity = translate::recipient(view)?;
         if !self.serves(presentity.domain()) {
             return Err(Fault::new(404, "Not Found"));
@@ -1917,6 +1945,7 @@ impl Core {
             let now = self.now();
             self.keep_watchers();
             lock(&self.server).expire(now);
+            self.winfo_expire(now).await;
             let expired = lock(&self.notifier).expire(now);
             for dialog in expired {
                 let key = (dialog.call_id.clone(), dialog.local_tag.clone());
@@ -2060,15 +2089,37 @@ fn pidf_body(view: &RequestView, lenient: bool) -> Result<Option<Presence>, Faul
         .map_err(|e| Fault::new(400, format!("Bad Request (invalid PIDF: {e})")))
 }
 
-/// RFC 6665 §8.2.1: only the presence package (489 with `Allow-Events` otherwise).
-fn check_event(view: &RequestView) -> Result<(), Fault> {
-    let bad = || Fault::new(489, "Bad Event").with_header("Allow-Events", "presence");
+/// NOTIFY and PUBLISH: the presence package only (the gateway subscribes to nothing
+/// else, and a watcher list is not published).
+fn presence_only(view: &RequestView) -> Result<(), Fault> {
+    match check_event(view) {
+        Ok(Package::Presence) => Ok(()),
+        _ => Err(Fault::new(489, "Bad Event").with_header("Allow-Events", "presence")),
+    }
+}
+
+/// The event packages a SUBSCRIBE may ask for.
+enum Package {
+    /// RFC 3856 presence.
+    Presence,
+    /// RFC 3857 watcher information of presence.
+    WatcherInfo,
+}
+
+/// The packages, for `Allow-Events`.
+const ALLOW_EVENTS: &str = "presence, presence.winfo";
+
+/// RFC 6665 §8.2.1: presence and its watcher information (489 with `Allow-Events`
+/// otherwise).
+fn check_event(view: &RequestView) -> Result<Package, Fault> {
+    let bad = || Fault::new(489, "Bad Event").with_header("Allow-Events", ALLOW_EVENTS);
     let event = view.header("Event").ok_or_else(bad)?;
     let event = EventHeader::parse(event).map_err(|_| bad())?;
-    if event.package != "presence" {
-        return Err(bad());
+    match event.package.to_ascii_lowercase().as_str() {
+        "presence" => Ok(Package::Presence),
+        crate::winfo::PACKAGE => Ok(Package::WatcherInfo),
+        _ => Err(bad()),
     }
-    Ok(())
 }
 
 /// The server transaction key of a request (RFC 3261 §17.2.3); ACK matches INVITE.

@@ -27,6 +27,7 @@ pub mod subscription;
 pub mod transaction;
 pub mod translate;
 pub mod transport;
+pub mod winfo;
 pub mod wire;
 
 pub use driver::{SipAdapter, SipConfig};

@@ -881,7 +881,7 @@ async fn rfc6665_subscribe_faults_489_423_481() {
     assert_eq!(status_of(&buf[..n]), 489);
     assert_eq!(
         header_of(&buf[..n], "Allow-Events").as_deref(),
-        Some("presence")
+        Some("presence, presence.winfo")
     );
     // 423 with Min-Expires for too short a subscription.
     let brief = subscribe
@@ -2157,4 +2157,177 @@ async fn a_message_the_peer_keeps_deferring_gives_way_after_the_head_of_line_bou
         "{:#?}",
         gw.mem.received()
     );
+}
+
+/// The next message on `socket` within `wait` that `keep` accepts (requests are answered
+/// 200 as they pass, whatever `keep` says, so that nothing is retransmitted).
+async fn next_matching(
+    socket: &UdpSocket,
+    wait: Duration,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
+    tokio::time::timeout(wait, async {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+            let msg = buf[..n].to_vec();
+            if !msg.starts_with(b"SIP/2.0 ") && !msg.starts_with(b"ACK ") {
+                socket.send_to(&answer(&msg, 200), from).await.unwrap();
+            }
+            if keep(&msg) {
+                return msg;
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// RFC 3857/3858 (issue 13): a SIP user subscribes to its own watcher information and
+/// sees who waits to see its presence under the `contacts` policy (pending), then that
+/// watcher approved once it follows it (active). Nobody else may read that list (403),
+/// and an unknown package is 489 with the packages that are known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3857_a_sip_user_sees_who_waits_to_see_its_presence() {
+    use cpim::event::{Subscription, SubscriptionOp};
+    let p = Presentity {
+        ua: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let ua_addr = p.ua.local_addr().unwrap();
+    let gw = support::gateway(&[], |c| {
+        c.outbound_proxy = Some(Peer {
+            transport: Transport::Udp,
+            addr: ua_addr,
+        });
+    })
+    .await;
+    let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = phone.local_addr().unwrap();
+    let winfo = |call_id: &str, from: &str, event: &str| {
+        format!(
+            "SUBSCRIBE sip:carol@sip.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{from}>;tag=w{call_id}\r\nTo: <sip:carol@sip.test>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 SUBSCRIBE\r\nEvent: {event}\r\n\
+             Accept: application/watcherinfo+xml\r\nContact: <sip:carol@{me}>\r\nExpires: 600\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    let is_winfo_notify = |m: &[u8]| {
+        m.starts_with(b"NOTIFY ")
+            && header_of(m, "Event").is_some_and(|e| e.starts_with("presence.winfo"))
+    };
+    // Someone else's list: refused.
+    phone
+        .send_to(
+            winfo("wi-bob", "bob@sip.test", "presence.winfo").as_bytes(),
+            gw.udp,
+        )
+        .await
+        .unwrap();
+    let refused = next_matching(&phone, Duration::from_secs(5), |m| {
+        m.starts_with(b"SIP/2.0 ")
+    })
+    .await
+    .expect("an answer");
+    assert_eq!(
+        status_of(&refused),
+        403,
+        "{}",
+        String::from_utf8_lossy(&refused)
+    );
+    // An unknown package.
+    phone
+        .send_to(winfo("wi-x", "carol@sip.test", "dialog").as_bytes(), gw.udp)
+        .await
+        .unwrap();
+    let bad = next_matching(&phone, Duration::from_secs(5), |m| {
+        m.starts_with(b"SIP/2.0 ")
+    })
+    .await
+    .expect("an answer");
+    assert_eq!(status_of(&bad), 489);
+    assert!(header_of(&bad, "Allow-Events")
+        .unwrap()
+        .contains("presence.winfo"));
+
+    // carol's own list: 200, then an active NOTIFY with the (empty) full list.
+    phone
+        .send_to(
+            winfo("wi-carol", "carol@sip.test", "presence.winfo").as_bytes(),
+            gw.udp,
+        )
+        .await
+        .unwrap();
+    let ok = next_matching(&phone, Duration::from_secs(5), |m| {
+        m.starts_with(b"SIP/2.0 ")
+    })
+    .await
+    .expect("an answer");
+    assert_eq!(status_of(&ok), 200);
+    let first = next_matching(&phone, Duration::from_secs(5), is_winfo_notify)
+        .await
+        .expect("the first NOTIFY");
+    assert!(header_of(&first, "Subscription-State")
+        .unwrap()
+        .starts_with("active"));
+    assert_eq!(
+        header_of(&first, "Content-Type").as_deref(),
+        Some("application/watcherinfo+xml")
+    );
+    let doc = body_of(&first);
+    assert!(
+        doc.contains("version=\"0\"") && doc.contains("state=\"full\""),
+        "{doc}"
+    );
+    assert!(doc.contains("resource=\"sip:carol@sip.test\""), "{doc}");
+    assert!(!doc.contains("<watcher "), "{doc}");
+
+    // bob, the first watcher, is authorized by the SIP side; erin shares the gateway's
+    // subscription and waits under the policy: carol's list shows her pending.
+    let ask = |watcher: &str| {
+        Inbound::new(
+            Event::Subscription(Subscription::new(SubscriptionOp::Subscribe)),
+            Address::parse(watcher).unwrap(),
+            Address::parse("sip:carol@sip.test").unwrap(),
+        )
+    };
+    gw.from_mem.submit(ask("sip:bob@mem.test")).await.unwrap();
+    let (upstream, from) = p
+        .subscribe(Duration::from_secs(5))
+        .await
+        .expect("SUBSCRIBE");
+    p.accept(&upstream, from, "c1", 600).await;
+    gw.from_mem.submit(ask("sip:erin@mem.test")).await.unwrap();
+    let pending = next_matching(&phone, Duration::from_secs(5), |m| {
+        is_winfo_notify(m) && body_of(m).contains("erin")
+    })
+    .await
+    .expect("a NOTIFY naming erin");
+    let doc = body_of(&pending);
+    assert!(doc.contains("version=\"1\""), "{doc}");
+    assert!(
+        doc.contains("status=\"pending\" event=\"subscribe\">sip:erin@mem.test</watcher>"),
+        "{doc}"
+    );
+
+    // carol adds erin as a contact (her phone subscribes to erin's presence): erin is
+    // approved, and the list says so.
+    let subscribe = format!(
+        "SUBSCRIBE sip:erin@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbuddy\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carol@sip.test>;tag=buddy\r\nTo: <sip:erin@mem.test>\r\n\
+         Call-ID: buddy-erin\r\nCSeq: 1 SUBSCRIBE\r\nEvent: presence\r\n\
+         Contact: <sip:carol@{me}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    );
+    phone.send_to(subscribe.as_bytes(), gw.udp).await.unwrap();
+    let active = next_matching(&phone, Duration::from_secs(5), |m| {
+        is_winfo_notify(m) && body_of(m).contains("status=\"active\"")
+    })
+    .await
+    .expect("a NOTIFY with erin active");
+    let doc = body_of(&active);
+    assert!(
+        doc.contains("status=\"active\" event=\"approved\">sip:erin@mem.test</watcher>"),
+        "{doc}"
+    );
+    assert!(!doc.contains("pending"), "{doc}");
 }

@@ -1,0 +1,194 @@
+//! The driver's side of watcher information (RFC 3857): a SIP user's SUBSCRIBE to
+//! `presence.winfo` for its own address, and the NOTIFYs that tell it who asks to see
+//! its presence and what the policy decided ([`crate::winfo`] builds the documents,
+//! [`crate::authorization`] holds the state).
+//!
+//! Only the user itself may subscribe (RFC 3857 §5.1.3: the watcher-information
+//! subscriber is the presentity), and only for an address of the gateway's SIP domains;
+//! with the registrar on, its digest challenge applies as to any SUBSCRIBE claiming one
+//! of its accounts. The subscription is authorized at once (`active`). Its dialogs are
+//! not kept across a restart: a refresh after one gets 481, and the phone subscribes
+//! again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dialog;
+use crate::headers::{self, EventHeader, SubState};
+use crate::subscription::{DialogKey, SubscribeOutcome, SubscribeRequest, WatcherDialog};
+use crate::translate::{self, aor_key};
+use crate::transport::Peer;
+use crate::winfo::{self, WATCHERINFO};
+use crate::wire::{Fault, RawMessage, RequestView};
+
+use super::{contact_of, lock, Core};
+
+impl Core {
+    /// Handles a SUBSCRIBE to `presence.winfo`.
+    pub(super) async fn winfo_subscribe(
+        self: &Arc<Self>,
+        m: &RawMessage,
+        view: &RequestView,
+        peer: Peer,
+    ) -> Result<(), Fault> {
+        if view.max_forwards == Some(0) {
+            return Err(Fault::new(483, "Too Many Hops"));
+        }
+        if !winfo::accepts(view.header("Accept")) {
+            return Err(Fault::new(406, "Not Acceptable").with_header("Accept", WATCHERINFO));
+        }
+        let from_tag = view
+            .from
+            .tag()
+            .ok_or_else(|| Fault::new(400, "Bad Request (From without a tag)"))?
+            .to_owned();
+        let subscriber = translate::address_of(&view.from.uri, "From")?;
+        let resource = if view.to.tag().is_some() {
+            translate::address_of(&view.to.uri, "To")?
+        } else {
+            translate::recipient(view)?
+        };
+        let (subscriber_key, resource_key) = (aor_key(&subscriber), aor_key(&resource));
+        if !subscriber_key.eq_ignore_ascii_case(&resource_key) {
+            return Err(Fault::new(
+                403,
+                "Forbidden (watcher information is for the user itself only)",
+            ));
+        }
+        let own = self
+            .config
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(resource.domain()));
+        if !own {
+            return Err(Fault::new(
+                404,
+                "Not Found (not a user of this gateway's SIP domains)",
+            ));
+        }
+        let expires = view
+            .header("Expires")
+            .map(|e| headers::parse_delta_seconds("Expires", e))
+            .transpose()?;
+        let request = SubscribeRequest {
+            call_id: view.call_id.clone(),
+            from_tag,
+            to_tag: view.to.tag().map(str::to_owned),
+            expires,
+            contact: dialog::contact_uri(view.header("Contact")).unwrap_or_default(),
+            route_set: if view.to.tag().is_none() {
+                dialog::record_route(&view.headers)
+            } else {
+                Vec::new()
+            },
+            watcher: subscriber_key,
+            presentity: resource_key,
+            event_id: EventHeader::parse(view.header("Event").unwrap_or_default())
+                .ok()
+                .and_then(|e| e.id().map(str::to_owned)),
+        };
+        let outcome = lock(&self.winfo).on_subscribe(self.now(), request, || self.unique())?;
+        let (key, expires) = match &outcome {
+            SubscribeOutcome::Created { key, expires }
+            | SubscribeOutcome::Refreshed { key, expires } => (key.clone(), *expires),
+            SubscribeOutcome::Ended(d) => ((d.call_id.clone(), d.local_tag.clone()), 0),
+        };
+        lock(&self.winfo_peers).insert(key.clone(), peer);
+        let mut ok = Fault::new(200, "OK")
+            .with_header("Expires", expires.to_string())
+            .with_header(
+                "Contact",
+                contact_of(&self.sent_by(peer.transport), peer.transport),
+            );
+        for (name, value) in &view.headers {
+            if name.eq_ignore_ascii_case("Record-Route") {
+                ok = ok.with_header("Record-Route", value.clone());
+            }
+        }
+        self.reply(m, peer, &ok, Some(&key.1)).await;
+        match outcome {
+            SubscribeOutcome::Ended(dialog) => {
+                lock(&self.winfo_peers).remove(&key);
+                let state = SubState::Terminated {
+                    reason: Some("timeout".to_owned()),
+                    retry_after: None,
+                };
+                let body = self.winfo_document(&dialog);
+                self.send_winfo(&dialog, peer, state, body).await;
+            }
+            _ => self.winfo_notify(&key).await,
+        }
+        Ok(())
+    }
+
+    /// The watchers of `user` changed: each of its watcher-information subscriptions
+    /// hears the new list.
+    pub(super) fn winfo_changed(self: &Arc<Self>, user: &str) {
+        let keys = lock(&self.winfo).find(user, user);
+        for key in keys {
+            let this = self.clone();
+            tokio::spawn(async move { this.winfo_notify(&key).await });
+        }
+    }
+
+    /// Ends the watcher-information subscriptions that expired.
+    pub(super) async fn winfo_expire(self: &Arc<Self>, now: Duration) {
+        let expired = lock(&self.winfo).expire(now);
+        for dialog in expired {
+            let key = (dialog.call_id.clone(), dialog.local_tag.clone());
+            let Some(peer) = lock(&self.winfo_peers).remove(&key) else {
+                continue;
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let state = SubState::Terminated {
+                    reason: Some("timeout".to_owned()),
+                    retry_after: None,
+                };
+                let body = this.winfo_document(&dialog);
+                this.send_winfo(&dialog, peer, state, body).await;
+            });
+        }
+    }
+
+    /// Sends the next NOTIFY of the watcher-information dialog `key`: active (the user
+    /// is authorized for its own list) with the full list.
+    async fn winfo_notify(self: &Arc<Self>, key: &DialogKey) {
+        let next = lock(&self.winfo).next_notify(key, self.now(), true);
+        let Some((dialog, state)) = next else {
+            return;
+        };
+        let Some(peer) = lock(&self.winfo_peers).get(key).copied() else {
+            return;
+        };
+        if matches!(state, SubState::Terminated { .. }) {
+            lock(&self.winfo_peers).remove(key);
+        }
+        let body = self.winfo_document(&dialog);
+        let status = self.send_winfo(&dialog, peer, state, body).await;
+        if status >= 300 && lock(&self.winfo).on_notify_failure(key, status).is_some() {
+            lock(&self.winfo_peers).remove(key);
+        }
+    }
+
+    /// The document for `dialog`'s NOTIFY (its version: how many came before).
+    fn winfo_document(&self, dialog: &WatcherDialog) -> Vec<u8> {
+        let watchers = lock(&self.authorization).watchers(&dialog.presentity);
+        winfo::document(
+            &dialog.presentity,
+            dialog.next_cseq.saturating_sub(1),
+            &watchers,
+        )
+    }
+
+    async fn send_winfo(
+        &self,
+        dialog: &WatcherDialog,
+        peer: Peer,
+        state: SubState,
+        body: Vec<u8>,
+    ) -> u16 {
+        self.send_notify_of(winfo::PACKAGE, WATCHERINFO, dialog, peer, state, Some(body))
+            .await
+    }
+}
