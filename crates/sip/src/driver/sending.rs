@@ -1,0 +1,336 @@
+//! Sending: where a request goes (registered contact, proxy, RFC 3263 host), MESSAGE
+//! delivery with CPIM negotiation, and client transactions with digest answers.
+
+use super::*;
+
+impl Core {
+    /// Where a request for `uri` goes: a registered contact, the outbound proxy, or
+    /// the URI's host (RFC 3263 without DNS SRV: the host's address records). A user of
+    /// a registrar domain is reached only where it registered: never through DNS.
+    /// `may_wait`: a message for an unregistered user may wait for it in the spool
+    /// (`unregistered_users = "store"`).
+    pub(super) async fn target_for(
+        &self,
+        uri: &cpim::address::SipUri,
+        size: usize,
+        may_wait: bool,
+    ) -> Result<Target, DeliveryOutcome> {
+        let aor = aor_key(&Address::Sip(uri.clone()));
+        let registered = {
+            let registrar = lock(&self.registrar);
+            match registrar.lookup_contact(self.now(), &aor) {
+                Some((peer, contact)) => Some((peer, contact_transport(contact))),
+                None if registrar.serves(uri.host().as_str()) => {
+                    drop(registrar);
+                    return Err(self.unregistered(&aor, may_wait));
+                }
+                None => None,
+            }
+        };
+        let explicit = uri
+            .param("transport")
+            .flatten()
+            .map(str::to_ascii_lowercase);
+        let mut target = if let Some((peer, contact_transport)) = registered {
+            Target {
+                peer,
+                // What the contact itself says about its transports.
+                udp_only: contact_transport.as_deref() == Some("udp"),
+                registered: true,
+                upgraded: false,
+            }
+        } else if let Some(proxy) = self.config.outbound_proxy {
+            Target::plain(proxy)
+        } else {
+            let peer = crate::transport::resolve(uri)
+                .await
+                .map_err(|e| failed(Condition::RemoteServerNotFound, e.to_string()))?;
+            Target::plain(peer)
+        };
+        if explicit.as_deref() == Some("udp") {
+            target.udp_only = true;
+        }
+        if target.peer.transport == Transport::Udp && size > self.config.max_udp_message {
+            // RFC 3428 §8: too large for UDP; a congestion-controlled transport where the
+            // destination may take one, or at once policy-violation (RFC 7572 §6) where
+            // it cannot: waiting would not make it fit.
+            let too_big = |why: &str| {
+                failed(
+                    Condition::PolicyViolation,
+                    format!(
+                        "a {size}-byte MESSAGE is larger than {} bytes and {why}",
+                        self.config.max_udp_message
+                    ),
+                )
+            };
+            if target.udp_only {
+                return Err(too_big(&format!("{uri} takes UDP only")));
+            }
+            if !self.transports.can_send(Transport::Tcp) {
+                return Err(too_big("the gateway has no TCP transport"));
+            }
+            target.peer.transport = Transport::Tcp;
+            target.upgraded = true;
+        }
+        let peer = target.peer;
+        if !self.transports.can_send(peer.transport) {
+            return Err(failed(
+                Condition::ServiceUnavailable,
+                format!("no {} transport configured", peer.transport.token()),
+            ));
+        }
+        Ok(target)
+    }
+
+    /// The outcome for a message to `aor`, a user of a registrar domain with no binding.
+    pub(super) fn unregistered(&self, aor: &str, may_wait: bool) -> DeliveryOutcome {
+        if may_wait && self.config.unregistered_store {
+            tracing::debug!(to = %aor, "not registered: the message waits");
+            DeliveryOutcome::Waiting {
+                after: UNREGISTERED_RETRY,
+            }
+        } else {
+            failed(
+                Condition::RecipientUnavailable,
+                format!("{aor} is not registered"),
+            )
+        }
+    }
+
+    /// A message waits for its recipient, a registrar user, to register: a sender that
+    /// asked for notifications is told once that it is stored (RFC 5438 §5.3
+    /// `processing`/`stored`; an IMDN where the SIP sender asked for processing
+    /// notifications, an event for an app; XMPP has no form for it).
+    pub(super) async fn tell_stored(&self, envelope: &Envelope) {
+        let Event::Message(m) = &envelope.event else {
+            return;
+        };
+        if !m.receipts.any() {
+            return;
+        }
+        {
+            let mut told = lock(&self.told_stored);
+            if told.len() >= MAX_TOLD_STORED {
+                told.clear();
+            }
+            if !told.insert(envelope.id) {
+                return;
+            }
+        }
+        let event = Event::Notification(cpim::event::Notification {
+            message_id: envelope.id.to_string(),
+            status: cpim::event::NotificationStatus::Stored,
+        });
+        self.submit_from(&envelope.to.to_string(), &envelope.from.to_string(), event)
+            .await;
+    }
+
+    pub(super) fn remember_cpim(&self, aor: &str, takes: bool) {
+        let mut known = lock(&self.takes_cpim);
+        if known.len() >= MAX_REMEMBERED_CONTACTS && !known.contains_key(aor) {
+            known.clear();
+        }
+        known.insert(aor.to_owned(), takes);
+    }
+
+    pub(super) async fn send_message(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
+        let aor = aor_key(&envelope.to);
+        let known = lock(&self.takes_cpim).get(&aor).copied();
+        let cpim = known.unwrap_or_else(|| {
+            self.config
+                .cpim_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(envelope.to.domain()))
+        });
+        let mut attempt = match self.message_attempt(envelope, cpim).await {
+            Ok(a) => a,
+            Err(outcome) => {
+                if matches!(outcome, DeliveryOutcome::Waiting { after } if after == UNREGISTERED_RETRY)
+                {
+                    self.tell_stored(envelope).await;
+                }
+                return outcome;
+            }
+        };
+        // RFC 3261 §21.4.13: a 415 lists in `Accept` what the UA takes. A text-only
+        // phone refusing CPIM gets the text as it is (and is remembered as such); the
+        // receipts asked for cannot be requested from it.
+        if attempt.1 && attempt.0.status == 415 && takes_plain(attempt.0.response.as_ref()) {
+            self.remember_cpim(&aor, false);
+            tracing::debug!(to = %aor, "415 to message/cpim: sending the text as it is");
+            attempt = match self.message_attempt(envelope, false).await {
+                Ok(a) => a,
+                Err(outcome) => return outcome,
+            };
+        }
+        let final_ = attempt.0;
+        let retry_after = final_
+            .response
+            .as_ref()
+            .and_then(|r| r.header("Retry-After"))
+            .and_then(|r| headers::parse_retry_after(r).ok());
+        if final_.status == 0 {
+            // Transport error (RFC 3261 §8.1.3.1: like a 503): the peer is unreachable
+            // for every message, so this one holds no one up; try again later.
+            return DeliveryOutcome::Waiting {
+                after: Duration::from_secs(5),
+            };
+        }
+        translate::outcome_for(final_.status, retry_after, &final_.reason)
+    }
+
+    /// One MESSAGE transaction for `envelope`, as CPIM when `cpim`: its final response
+    /// and whether CPIM was sent.
+    pub(super) async fn message_attempt(
+        self: &Arc<Self>,
+        envelope: &Envelope,
+        cpim: bool,
+    ) -> Result<(Final, bool), DeliveryOutcome> {
+        let options = OutboundOptions {
+            cpim,
+            now_unix_secs: i64::try_from(unix_now_ms() / 1000).unwrap_or(0),
+        };
+        let out = match translate::message_out(envelope, &options) {
+            Ok(Some(out)) => out,
+            Ok(None) => return Err(DeliveryOutcome::Accepted),
+            Err(e) => return Err(failed(Condition::NotAcceptable, e.to_string())),
+        };
+        let sent_cpim = is_cpim_type(&out.content_type);
+        let uri = match translate::sip_uri(&envelope.to) {
+            Ok(u) => u,
+            Err(e) => return Err(failed(Condition::JidMalformed, e.to_string())),
+        };
+        let size = out.body.len() + 600;
+        let target = self.target_for(&uri, size, true).await?;
+        let peer = target.peer;
+        let from = format!("<{}>;tag={}", out.from, self.unique());
+        let to = format!("<{}>", out.to);
+        // Without a thread to carry (RFC 7572 §6), the Call-ID is the gateway id: the same
+        // on every attempt and after a restart, so that a receiver can drop a repeat.
+        let call_id = out
+            .call_id
+            .clone()
+            .unwrap_or_else(|| format!("{}@gw", envelope.id));
+        let cseq = u32::try_from(self.counter.load(Ordering::Relaxed) % 1_000_000).unwrap_or(1) + 1;
+        let headers = out.headers.clone();
+        let final_ = self
+            .transact_auth(peer, "MESSAGE", &out.to, |branch, sent_by, auth| {
+                let mut all = headers.clone();
+                all.extend(auth.iter().cloned());
+                OutRequest {
+                    method: "MESSAGE",
+                    uri: &out.to,
+                    via_transport: peer.transport.token(),
+                    via_sent_by: sent_by,
+                    branch,
+                    from: &from,
+                    to: &to,
+                    call_id: &call_id,
+                    cseq: cseq + u32::from(!auth.is_empty()),
+                    // 0 when the hop count is spent: the next element answers 483.
+                    max_forwards: envelope.hops,
+                    headers: &all,
+                    body: Some((&out.content_type, &out.body)),
+                }
+                .to_bytes()
+            })
+            .await;
+        if final_.status == 0 && target.upgraded && target.registered {
+            // A phone registered over UDP without a TCP listener: the message cannot
+            // reach it, now or later (RFC 7572 §6).
+            return Err(failed(
+                Condition::PolicyViolation,
+                format!(
+                    "a {size}-byte MESSAGE is larger than {} bytes and the registered contact of {} takes no TCP",
+                    self.config.max_udp_message, out.to
+                ),
+            ));
+        }
+        Ok((final_, sent_cpim))
+    }
+
+    /// Runs a client transaction, answering one 401/407 challenge with configured
+    /// credentials (RFC 3261 §22.2, §22.3). `build` gets the branch, the Via sent-by
+    /// and the authorization headers to add.
+    pub(super) async fn transact_auth<F>(
+        &self,
+        peer: Peer,
+        method: &str,
+        uri: &str,
+        build: F,
+    ) -> Final
+    where
+        F: Fn(&str, &str, &[(String, String)]) -> Vec<u8>,
+    {
+        let first = self.transact(peer, |b, s| build(b, s, &[])).await;
+        if !matches!(first.status, 401 | 407) || self.config.credentials.is_empty() {
+            return first;
+        }
+        let Some(response) = &first.response else {
+            return first;
+        };
+        let (challenge_name, answer_name) = if first.status == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let Some(challenge) = response.header(challenge_name) else {
+            return first;
+        };
+        let cnonce = self.unique();
+        let Some(value) = auth::answer(challenge, &self.config.credentials, method, uri, &cnonce)
+        else {
+            return first;
+        };
+        let extra = vec![(answer_name.to_owned(), value)];
+        self.transact(peer, |b, s| build(b, s, &extra)).await
+    }
+
+    /// Runs one client transaction (RFC 3261 §17.1.2). Status 0 = transport error,
+    /// 408 = Timer F.
+    pub(super) async fn transact<F>(&self, peer: Peer, build: F) -> Final
+    where
+        F: Fn(&str, &str) -> Vec<u8>,
+    {
+        let branch = self.branch();
+        let sent_by = self.sent_by(peer.transport);
+        let bytes = build(&branch, &sent_by);
+        let (tx, mut rx) = mpsc::channel(8);
+        lock(&self.clients).insert(branch.clone(), tx);
+        let result = async {
+            if let Err(e) = self.transports.send(peer, bytes.clone()).await {
+                return Final {
+                    status: 0,
+                    reason: e.to_string(),
+                    response: None,
+                };
+            }
+            let mut machine = ClientTransaction::new(self.now(), peer.transport.reliable(), self.config.timers);
+            loop {
+                let wake = machine
+                    .poll_timeout()
+                    .map(|at| self.epoch + at)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(60));
+                tokio::select! {
+                    response = rx.recv() => {
+                        let Some(response) = response else { continue };
+                        let status = response.status().unwrap_or(500);
+                        if machine.on_response(self.now(), status) {
+                            return Final { status, reason: response.start[2].clone(), response: Some(response) };
+                        }
+                    }
+                    () = tokio::time::sleep_until(wake) => {
+                        match machine.on_timeout(self.now()) {
+                            ClientAction::Retransmit => { let _ = self.transports.send(peer, bytes.clone()).await; }
+                            ClientAction::TimedOut => return Final { status: 408, reason: "Request Timeout".into(), response: None },
+                            ClientAction::Wait => {}
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        lock(&self.clients).remove(&branch);
+        result
+    }
+}
