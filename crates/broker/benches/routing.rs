@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench -p cpim-broker --bench routing`.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench -p cpim-broker --bench spool`.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -4,6 +4,8 @@
 //! the far side of a test is a `MemoryAdapter` that delivers, fails, asks for a retry or
 //! stalls on command.
 
+#![allow(clippy::disallowed_methods)] // test support: waits with deadlines
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

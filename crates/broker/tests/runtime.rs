@@ -1,5 +1,7 @@
 //! The broker task with in-memory adapters: ordering, loss, back-pressure, failures.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! The broker task with a spool: a restart delivers what was accepted, in order, once,
 //! under the same ids; group commit; a store that cannot be written refuses.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

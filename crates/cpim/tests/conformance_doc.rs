@@ -1,5 +1,7 @@
 //! The conformance matrix (docs/conformance.md) may only name tests that exist.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

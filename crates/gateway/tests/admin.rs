@@ -1,6 +1,8 @@
 //! The admin HTTP listener of a running `cpim-gateway`: metrics, health, readiness,
 //! reload, and a graceful stop on SIGTERM. Driven with curl, a real HTTP client.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 mod common;
 
 use std::io::{BufRead, BufReader};

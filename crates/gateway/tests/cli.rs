@@ -1,5 +1,7 @@
 //! Runs the real `cpim-gateway` binary.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 mod common;
 
 use std::path::{Path, PathBuf};

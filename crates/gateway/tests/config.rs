@@ -1,5 +1,7 @@
 //! Tests of `gateway.toml` loading and validation through the public API.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 use std::path::{Path, PathBuf};
 
 use cpim_gateway::config::{

@@ -21,6 +21,8 @@
 //! The checks collect problems instead of stopping at the first one; the `*_is_caught`
 //! tests break a copy of `docker/` on purpose and expect the checks to say so.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddr;

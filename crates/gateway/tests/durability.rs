@@ -9,6 +9,8 @@
 //!
 //! All on loopback, every process stopped by the test.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 #[path = "../../xmpp/tests/support/mod.rs"]
 mod support;
 

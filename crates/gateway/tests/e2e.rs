@@ -4,6 +4,8 @@
 //! the client, an axum receiver for the signed transactions). All on loopback, started
 //! and stopped by the test.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 #[path = "../../xmpp/tests/support/mod.rs"]
 mod support;
 

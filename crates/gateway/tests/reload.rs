@@ -3,6 +3,8 @@
 //!
 //! This test binary holds one test only: the SIGHUP handler belongs to the whole process.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! address map on SIGHUP (a bad file is rejected and the process keeps running), and
 //! stops cleanly on SIGTERM.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 #[path = "../../xmpp/tests/support/mod.rs"]
 mod support;
 

@@ -4,6 +4,8 @@
 //! that never ends, which schemathesis cannot read; tests/server.rs in crates/webhook
 //! covers it.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! application: the app sends with `curl` and with reqwest, the XMPP user receives and
 //! replies, and the reply reaches the app's receiver as a signed transaction.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 #[path = "../../xmpp/tests/support/mod.rs"]
 mod support;
 

@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench -p cpim-sip --bench codec`.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use cpim::event::{Event, Message};

@@ -3,6 +3,8 @@
 //! received is handed to one [`Sink`] with where it came from; everything sent goes
 //! through [`Transports::send`].
 
+#![allow(clippy::disallowed_methods)] // a driver: connection timeouts
+
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -1,5 +1,7 @@
 //! The SIP adapter against plain UDP/TCP peers on loopback: what SIPp scenarios cannot
 //! easily check (transport choice by size, IMDN bodies).
+
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
 #![allow(clippy::unwrap_used)]
 
 mod support;

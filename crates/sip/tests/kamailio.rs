@@ -3,6 +3,8 @@
 //! set to the remote target, and a refresh the far end no longer knows is re-established
 //! instead of ending the watchers' subscription. The phones are plain UDP sockets
 //! registered at Kamailio.
+
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
 #![allow(clippy::unwrap_used)]
 
 mod support;

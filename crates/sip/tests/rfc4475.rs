@@ -2,6 +2,8 @@
 //! over TCP. Each gets the response listed here (or none), and the adapter still
 //! answers OPTIONS afterwards. The expectations are listed message by message in
 //! `docs/conformance.md`.
+
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -2,6 +2,8 @@
 //! SIPp as a UAC sending MESSAGE/OPTIONS/SUBSCRIBE/PUBLISH to the gateway, and as the
 //! UAS or presentity the gateway sends to. The broker's in-memory adapter is the far
 //! side (`mem.test`). Everything on 127.0.0.1, ports picked by the test.
+
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
 #![allow(clippy::unwrap_used)]
 
 mod support;

@@ -13,6 +13,8 @@
 //! Not done here: persistence (queued events are lost when the process stops), and the
 //! inbound server.
 
+#![allow(clippy::disallowed_methods)] // a driver: retries and backoff
+
 use std::fmt;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! objects with increasing ids, so that a reconnecting client (`Last-Event-ID`) gets
 //! everything it missed while it is still retained.
 
+#![allow(clippy::disallowed_methods)] // a driver: the SSE log ages its events
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

@@ -5,6 +5,8 @@
 //! no traffic either way for `idle_timeout` is closed. Used by the webhook API and the
 //! admin listener through [`axum::serve`].
 
+#![allow(clippy::disallowed_methods)] // a driver: header and idle timeouts
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;

@@ -1,5 +1,7 @@
 //! End-to-end tests of the inbound API: real HTTP on 127.0.0.1, a real broker, and an
 //! in-memory SIP stand-in as the far side.
+
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;

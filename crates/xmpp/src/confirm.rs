@@ -154,6 +154,7 @@ pub fn parse_own_id(id: &str) -> Option<(IdKind, usize)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests make up their instants from one reading
 mod tests {
     use super::*;
 

@@ -8,6 +8,8 @@
 //! The far side is the broker's in-memory adapter standing in for SIP (`sip.test`, seen
 //! from XMPP as `sip.gw.xmpp.test`).
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 mod support;
 
 use std::sync::Arc;

@@ -1,6 +1,8 @@
 //! The test harness itself against a real Prosody: clients exchange messages, a raw
 //! XEP-0114 component authenticates and receives traffic, a restart keeps the data.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 mod support;
 
 use std::time::Duration;

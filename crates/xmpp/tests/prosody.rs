@@ -2,6 +2,8 @@
 //! is the broker's in-memory adapter standing in for a SIP network (`sip.test`, seen from
 //! XMPP as `sip.gw.xmpp.test`).
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 mod support;
 
 use std::sync::Arc;

@@ -5,6 +5,8 @@
 //! speaking just enough XEP-0114 (stream header with an id, `<handshake/>`); the gateway
 //! side is the real adapter behind the real broker.
 
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
+
 mod support;
 
 use std::sync::Arc;
