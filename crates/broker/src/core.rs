@@ -51,7 +51,7 @@ use crate::envelope::{
     Accepted, AdapterName, DeliveryOutcome, Envelope, Inbound, MessageId, Rejected,
 };
 use crate::identity::Identity;
-use crate::map::{AddressMap, Route};
+use crate::map::{AddressMap, MapError, Route};
 use crate::presence::{HubConfig, Output, PresenceHub, SubscriptionState, TerminationReason};
 use crate::spool::{Recovered, SpoolOp, StoredEnvelope};
 
@@ -59,7 +59,7 @@ use crate::spool::{Recovered, SpoolOp, StoredEnvelope};
 /// maps in tests.
 pub trait Router: Send + Sync {
     /// The owner and identity of `address` as written on `on_adapter`'s network.
-    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Route, String>;
+    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Route, MapError>;
 
     /// How `identity` is written on `on_adapter`'s network.
     fn present(
@@ -67,7 +67,7 @@ pub trait Router: Send + Sync {
         identity: &Identity,
         instance: Option<&str>,
         on_adapter: &str,
-    ) -> Result<Address, String>;
+    ) -> Result<Address, MapError>;
 
     /// The adapter whose network `identity` lives on, if any adapter owns its domain.
     fn owner(&self, identity: &Identity) -> Option<String>;
@@ -79,9 +79,31 @@ pub trait Router: Send + Sync {
     }
 }
 
+/// What the map was asked when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MapUse {
+    /// Where a recipient lives.
+    Recipient,
+    /// Who a sender is.
+    Sender,
+    /// How an identity is written on the destination's network.
+    Written,
+}
+
+/// The one place a map error becomes a refusal: a recipient no adapter can route is
+/// `item-not-found` (RFC 7247 §7.1: 404); a sender or a presented address that cannot be
+/// read or written is `jid-malformed`. `context` goes before the map's reason.
+fn map_refusal(used: MapUse, why: &MapError, context: String) -> Rejected {
+    let condition = match used {
+        MapUse::Recipient => Condition::ItemNotFound,
+        MapUse::Sender | MapUse::Written => Condition::JidMalformed,
+    };
+    Rejected::new(condition, format!("{context}{why}"))
+}
+
 impl Router for AddressMap {
-    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Route, String> {
-        AddressMap::resolve(self, on_adapter, address).map_err(|e| e.to_string())
+    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Route, MapError> {
+        AddressMap::resolve(self, on_adapter, address)
     }
 
     fn present(
@@ -89,8 +111,8 @@ impl Router for AddressMap {
         identity: &Identity,
         instance: Option<&str>,
         on_adapter: &str,
-    ) -> Result<Address, String> {
-        AddressMap::present(self, identity, instance, on_adapter).map_err(|e| e.to_string())
+    ) -> Result<Address, MapError> {
+        AddressMap::present(self, identity, instance, on_adapter)
     }
 
     fn owner(&self, identity: &Identity) -> Option<String> {
@@ -415,7 +437,7 @@ impl Core {
         let to = self
             .router
             .resolve(origin, &inbound.to)
-            .map_err(|why| Rejected::new(Condition::ItemNotFound, why))?;
+            .map_err(|why| map_refusal(MapUse::Recipient, &why, String::new()))?;
         let Some(destination) = self.adapters.get(to.owner.as_str()) else {
             return Err(Rejected::new(
                 Condition::ServiceUnavailable,
@@ -473,14 +495,15 @@ impl Core {
                     Identity::new(&local, &domain),
                     crate::identity::instance_of(&inbound.from),
                 ),
-                _ => return Err(Rejected::new(Condition::JidMalformed, why)),
+                _ => return Err(map_refusal(MapUse::Sender, &why, String::new())),
             },
         };
         let present = |id: &Identity, inst: Option<&str>, what: &str| {
             self.router.present(id, inst, &destination).map_err(|why| {
-                Rejected::new(
-                    Condition::JidMalformed,
-                    format!("the {what} {id} cannot be written on `{destination}`: {why}"),
+                map_refusal(
+                    MapUse::Written,
+                    &why,
+                    format!("the {what} {id} cannot be written on `{destination}`: "),
                 )
             })
         };
@@ -2178,11 +2201,20 @@ pub(crate) mod tests {
     fn router_swap_keeps_accepted_envelopes() {
         struct Nothing;
         impl Router for Nothing {
-            fn resolve(&self, _: &str, _: &Address) -> Result<Route, String> {
-                Err("empty map".into())
+            fn resolve(&self, _: &str, a: &Address) -> Result<Route, MapError> {
+                Err(MapError::UnknownIdentityDomain {
+                    identity: Identity::new("x", a.domain()),
+                })
             }
-            fn present(&self, _: &Identity, _: Option<&str>, _: &str) -> Result<Address, String> {
-                Err("empty map".into())
+            fn present(
+                &self,
+                identity: &Identity,
+                _: Option<&str>,
+                _: &str,
+            ) -> Result<Address, MapError> {
+                Err(MapError::UnknownIdentityDomain {
+                    identity: identity.clone(),
+                })
             }
             fn owner(&self, _: &Identity) -> Option<String> {
                 None

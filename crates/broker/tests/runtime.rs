@@ -9,7 +9,7 @@ use std::time::Duration;
 use cpim::event::{Event, Message, NotificationStatus};
 use cpim::{Address, Condition};
 use cpim_broker::core::{CoreConfig, Router};
-use cpim_broker::map::Route;
+use cpim_broker::map::{MapError, Route};
 use cpim_broker::testing::{plain_map, Behavior, MemoryAdapter};
 use cpim_broker::{AddressStyle, Broker, Identity, Inbound, Submitter};
 
@@ -253,11 +253,20 @@ async fn retry_later_waits_the_given_time() {
 async fn router_swap_and_stop() {
     struct Empty;
     impl Router for Empty {
-        fn resolve(&self, _: &str, a: &Address) -> Result<Route, String> {
-            Err(format!("{a} is not in the new map"))
+        fn resolve(&self, _: &str, a: &Address) -> Result<Route, MapError> {
+            Err(MapError::UnknownIdentityDomain {
+                identity: Identity::new("x", a.domain()),
+            })
         }
-        fn present(&self, _: &Identity, _: Option<&str>, _: &str) -> Result<Address, String> {
-            Err("empty".into())
+        fn present(
+            &self,
+            identity: &Identity,
+            _: Option<&str>,
+            _: &str,
+        ) -> Result<Address, MapError> {
+            Err(MapError::UnknownIdentityDomain {
+                identity: identity.clone(),
+            })
         }
         fn owner(&self, _: &Identity) -> Option<String> {
             None

@@ -143,7 +143,7 @@ async fn reload(State(state): State<AdminState>) -> Response {
                 "type": "about:blank",
                 "title": "reload rejected",
                 "status": 422,
-                "detail": detail,
+                "detail": detail.to_string(),
             })
             .to_string(),
         )

@@ -166,7 +166,7 @@ pub async fn reload_recorded(
     broker: &BrokerHandle,
     tx: &watch::Sender<ReloadStatus>,
     trigger: &str,
-) -> Result<ReloadStatus, String> {
+) -> Result<ReloadStatus, Error> {
     match reload(path, broker).await {
         Ok(()) => {
             tracing::info!(config = %path.display(), "{trigger}: address map reloaded");
@@ -175,10 +175,10 @@ pub async fn reload_recorded(
         }
         Err(error) => {
             tracing::error!(config = %path.display(), %error, "{trigger}: reload rejected; the current address map stays");
-            let error = error.to_string();
+            let text = error.to_string();
             tx.send_modify(|s| {
                 s.rejected += 1;
-                s.last_error = Some(error.clone());
+                s.last_error = Some(text);
             });
             Err(error)
         }

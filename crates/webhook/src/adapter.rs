@@ -14,14 +14,15 @@ use cpim::Condition;
 use cpim_broker::{Adapter, AdapterContext, AddressStyle, DeliveryOutcome, Envelope};
 
 use crate::api::event_json;
+use crate::client::Undeliverable;
 use crate::server::{self, App, Shared};
 
 /// Where events for an application go besides its SSE stream: the outbound client
 /// (signed POSTs to the application's URL) implements this.
 #[async_trait]
 pub trait OutboundSink: Send + Sync {
-    /// Delivers one event object; `Err` carries why it could not be delivered.
-    async fn send(&self, event: serde_json::Value) -> Result<(), String>;
+    /// Delivers one event object; `Err` says why it could not be delivered.
+    async fn send(&self, event: serde_json::Value) -> Result<(), Undeliverable>;
 }
 
 /// One application allowed to use the API.
@@ -236,9 +237,9 @@ impl Adapter for WebhookAdapter {
             None => DeliveryOutcome::Accepted,
             Some(sink) => match sink.send(event).await {
                 Ok(()) => DeliveryOutcome::Delivered,
-                Err(text) => DeliveryOutcome::Failed {
+                Err(why) => DeliveryOutcome::Failed {
                     condition: Condition::RemoteServerTimeout,
-                    text: Some(text),
+                    text: Some(why.to_string()),
                 },
             },
         }
@@ -249,9 +250,7 @@ impl Adapter for WebhookAdapter {
 /// when the transaction carrying it got a `2xx`.
 #[async_trait]
 impl OutboundSink for crate::client::Outbox {
-    async fn send(&self, event: serde_json::Value) -> Result<(), String> {
-        crate::client::Outbox::send(self, event)
-            .await
-            .map_err(|e| e.to_string())
+    async fn send(&self, event: serde_json::Value) -> Result<(), Undeliverable> {
+        crate::client::Outbox::send(self, event).await
     }
 }

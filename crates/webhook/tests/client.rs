@@ -1,7 +1,6 @@
 //! Outbound delivery against a real HTTP receiver on 127.0.0.1 (axum, port bound to 0).
 
 #![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
-
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;

@@ -14,6 +14,7 @@ use cpim_broker::core::CoreConfig;
 use cpim_broker::map::{AdapterMapConfig, MapConfig};
 use cpim_broker::testing::MemoryAdapter;
 use cpim_broker::{AddressMap, AddressStyle, Broker, BrokerHandle, Inbound, Submitter};
+use cpim_webhook::client::Undeliverable;
 use cpim_webhook::{AppConfig, OutboundSink, WebhookAdapter, WebhookConfig};
 use serde_json::{json, Value};
 use std::sync::Mutex;
@@ -443,11 +444,14 @@ struct Recorder(Mutex<Vec<Value>>);
 
 #[async_trait::async_trait]
 impl OutboundSink for Recorder {
-    async fn send(&self, event: Value) -> Result<(), String> {
+    async fn send(&self, event: Value) -> Result<(), Undeliverable> {
         let fail = event["text"] == "fail";
         self.0.lock().unwrap().push(event);
         if fail {
-            Err("the application answered 500".into())
+            Err(Undeliverable {
+                attempts: 1,
+                last_error: "the application answered 500".into(),
+            })
         } else {
             Ok(())
         }
