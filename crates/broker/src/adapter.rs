@@ -1,12 +1,10 @@
 //! The one boundary between the broker and the protocol adapters.
 
 use async_trait::async_trait;
-use tokio::sync::watch;
 
+pub use crate::context::AdapterContext;
 use crate::envelope::{DeliveryOutcome, Envelope};
 use crate::identity::AddressStyle;
-use crate::metrics::AdapterMetrics;
-use crate::runtime::{StateStore, Submitter};
 
 /// How the broker may hand envelopes to an adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,17 +59,4 @@ pub trait Adapter: Send + Sync + 'static {
     /// different destinations; for one destination at most
     /// [`DeliveryPolicy::max_in_flight_per_destination`] at a time, in acceptance order.
     async fn deliver(&self, envelope: Envelope) -> DeliveryOutcome;
-}
-
-/// What an adapter gets when it is built: how to submit, when to stop, where to count.
-#[derive(Debug, Clone)]
-pub struct AdapterContext {
-    /// Submits inbound events to the broker on behalf of this adapter.
-    pub submitter: Submitter,
-    /// Becomes `true` when the gateway stops.
-    pub shutdown: watch::Receiver<bool>,
-    /// This adapter's metrics.
-    pub metrics: AdapterMetrics,
-    /// A little state kept across restarts in the spool (nothing is kept without one).
-    pub state: StateStore,
 }

@@ -44,40 +44,17 @@ use std::time::Duration;
 use cpim::event::{
     Event, Notification, NotificationStatus, PresenceUpdate, Subscription, SubscriptionOp,
 };
-use cpim::{Address, Condition};
+use cpim::Condition;
 
 use crate::adapter::DeliveryPolicy;
 use crate::envelope::{
     Accepted, AdapterName, DeliveryOutcome, Envelope, Inbound, MessageId, Rejected,
 };
 use crate::identity::Identity;
-use crate::map::{AddressMap, MapError, Route};
+use crate::map::MapError;
+pub use crate::map::Router;
 use crate::presence::{HubConfig, Output, PresenceHub, SubscriptionState, TerminationReason};
 use crate::spool::{Recovered, SpoolOp, StoredEnvelope};
-
-/// The address map as the core uses it: implemented by [`AddressMap`], and by simpler
-/// maps in tests.
-pub trait Router: Send + Sync {
-    /// The owner and identity of `address` as written on `on_adapter`'s network.
-    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Route, MapError>;
-
-    /// How `identity` is written on `on_adapter`'s network.
-    fn present(
-        &self,
-        identity: &Identity,
-        instance: Option<&str>,
-        on_adapter: &str,
-    ) -> Result<Address, MapError>;
-
-    /// The adapter whose network `identity` lives on, if any adapter owns its domain.
-    fn owner(&self, identity: &Identity) -> Option<String>;
-
-    /// Whether some adapter claims `domain` (lowercase), as a home, alias or escape
-    /// domain.
-    fn claims_domain(&self, _domain: &str) -> bool {
-        false
-    }
-}
 
 /// What the map was asked when it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,29 +76,6 @@ fn map_refusal(used: MapUse, why: &MapError, context: String) -> Rejected {
         MapUse::Sender | MapUse::Written => Condition::JidMalformed,
     };
     Rejected::new(condition, format!("{context}{why}"))
-}
-
-impl Router for AddressMap {
-    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Route, MapError> {
-        AddressMap::resolve(self, on_adapter, address)
-    }
-
-    fn present(
-        &self,
-        identity: &Identity,
-        instance: Option<&str>,
-        on_adapter: &str,
-    ) -> Result<Address, MapError> {
-        AddressMap::present(self, identity, instance, on_adapter)
-    }
-
-    fn owner(&self, identity: &Identity) -> Option<String> {
-        AddressMap::owner(self, identity).map(str::to_owned)
-    }
-
-    fn claims_domain(&self, domain: &str) -> bool {
-        AddressMap::claims_domain(self, domain)
-    }
 }
 
 /// Limits and defaults of the core.
@@ -1521,6 +1475,8 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     use crate::identity::AddressStyle;
+    use crate::map::{AddressMap, Route};
+    use cpim::Address;
 
     fn test_map() -> Arc<AddressMap> {
         Arc::new(crate::testing::plain_map(&[

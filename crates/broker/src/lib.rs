@@ -22,6 +22,7 @@
 
 pub mod adapter;
 pub mod backoff;
+pub mod context;
 pub mod core;
 pub mod correlation;
 pub mod envelope;

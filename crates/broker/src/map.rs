@@ -941,6 +941,53 @@ fn with_instance(address: &Address, instance: Option<&str>) -> Result<Address, A
     })
 }
 
+/// The address map as the core uses it: implemented by [`AddressMap`], and by simpler
+/// maps in tests.
+pub trait Router: Send + Sync {
+    /// The owner and identity of `address` as written on `on_adapter`'s network.
+    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Route, MapError>;
+
+    /// How `identity` is written on `on_adapter`'s network.
+    fn present(
+        &self,
+        identity: &Identity,
+        instance: Option<&str>,
+        on_adapter: &str,
+    ) -> Result<Address, MapError>;
+
+    /// The adapter whose network `identity` lives on, if any adapter owns its domain.
+    fn owner(&self, identity: &Identity) -> Option<String>;
+
+    /// Whether some adapter claims `domain` (lowercase), as a home, alias or escape
+    /// domain.
+    fn claims_domain(&self, _domain: &str) -> bool {
+        false
+    }
+}
+
+impl Router for AddressMap {
+    fn resolve(&self, on_adapter: &str, address: &Address) -> Result<Route, MapError> {
+        AddressMap::resolve(self, on_adapter, address)
+    }
+
+    fn present(
+        &self,
+        identity: &Identity,
+        instance: Option<&str>,
+        on_adapter: &str,
+    ) -> Result<Address, MapError> {
+        AddressMap::present(self, identity, instance, on_adapter)
+    }
+
+    fn owner(&self, identity: &Identity) -> Option<String> {
+        AddressMap::owner(self, identity).map(str::to_owned)
+    }
+
+    fn claims_domain(&self, domain: &str) -> bool {
+        AddressMap::claims_domain(self, domain)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

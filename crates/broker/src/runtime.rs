@@ -24,9 +24,12 @@ use tokio::time::Instant;
 
 use cpim::Condition;
 
-use crate::adapter::{Adapter, AdapterContext};
-use crate::core::{Core, CoreConfig, Report, Router};
-use crate::envelope::{Accepted, AdapterName, DeliveryOutcome, Inbound, MessageId, Rejected};
+use crate::adapter::Adapter;
+use crate::context::{stopping_rejection, AdapterContext, Command};
+pub use crate::context::{PendingAnswer, StateStore, Submitter};
+use crate::core::{Core, CoreConfig, Report};
+use crate::envelope::{Accepted, AdapterName, DeliveryOutcome, MessageId, Rejected};
+use crate::map::Router;
 use crate::metrics::{AdapterMetrics, Metrics};
 use crate::spool::{Recovered, Spool, SpoolError, SpoolOp};
 
@@ -49,111 +52,6 @@ type Reply = (
     oneshot::Sender<Result<Accepted, Rejected>>,
     Result<Accepted, Rejected>,
 );
-
-enum Command {
-    Submit {
-        origin: AdapterName,
-        inbound: Box<Inbound>,
-        reply: oneshot::Sender<Result<Accepted, Rejected>>,
-    },
-    SetRouter(Arc<dyn Router>),
-    State {
-        key: String,
-        value: Option<Vec<u8>>,
-    },
-}
-
-/// Submits inbound events on behalf of one adapter. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Submitter {
-    origin: AdapterName,
-    tx: mpsc::Sender<Command>,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Command::Submit { origin, .. } => write!(f, "Submit from {origin}"),
-            Command::SetRouter(_) => f.write_str("SetRouter"),
-            Command::State { key, .. } => write!(f, "State {key}"),
-        }
-    }
-}
-
-impl Submitter {
-    /// Hands `inbound` to the broker and waits until it is accepted (queued for its
-    /// destination) or refused.
-    pub async fn submit(&self, inbound: Inbound) -> Result<Accepted, Rejected> {
-        self.submit_pipelined(inbound).await.answer().await
-    }
-
-    /// Hands `inbound` to the broker in order — submissions made one after the other
-    /// are accepted in that order — and returns the answer to wait for separately, so
-    /// that an adapter reading a stream can go on with the next request while this one is
-    /// made durable (the spool commits many submissions at once). Waits only while the
-    /// broker's queue is full.
-    pub async fn submit_pipelined(&self, inbound: Inbound) -> PendingAnswer {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Submit {
-            origin: self.origin.clone(),
-            inbound: Box::new(inbound),
-            reply,
-        };
-        let sent = self.tx.send(command).await.is_ok();
-        PendingAnswer {
-            answer: sent.then_some(answer),
-        }
-    }
-
-    /// The adapter this submitter speaks for.
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-}
-
-/// An adapter's corner of the spool: a few records it wants back after a restart (the
-/// SIP adapter's watcher dialogs, to end them cleanly). Written with the next commit;
-/// without a spool nothing is kept and nothing comes back.
-#[derive(Debug, Clone)]
-pub struct StateStore {
-    prefix: String,
-    tx: mpsc::Sender<Command>,
-    recovered: Arc<std::collections::BTreeMap<String, Vec<u8>>>,
-}
-
-impl StateStore {
-    /// Sets (`Some`) or removes (`None`) the record `key`. `false` when the broker is
-    /// busy or stopped and the record was not taken (try again later).
-    pub fn put(&self, key: &str, value: Option<Vec<u8>>) -> bool {
-        self.tx
-            .try_send(Command::State {
-                key: format!("{}{key}", self.prefix),
-                value,
-            })
-            .is_ok()
-    }
-
-    /// The records this adapter had when the gateway started, by key.
-    pub fn recovered(&self) -> &std::collections::BTreeMap<String, Vec<u8>> {
-        &self.recovered
-    }
-}
-
-/// The broker's answer to a [`Submitter::submit_pipelined`], to wait for.
-#[derive(Debug)]
-pub struct PendingAnswer {
-    answer: Option<oneshot::Receiver<Result<Accepted, Rejected>>>,
-}
-
-impl PendingAnswer {
-    /// Waits for the answer: accepted (durable, with a spool) or refused.
-    pub async fn answer(self) -> Result<Accepted, Rejected> {
-        match self.answer {
-            Some(answer) => answer.await.map_err(|_| stopping_rejection())?,
-            None => Err(stopping_rejection()),
-        }
-    }
-}
 
 /// Controls a running broker.
 #[derive(Debug, Clone)]
@@ -694,16 +592,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// What a submission gets while the gateway stops: a temporary refusal with a retry hint
-/// (SIP 503 + Retry-After, HTTP 503 + Retry-After, XMPP `resource-constraint`), so that
-/// senders try again once it is back instead of giving up.
-fn stopping_rejection() -> Rejected {
-    Rejected {
-        condition: Condition::ResourceConstraint,
-        text: "the gateway is stopping; try again shortly".to_owned(),
-        retry_after: Some(Duration::from_secs(5)),
     }
 }

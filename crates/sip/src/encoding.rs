@@ -1,18 +1,32 @@
 //! `Content-Encoding` of received bodies (RFC 3261 §20.12): `gzip` and `deflate` are
 //! decoded (Linphone deflates its IMDNs), `identity` is nothing; anything else gets
-//! `415` with `Accept-Encoding` (RFC 3261 §21.4.13). Pure.
+//! `415` with `Accept-Encoding` (RFC 3261 §21.4.13). Pure; [`crate::wire`] turns an
+//! [`EncodingError`] into its response.
 
 use miniz_oxide::inflate::{self, TINFLStatus};
 
 use crate::headers;
-use crate::wire::Fault;
 
 /// What the gateway decodes, for `Accept-Encoding`.
 pub const ACCEPT_ENCODING: &str = "gzip, deflate, identity";
 
+/// Why a body could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodingError {
+    /// A coding the gateway does not decode (`415` with `Accept-Encoding`).
+    #[error("unsupported content coding")]
+    Unsupported,
+    /// The body is not what its coding says (`400`).
+    #[error("{0}")]
+    Corrupt(&'static str),
+    /// Decoded, it would be larger than allowed (`413`).
+    #[error("decoded body over the limit")]
+    TooLarge,
+}
+
 /// The body of a request with `Content-Encoding: encodings` (the codings in the order
 /// they were applied), decoded, at most `limit` bytes once decoded.
-pub fn decode(encodings: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Fault> {
+pub fn decode(encodings: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, EncodingError> {
     let codings = headers::token_list(encodings);
     let mut out = body.to_vec();
     // Applied in the order listed, so undone from the last.
@@ -21,32 +35,23 @@ pub fn decode(encodings: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, Fau
             "identity" => out,
             "deflate" => deflate(&out, limit)?,
             "gzip" | "x-gzip" => gzip(&out, limit)?,
-            _ => {
-                return Err(Fault::new(415, "Unsupported Media Type (content coding)")
-                    .with_header("Accept-Encoding", ACCEPT_ENCODING))
-            }
+            _ => return Err(EncodingError::Unsupported),
         };
     }
     Ok(out)
 }
 
-fn inflate_error(status: TINFLStatus) -> Fault {
+fn inflate_error(status: TINFLStatus) -> EncodingError {
     match status {
-        TINFLStatus::HasMoreOutput => Fault::new(
-            413,
-            "Request Entity Too Large (decoded body over the limit)",
-        ),
-        _ => Fault::new(
-            400,
-            "Bad Request (body does not decode as its Content-Encoding)",
-        ),
+        TINFLStatus::HasMoreOutput => EncodingError::TooLarge,
+        _ => EncodingError::Corrupt("body does not decode as its Content-Encoding"),
     }
 }
 
 /// `deflate` is the zlib format (RFC 1950) by HTTP's definition, but some senders
 /// write bare deflate data (RFC 1951): a body without a valid zlib header is read as
 /// the latter.
-fn deflate(body: &[u8], limit: usize) -> Result<Vec<u8>, Fault> {
+fn deflate(body: &[u8], limit: usize) -> Result<Vec<u8>, EncodingError> {
     let zlib_header = body.len() >= 2
         && body[0] & 0x0f == 8
         && (u16::from(body[0]) << 8 | u16::from(body[1])) % 31 == 0;
@@ -60,8 +65,8 @@ fn deflate(body: &[u8], limit: usize) -> Result<Vec<u8>, Fault> {
 
 /// The gzip member format (RFC 1952): a header, deflate data, CRC-32 and length. Only
 /// the header is read here; the data's own end is what ends decoding.
-fn gzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Fault> {
-    let bad = || Fault::new(400, "Bad Request (not a gzip body)");
+fn gzip(body: &[u8], limit: usize) -> Result<Vec<u8>, EncodingError> {
+    let bad = || EncodingError::Corrupt("not a gzip body");
     if body.len() < 18 || body[0] != 0x1f || body[1] != 0x8b || body[2] != 8 {
         return Err(bad());
     }
@@ -97,6 +102,7 @@ fn gzip(body: &[u8], limit: usize) -> Result<Vec<u8>, Fault> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::wire::Fault;
     use miniz_oxide::deflate::{compress_to_vec, compress_to_vec_zlib};
 
     const IMDN: &[u8] = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>m1</message-id><datetime>2026-12-06T10:00:00Z</datetime><delivery-notification><status><delivered/></status></delivery-notification></imdn>";
@@ -141,26 +147,33 @@ mod tests {
     #[test]
     fn rfc3261_21_4_13_unknown_corrupt_and_oversized_codings_are_refused() {
         let limit = 1 << 20;
-        let unknown = decode("br", IMDN, limit).unwrap_err();
+        let unknown = Fault::from(decode("br", IMDN, limit).unwrap_err());
         assert_eq!(unknown.status, 415);
         assert_eq!(
             unknown.headers,
             vec![("Accept-Encoding".to_owned(), ACCEPT_ENCODING.to_owned())]
         );
-        assert_eq!(decode("gzip", IMDN, limit).unwrap_err().status, 400);
         assert_eq!(
-            decode("deflate", b"\xff\xff\xff", limit)
-                .unwrap_err()
-                .status,
+            Fault::from(decode("gzip", IMDN, limit).unwrap_err()).status,
+            400
+        );
+        assert_eq!(
+            Fault::from(decode("deflate", b"\xff\xff\xff", limit).unwrap_err()).status,
             400
         );
         let mut short = gzipped(IMDN, None);
         let n = short.len();
         short[n - 4] ^= 1;
-        assert_eq!(decode("gzip", &short, limit).unwrap_err().status, 400);
+        assert_eq!(
+            Fault::from(decode("gzip", &short, limit).unwrap_err()).status,
+            400
+        );
         // A small body that inflates past the limit (a "zip bomb") is 413, not decoded.
         let bomb = compress_to_vec_zlib(&vec![b'a'; 4 << 20], 9);
         assert!(bomb.len() < 64 * 1024);
-        assert_eq!(decode("deflate", &bomb, limit).unwrap_err().status, 413);
+        assert_eq!(
+            Fault::from(decode("deflate", &bomb, limit).unwrap_err()).status,
+            413
+        );
     }
 }

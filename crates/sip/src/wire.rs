@@ -629,6 +629,24 @@ impl OutRequest<'_> {
     }
 }
 
+/// The response to a body that cannot be decoded (RFC 3261 §21.4.13, §21.4.11).
+impl From<crate::encoding::EncodingError> for Fault {
+    fn from(error: crate::encoding::EncodingError) -> Self {
+        use crate::encoding::{EncodingError, ACCEPT_ENCODING};
+        match error {
+            EncodingError::Unsupported => {
+                Fault::new(415, "Unsupported Media Type (content coding)")
+                    .with_header("Accept-Encoding", ACCEPT_ENCODING)
+            }
+            EncodingError::Corrupt(why) => Fault::new(400, format!("Bad Request ({why})")),
+            EncodingError::TooLarge => Fault::new(
+                413,
+                "Request Entity Too Large (decoded body over the limit)",
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -397,6 +397,23 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Where events for an application go besides its SSE stream: the outbound client
+/// (signed POSTs to the application's URL) implements this.
+#[async_trait::async_trait]
+pub trait OutboundSink: Send + Sync {
+    /// Delivers one event object; `Err` says why it could not be delivered.
+    async fn send(&self, event: serde_json::Value) -> Result<(), Undeliverable>;
+}
+
+/// The outbound client is the sink of an application with a URL: an event is delivered
+/// when the transaction carrying it got a `2xx`.
+#[async_trait::async_trait]
+impl OutboundSink for Outbox {
+    async fn send(&self, event: serde_json::Value) -> Result<(), Undeliverable> {
+        Outbox::send(self, event).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -8,8 +8,9 @@
 //! - [`client`]: outbound delivery to an application's URL: signed idempotent
 //!   transactions (`PUT {url}/transactions/{txn_id}`), per-app order, batching, retries.
 //! - [`events`]: the per-application event logs behind the SSE stream.
-//! - [`adapter`]: [`WebhookConfig`], [`WebhookAdapter`] (the broker side) and the
-//!   [`OutboundSink`] boundary to the outbound client.
+//! - [`config`]: [`WebhookConfig`], [`AppConfig`] (serde, defaults).
+//! - [`adapter`]: [`WebhookAdapter`] (the broker side); the [`OutboundSink`] boundary to
+//!   the outbound client is in [`client`].
 //!
 //! The API is described in `docs/webhook-openapi.json`, served at `GET /v1/openapi.json`.
 
@@ -18,6 +19,7 @@
 pub mod adapter;
 pub mod api;
 pub mod client;
+pub mod config;
 pub mod events;
 pub mod listener;
 pub mod server;

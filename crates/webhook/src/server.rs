@@ -27,8 +27,9 @@ use cpim::{Address, Condition};
 use cpim_broker::envelope::ProtocolId;
 use cpim_broker::{AdapterContext, Inbound, Submitter};
 
-use crate::adapter::{AppConfig, OutboundSink, WebhookConfig, SSE_MAX_AGE};
 use crate::api::{AcceptedResponse, Problem, Request};
+use crate::client::OutboundSink;
+use crate::config::{AppConfig, WebhookConfig, SSE_MAX_AGE};
 use crate::events::EventLog;
 
 /// The OpenAPI 3.1 description of this API, served at `GET /v1/openapi.json`.

@@ -10,8 +10,7 @@ use cpim_broker::{AddressStyle, Identity};
 use crate::config::adapters::{AdapterConfig, AdapterKind};
 use crate::config::de::parse_str;
 use crate::config::domain::Domain;
-use crate::config::source::KeyPath;
-use crate::config::validate::Finding;
+use crate::config::source::{Finding, KeyPath};
 use crate::config::Config;
 
 /// One `[[aliases]]` table: the users of a home domain appear on another adapter under an

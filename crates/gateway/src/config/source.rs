@@ -165,6 +165,14 @@ pub(crate) fn span_of(document: &Spanned<DeTable<'_>>, path: &KeyPath) -> Option
     span
 }
 
+/// One broken rule: where, what, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finding {
+    pub(crate) path: KeyPath,
+    pub(crate) message: String,
+    pub(crate) hint: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,13 +12,7 @@ use crate::config::routing;
 use crate::config::source::KeyPath;
 use crate::config::Config;
 
-/// One broken rule: where, what, and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Finding {
-    pub(crate) path: KeyPath,
-    pub(crate) message: String,
-    pub(crate) hint: String,
-}
+pub(crate) use crate::config::source::Finding;
 
 /// Checks every rule and returns all broken ones, in file order as far as possible.
 pub(crate) fn validate(config: &Config) -> Vec<Finding> {

@@ -1,0 +1,143 @@
+//! What an adapter is given by the broker: its [`AdapterContext`] — a [`Submitter`] to
+//! hand inbound events to the broker, a [`StateStore`] for a little state kept across
+//! restarts, its metrics and the shutdown signal. The runtime holds the other ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use cpim::Condition;
+
+use crate::envelope::{Accepted, AdapterName, Inbound, Rejected};
+use crate::map::Router;
+use crate::metrics::AdapterMetrics;
+
+/// What an adapter gets when it is built: how to submit, when to stop, where to count.
+#[derive(Debug, Clone)]
+pub struct AdapterContext {
+    /// Submits inbound events to the broker on behalf of this adapter.
+    pub submitter: Submitter,
+    /// Becomes `true` when the gateway stops.
+    pub shutdown: watch::Receiver<bool>,
+    /// This adapter's metrics.
+    pub metrics: AdapterMetrics,
+    /// A little state kept across restarts in the spool (nothing is kept without one).
+    pub state: StateStore,
+}
+
+pub(crate) enum Command {
+    Submit {
+        origin: AdapterName,
+        inbound: Box<Inbound>,
+        reply: oneshot::Sender<Result<Accepted, Rejected>>,
+    },
+    SetRouter(Arc<dyn Router>),
+    State {
+        key: String,
+        value: Option<Vec<u8>>,
+    },
+}
+
+/// Submits inbound events on behalf of one adapter. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    pub(crate) origin: AdapterName,
+    pub(crate) tx: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Submit { origin, .. } => write!(f, "Submit from {origin}"),
+            Command::SetRouter(_) => f.write_str("SetRouter"),
+            Command::State { key, .. } => write!(f, "State {key}"),
+        }
+    }
+}
+
+impl Submitter {
+    /// Hands `inbound` to the broker and waits until it is accepted (queued for its
+    /// destination) or refused.
+    pub async fn submit(&self, inbound: Inbound) -> Result<Accepted, Rejected> {
+        self.submit_pipelined(inbound).await.answer().await
+    }
+
+    /// Hands `inbound` to the broker in order — submissions made one after the other
+    /// are accepted in that order — and returns the answer to wait for separately, so
+    /// that an adapter reading a stream can go on with the next request while this one is
+    /// made durable (the spool commits many submissions at once). Waits only while the
+    /// broker's queue is full.
+    pub async fn submit_pipelined(&self, inbound: Inbound) -> PendingAnswer {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Submit {
+            origin: self.origin.clone(),
+            inbound: Box::new(inbound),
+            reply,
+        };
+        let sent = self.tx.send(command).await.is_ok();
+        PendingAnswer {
+            answer: sent.then_some(answer),
+        }
+    }
+
+    /// The adapter this submitter speaks for.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+/// An adapter's corner of the spool: a few records it wants back after a restart (the
+/// SIP adapter's watcher dialogs, to end them cleanly). Written with the next commit;
+/// without a spool nothing is kept and nothing comes back.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    pub(crate) prefix: String,
+    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) recovered: Arc<std::collections::BTreeMap<String, Vec<u8>>>,
+}
+
+impl StateStore {
+    /// Sets (`Some`) or removes (`None`) the record `key`. `false` when the broker is
+    /// busy or stopped and the record was not taken (try again later).
+    pub fn put(&self, key: &str, value: Option<Vec<u8>>) -> bool {
+        self.tx
+            .try_send(Command::State {
+                key: format!("{}{key}", self.prefix),
+                value,
+            })
+            .is_ok()
+    }
+
+    /// The records this adapter had when the gateway started, by key.
+    pub fn recovered(&self) -> &std::collections::BTreeMap<String, Vec<u8>> {
+        &self.recovered
+    }
+}
+
+/// The broker's answer to a [`Submitter::submit_pipelined`], to wait for.
+#[derive(Debug)]
+pub struct PendingAnswer {
+    pub(crate) answer: Option<oneshot::Receiver<Result<Accepted, Rejected>>>,
+}
+
+impl PendingAnswer {
+    /// Waits for the answer: accepted (durable, with a spool) or refused.
+    pub async fn answer(self) -> Result<Accepted, Rejected> {
+        match self.answer {
+            Some(answer) => answer.await.map_err(|_| stopping_rejection())?,
+            None => Err(stopping_rejection()),
+        }
+    }
+}
+
+/// What a submission gets while the gateway stops: a temporary refusal with a retry hint
+/// (SIP 503 + Retry-After, HTTP 503 + Retry-After, XMPP `resource-constraint`), so that
+/// senders try again once it is back instead of giving up.
+pub(crate) fn stopping_rejection() -> Rejected {
+    Rejected {
+        condition: Condition::ResourceConstraint,
+        text: "the gateway is stopping; try again shortly".to_owned(),
+        retry_after: Some(Duration::from_secs(5)),
+    }
+}
