@@ -1,6 +1,8 @@
 //! The presence hub: one place where watchers' subscriptions to presentities are kept,
 //! authorized, aggregated towards the presentity's network, rate-limited and expired.
 //!
+//! Size: one state machine; its `handle_*`/`poll_*` pairs share its tables.
+//!
 //! The hub is pure protocol logic in the style of `quinn-proto`: no IO, no tasks, no
 //! channels and no clock. Inputs arrive through `handle_*` methods, effects leave through
 //! [`PresenceHub::poll_output`], and the driver asks [`PresenceHub::poll_timeout`] when to

@@ -1,5 +1,7 @@
 //! `message/cpim` (RFC 3862): parse and serialize.
 //!
+//! Size: one byte-exact codec; parser, typed views and writer share the wire grammar.
+//!
 //! A [`CpimMessage`] is the metadata headers (§3, in order, names case-sensitive, values
 //! kept in their escaped wire form) and the encapsulated MIME entity ([`MimeEntity`]:
 //! its headers and the body bytes). Typed views read the common headers: `From`, `To`,

@@ -2,6 +2,8 @@
 //! the presence data model (RFC 4479) and of RPID (RFC 4480) that a SIP/XMPP gateway maps,
 //! plus the XMPP `<show/>` element as RFC 7248 recommends.
 //!
+//! Size: one document model whose parser and writer must round-trip in schema order.
+//!
 //! [`Presence::parse`] turns a document into a [`Presence`]; [`Presence::to_xml`] writes the
 //! canonical form: `<?xml version="1.0" encoding="UTF-8"?>`, `<presence>` in the default PIDF
 //! namespace, `dm:` and `rpid:` prefixes declared once on the root, typed children first in

@@ -1,5 +1,7 @@
 //! Stanzas ⇄ broker events: the pure half of the XMPP adapter.
 //!
+//! Size: both directions of one mapping; they share the element vocabulary and errors.
+//!
 //! No I/O, no runtime, no clock: [`inbound`] turns one received stanza into broker
 //! submissions ([`Inbound`]), [`outbound`] turns an [`Envelope`] into the stanzas to write,
 //! [`error_reply`] builds the stanza error answering a stanza the gateway refuses, and
