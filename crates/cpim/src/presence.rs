@@ -377,7 +377,42 @@ pub enum UserInputState {
     Idle,
 }
 
+impl Tuple {
+    /// A tuple with only a status (`<basic>`, and the XMPP `<show/>`): what most networks
+    /// publish; the other fields are filled in with struct update syntax.
+    pub fn new(id: impl Into<String>, basic: Basic, show: Option<Show>) -> Tuple {
+        Tuple {
+            id: id.into(),
+            status: Status {
+                basic: Some(basic),
+                show,
+                extensions: Vec::new(),
+            },
+            device_ids: Vec::new(),
+            user_input: None,
+            contact: None,
+            notes: Vec::new(),
+            timestamp: None,
+            extensions: Vec::new(),
+        }
+    }
+}
+
 impl Presence {
+    /// The document of `entity` with this one tuple and nothing else: the one
+    /// constructor of one-tuple presence (the webhook's publications, an XMPP resource's
+    /// presence, a SIP user who went away).
+    pub fn one_tuple(entity: impl Into<String>, tuple: Tuple) -> Presence {
+        Presence {
+            entity: entity.into(),
+            tuples: vec![tuple],
+            notes: Vec::new(),
+            persons: Vec::new(),
+            devices: Vec::new(),
+            extensions: Vec::new(),
+        }
+    }
+
     /// Parses a PIDF document. A preserved extension containing an unknown element marked
     /// `mustUnderstand` is an error ([`PresenceError::MustUnderstand`]), so the caller can
     /// refuse the document.
@@ -1064,6 +1099,34 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn one_tuple_presence_has_that_tuple_only_and_round_trips() {
+        let p = Presence::one_tuple(
+            "sip:alice@sip.test",
+            Tuple {
+                notes: vec![Note {
+                    lang: None,
+                    text: "out".into(),
+                }],
+                ..Tuple::new("gw", Basic::Closed, Some(Show::Xa))
+            },
+        );
+        assert_eq!(p.entity, "sip:alice@sip.test");
+        assert_eq!(p.tuples.len(), 1);
+        let t = &p.tuples[0];
+        assert_eq!(
+            (t.id.as_str(), t.status.basic, t.status.show),
+            ("gw", Some(Basic::Closed), Some(Show::Xa))
+        );
+        assert!(p.notes.is_empty() && p.persons.is_empty() && p.devices.is_empty());
+        let xml = p.to_xml();
+        assert!(
+            xml.contains("<tuple id=\"gw\"><status><basic>closed</basic>"),
+            "{xml}"
+        );
+        assert_eq!(Presence::parse(xml.as_bytes()).unwrap(), p);
+    }
 
     fn parse(s: &str) -> Result<Presence, PresenceError> {
         Presence::parse(s.as_bytes())

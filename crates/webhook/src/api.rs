@@ -325,34 +325,21 @@ fn pidf(from: &Address, p: &PublishPresence) -> Presence {
         Address::Im(u) => u.with_scheme(cpim::ImScheme::Pres).to_string(),
         other => other.to_string(),
     };
-    Presence {
+    let notes = p
+        .note
+        .iter()
+        .map(|text| Note {
+            lang: p.lang.clone(),
+            text: text.clone(),
+        })
+        .collect();
+    Presence::one_tuple(
         entity,
-        tuples: vec![Tuple {
-            id: "webhook".to_owned(),
-            status: Status {
-                basic: Some(basic),
-                show,
-                extensions: Vec::new(),
-            },
-            device_ids: Vec::new(),
-            user_input: None,
-            contact: None,
-            notes: p
-                .note
-                .iter()
-                .map(|text| Note {
-                    lang: p.lang.clone(),
-                    text: text.clone(),
-                })
-                .collect(),
-            timestamp: None,
-            extensions: Vec::new(),
-        }],
-        notes: Vec::new(),
-        persons: Vec::new(),
-        devices: Vec::new(),
-        extensions: Vec::new(),
-    }
+        Tuple {
+            notes,
+            ..Tuple::new("webhook", basic, show)
+        },
+    )
 }
 
 /// An RFC 9457 problem response (`application/problem+json`).

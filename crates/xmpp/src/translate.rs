@@ -130,7 +130,7 @@ use cpim::event::{
 };
 use cpim::iscomposing::ComposingState;
 use cpim::message::MediaType;
-use cpim::presence::{Basic, Contact, Note, Presence, Priority, Show, Status, Tuple};
+use cpim::presence::{Basic, Contact, Note, Presence, Priority, Show, Tuple};
 use cpim::{Address, Condition, CpimMessage, ErrorType, ImScheme, Jid};
 use cpim_broker::envelope::ProtocolId;
 use cpim_broker::{Envelope, Inbound, MessageId};
@@ -739,30 +739,17 @@ fn pidf(from: &Jid, basic: Basic, stanza: &Element, presence: &XmppPresence) -> 
             text: text.clone(),
         })
         .collect();
-    Presence {
+    Presence::one_tuple(
         entity,
-        tuples: vec![Tuple {
-            id: tuple_id(from.resource()),
-            status: Status {
-                basic: Some(basic),
-                show,
-                extensions: Vec::new(),
-            },
-            device_ids: Vec::new(),
-            user_input: None,
+        Tuple {
             contact: Some(Contact {
                 uri: xmpp_uri(from),
                 priority,
             }),
             notes,
-            timestamp: None,
-            extensions: Vec::new(),
-        }],
-        notes: Vec::new(),
-        persons: Vec::new(),
-        devices: Vec::new(),
-        extensions: Vec::new(),
-    }
+            ..Tuple::new(tuple_id(from.resource()), basic, show)
+        },
+    )
 }
 
 /// XMPP priority → PIDF priority (RFC 7248 §5.2 note 6): negatives are not mapped,

@@ -606,13 +606,6 @@ fn failed(condition: Condition, text: String) -> DeliveryOutcome {
     }
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn contact_of(host: &str, transport: Transport) -> String {
     match transport {
         Transport::Udp => format!("<sip:gw@{host}>"),

@@ -57,14 +57,12 @@ impl Core {
     /// The presentity withdrew its published state: its watchers see it offline.
     pub(super) async fn submit_closed(&self, aor: &str) {
         lock(&self.published).remove(aor);
-        let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{}\"><tuple id=\"gw\"><status><basic>closed</basic></status></tuple></presence>",
-            xml_escape(aor)
+        let presence = Presence::one_tuple(
+            aor,
+            cpim::presence::Tuple::new("gw", cpim::presence::Basic::Closed, None),
         );
-        if let Ok(p) = Presence::parse(xml.as_bytes()) {
-            self.submit_from(aor, aor, Event::Presence(PresenceUpdate { presence: p }))
-                .await;
-        }
+        self.submit_from(aor, aor, Event::Presence(PresenceUpdate { presence }))
+            .await;
     }
 
     pub(super) async fn on_register(&self, m: &RawMessage, view: &RequestView, peer: Peer) {
