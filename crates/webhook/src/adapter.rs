@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use cpim::Condition;
 use cpim_broker::{Adapter, AdapterContext, AddressStyle, DeliveryOutcome, Envelope};
 
-use crate::api::event_json;
 pub use crate::client::OutboundSink;
 pub use crate::config::{default_http_limits, AppConfig, WebhookConfig, SSE_MAX_AGE};
 use crate::server::{self, App, Shared};
+use crate::translate::event_json;
 
 /// The running webhook adapter.
 pub struct WebhookAdapter {

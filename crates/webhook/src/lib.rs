@@ -2,7 +2,8 @@
 //! JSON-over-HTTP protocol (inbound API with axum, outbound signed transactions with
 //! reqwest, rustls only).
 //!
-//! - [`api`]: the request and event JSON types, problem responses (pure).
+//! - [`api`]: the request JSON types, problem responses (pure).
+//! - [`translate`]: requests → broker submissions, envelopes → event JSON (pure).
 //! - [`server`]: the HTTP API under `/v1` (bearer tokens, rate limits, body limits,
 //!   idempotency keys, Server-Sent Events, the OpenAPI document).
 //! - [`client`]: outbound delivery to an application's URL: signed idempotent
@@ -23,5 +24,6 @@ pub mod config;
 pub mod events;
 pub mod listener;
 pub mod server;
+pub mod translate;
 
 pub use adapter::{AppConfig, OutboundSink, WebhookAdapter, WebhookConfig};
