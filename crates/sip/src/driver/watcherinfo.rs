@@ -21,7 +21,7 @@ use crate::transport::Peer;
 use crate::winfo::{self, WATCHERINFO};
 use crate::wire::{Fault, RawMessage, RequestView};
 
-use super::{contact_of, lock, Core};
+use super::{lock, Core};
 
 impl Core {
     /// Handles a SUBSCRIBE to `presence.winfo`.
@@ -94,17 +94,7 @@ impl Core {
             SubscribeOutcome::Ended(d) => ((d.call_id.clone(), d.local_tag.clone()), 0),
         };
         lock(&self.winfo_peers).insert(key.clone(), peer);
-        let mut ok = Fault::new(200, "OK")
-            .with_header("Expires", expires.to_string())
-            .with_header(
-                "Contact",
-                contact_of(&self.sent_by(peer.transport), peer.transport),
-            );
-        for (name, value) in &view.headers {
-            if name.eq_ignore_ascii_case("Record-Route") {
-                ok = ok.with_header("Record-Route", value.clone());
-            }
-        }
+        let ok = self.subscribe_ok(view, peer, expires);
         self.reply(m, peer, &ok, Some(&key.1)).await;
         match outcome {
             SubscribeOutcome::Ended(dialog) => {

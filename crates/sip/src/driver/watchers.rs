@@ -4,6 +4,24 @@
 use super::*;
 
 impl Core {
+    /// The 200 to a SUBSCRIBE: `Expires`, the gateway's `Contact`, and (RFC 3261
+    /// §12.1.1: a dialog-creating 2xx copies them) the `Record-Route` values, so the
+    /// subscriber's in-dialog requests keep going through its proxies.
+    pub(super) fn subscribe_ok(&self, view: &RequestView, peer: Peer, expires: u32) -> Fault {
+        let mut ok = Fault::new(200, "OK")
+            .with_header("Expires", expires.to_string())
+            .with_header(
+                "Contact",
+                contact_of(&self.sent_by(peer.transport), peer.transport),
+            );
+        for (name, value) in &view.headers {
+            if name.eq_ignore_ascii_case("Record-Route") {
+                ok = ok.with_header("Record-Route", value.clone());
+            }
+        }
+        ok
+    }
+
     pub(super) async fn on_subscribe(
         self: Arc<Self>,
         m: RawMessage,
@@ -148,19 +166,7 @@ impl Core {
             }
             return Err(translate::fault_for(&rejected));
         }
-        let mut ok = Fault::new(200, "OK")
-            .with_header("Expires", expires.to_string())
-            .with_header(
-                "Contact",
-                contact_of(&self.sent_by(peer.transport), peer.transport),
-            );
-        // RFC 3261 §12.1.1: a dialog-creating 2xx copies the Record-Route values, so the
-        // watcher's in-dialog requests keep going through its proxies.
-        for (name, value) in &view.headers {
-            if name.eq_ignore_ascii_case("Record-Route") {
-                ok = ok.with_header("Record-Route", value.clone());
-            }
-        }
+        let ok = self.subscribe_ok(view, peer, expires);
         self.reply(m, peer, &ok, Some(&key.1)).await;
         match outcome {
             SubscribeOutcome::Ended(dialog) => {

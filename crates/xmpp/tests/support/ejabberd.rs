@@ -102,23 +102,7 @@ impl Ejabberd {
 
     /// SIGTERM, wait up to 5 s, then SIGKILL. Idempotent.
     pub(crate) async fn stop(&mut self) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                self.child = None;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.kill();
+        super::terminate(&mut self.child).await;
     }
 
     /// Stops and starts again on the same ports, config and spool.

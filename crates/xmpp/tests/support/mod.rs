@@ -224,23 +224,7 @@ impl Prosody {
 
     /// SIGTERM, wait up to 5 s, then SIGKILL. Idempotent.
     pub(crate) async fn stop(&mut self) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                self.child = None;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.kill();
+        terminate(&mut self.child).await;
     }
 
     /// Stops (if running) and starts again on the same ports with the same config and
@@ -968,6 +952,30 @@ pub(crate) fn handshake_digest(stream_id: &str, secret: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------
+
+/// SIGTERM to `child`, up to 5 s for it to exit, then SIGKILL; `None` after. Idempotent.
+async fn terminate(child: &mut Option<Child>) {
+    let Some(running) = child.as_mut() else {
+        return;
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &running.id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = running.try_wait() {
+            *child = None;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(mut running) = child.take() {
+        let _ = running.kill();
+        let _ = running.wait();
+    }
+}
 
 /// A port free on 127.0.0.1 right now.
 pub(crate) fn free_port() -> u16 {
