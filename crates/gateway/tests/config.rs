@@ -34,7 +34,7 @@ listen = "127.0.0.1:8080"
 [[adapters.webhook.apps]]
 name = "demo"
 domains = ["app.localhost"]
-token = "${TOKEN:-app-token}"
+token = "${TOKEN:-app-token-0123456789}"
 "#;
 
 fn no_env(_: &str) -> Option<String> {
@@ -406,7 +406,7 @@ fn env_default_is_used_when_unset() {
     let Some(AdapterConfig::Webhook(webhook)) = config.adapters.get("webhook") else {
         panic!("webhook adapter");
     };
-    assert_eq!(webhook.apps[0].token.expose(), "app-token");
+    assert_eq!(webhook.apps[0].token.expose(), "app-token-0123456789");
 }
 
 #[test]
@@ -424,17 +424,23 @@ fn env_unset_variable_is_an_error_at_its_position() {
 
 #[test]
 fn env_double_dollar_is_a_literal_dollar() {
-    let text = base_with("${TOKEN:-app-token}", "pa$$word-$${TOKEN}");
+    let text = base_with(
+        "${TOKEN:-app-token-0123456789}",
+        "pa$$word-0123456789-$${TOKEN}",
+    );
     let config = parse_with(&text, &[("TOKEN", "unused")]).expect("valid");
     let Some(AdapterConfig::Webhook(webhook)) = config.adapters.get("webhook") else {
         panic!("webhook adapter");
     };
-    assert_eq!(webhook.apps[0].token.expose(), "pa$word-${TOKEN}");
+    assert_eq!(
+        webhook.apps[0].token.expose(),
+        "pa$word-0123456789-${TOKEN}"
+    );
 }
 
 #[test]
 fn env_lone_dollar_is_an_error() {
-    let text = base_with("${TOKEN:-app-token}", "pa$word");
+    let text = base_with("${TOKEN:-app-token-0123456789}", "pa$word");
     assert_contains(
         &error(&text),
         &["apps[0].token: a lone `$` must be written `$$`"],
@@ -452,15 +458,18 @@ fn env_applies_to_plain_strings_too() {
 fn secrets_never_appear_in_debug_output() {
     let config = parse_with(
         BASE,
-        &[("SECRET", "xyzzy-secret"), ("TOKEN", "plugh-token")],
+        &[
+            ("SECRET", "xyzzy-secret"),
+            ("TOKEN", "plugh-token-0123456789"),
+        ],
     )
     .expect("valid");
     let debug = format!("{config:?}");
     assert!(!debug.contains("xyzzy-secret"), "{debug}");
-    assert!(!debug.contains("plugh-token"), "{debug}");
+    assert!(!debug.contains("plugh-token-0123456789"), "{debug}");
     assert!(debug.contains("***"));
     let summary = cpim_gateway::commands::summary(&config);
-    assert!(!summary.contains("xyzzy-secret") && !summary.contains("plugh-token"));
+    assert!(!summary.contains("xyzzy-secret") && !summary.contains("plugh-token-0123456789"));
 }
 
 #[test]
@@ -565,7 +574,7 @@ fn rule_required_lists_must_not_be_empty() {
         ("listen = [\n  { transport = \"udp\", address = \"127.0.0.1:5060\" },\n  { transport = \"tcp\", address = \"127.0.0.1:5060\" },\n]", "listen = []", "adapters.sip.listen: `listen` of sip adapter `sip` must list at least one entry"),
         ("user_domains = [\"xmpp.localhost\"]", "user_domains = []", "adapters.xmpp.user_domains: `user_domains` of xmpp adapter `xmpp`"),
         ("[[adapters.xmpp.components]]\ndomain = \"gw.xmpp.localhost\"\nsecret = \"${SECRET:-component-secret}\"\n", "", "adapters.xmpp.components: `components` of xmpp adapter `xmpp` must list at least one entry"),
-        ("[[adapters.webhook.apps]]\nname = \"demo\"\ndomains = [\"app.localhost\"]\ntoken = \"${TOKEN:-app-token}\"\n", "", "adapters.webhook.apps: `apps` of webhook adapter `webhook` must list at least one entry"),
+        ("[[adapters.webhook.apps]]\nname = \"demo\"\ndomains = [\"app.localhost\"]\ntoken = \"${TOKEN:-app-token-0123456789}\"\n", "", "adapters.webhook.apps: `apps` of webhook adapter `webhook` must list at least one entry"),
         ("domains = [\"app.localhost\"]", "domains = []", "adapters.webhook.apps[0].domains: `domains` of webhook app `demo`"),
     ];
     for (from, to, expected) in cases {
@@ -656,7 +665,7 @@ fn rule_secrets_must_not_be_empty() {
         &error(&text),
         &["components[0].secret: component `gw.xmpp.localhost` has an empty secret"],
     );
-    let text = base_with("${TOKEN:-app-token}", "");
+    let text = base_with("${TOKEN:-app-token-0123456789}", "");
     assert_contains(
         &error(&text),
         &["apps[0].token: webhook app `demo` has an empty token"],
@@ -666,7 +675,7 @@ fn rule_secrets_must_not_be_empty() {
 #[test]
 fn rule_webhook_url_must_be_http() {
     let text = base_with(
-        "token = \"${TOKEN:-app-token}\"",
+        "token = \"${TOKEN:-app-token-0123456789}\"",
         "token = \"t\"\nurl = \"ftp://x\"",
     );
     assert_contains(
@@ -1119,4 +1128,22 @@ fn sip_presence_authorization_and_allow_list() {
         ));
         assert_contains(&err, &["presence_allow"]);
     }
+}
+
+/// Issue 14: `check` refuses what `run` refuses: a webhook token shorter than 16
+/// characters, and two apps with one token (the token says which app is calling).
+#[test]
+fn rule_webhook_tokens_are_long_and_distinct() {
+    let text = base_with("${TOKEN:-app-token-0123456789}", "short-token");
+    assert_contains(
+        &error(&text),
+        &["apps[0].token: the token of webhook app `demo` has 11 characters; at least 16 are needed"],
+    );
+    let second = "\n[[adapters.webhook.apps]]\nname = \"other\"\ndomains = [\"other.localhost\"]\n\
+                  token = \"app-token-0123456789\"\n";
+    let text = format!("{BASE}{second}");
+    assert_contains(
+        &error(&text),
+        &["apps[1].token: webhook app `other` has the same token as apps[0]"],
+    );
 }

@@ -12,7 +12,9 @@ use cpim::Condition;
 use cpim_broker::{Adapter, AdapterContext, AddressStyle, DeliveryOutcome, Envelope};
 
 pub use crate::client::OutboundSink;
-pub use crate::config::{default_http_limits, AppConfig, WebhookConfig, SSE_MAX_AGE};
+pub use crate::config::{
+    default_http_limits, AppConfig, WebhookConfig, MIN_TOKEN_LEN, SSE_MAX_AGE,
+};
 use crate::server::{self, App, Shared};
 use crate::translate::event_json;
 
@@ -50,9 +52,9 @@ impl WebhookAdapter {
             if !names.insert(app.name.as_str()) {
                 return Err(invalid(format!("application `{}` appears twice", app.name)));
             }
-            if app.token.len() < 16 || !tokens.insert(app.token.as_str()) {
+            if app.token.len() < MIN_TOKEN_LEN || !tokens.insert(app.token.as_str()) {
                 return Err(invalid(format!(
-                    "application `{}` needs its own token of at least 16 characters",
+                    "application `{}` needs its own token of at least {MIN_TOKEN_LEN} characters",
                     app.name
                 )));
             }

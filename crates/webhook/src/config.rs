@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The shortest bearer token an application may have (bytes); `cpim-gateway check` and
+/// the adapter's start refuse shorter ones alike.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// One application allowed to use the API.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]

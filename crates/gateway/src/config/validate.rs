@@ -326,6 +326,7 @@ impl Checker {
             "add a `[[adapters.<name>.apps]]` table with `name`, `domains` and `token`",
         );
         let mut app_names: HashMap<&str, usize> = HashMap::new();
+        let mut app_tokens: HashMap<&str, usize> = HashMap::new();
         for (index, app) in webhook.apps.iter().enumerate() {
             let app_path = path.key("apps").index(index);
             if !is_valid_name(&app.name) {
@@ -355,11 +356,31 @@ impl Checker {
             for (domain_index, domain) in app.domains.iter().enumerate() {
                 self.own(name, app_path.key("domains").index(domain_index), domain);
             }
+            let min = cpim_webhook::config::MIN_TOKEN_LEN;
             if app.token.is_empty() {
                 self.fail(
                     app_path.key("token"),
                     format!("webhook app `{}` has an empty token", app.name),
                     "set a long random bearer token, e.g. `token = \"${CPIM_WEBHOOK_TOKEN}\"`",
+                );
+            } else if app.token.expose().len() < min {
+                self.fail(
+                    app_path.key("token"),
+                    format!(
+                        "the token of webhook app `{}` has {} characters; at least {min} are needed",
+                        app.name,
+                        app.token.expose().len()
+                    ),
+                    "set a long random bearer token, e.g. `openssl rand -hex 24`",
+                );
+            } else if let Some(first) = app_tokens.insert(app.token.expose(), index) {
+                self.fail(
+                    app_path.key("token"),
+                    format!(
+                        "webhook app `{}` has the same token as apps[{first}]",
+                        app.name
+                    ),
+                    "give every app its own token: the token says which app is calling",
                 );
             }
             if let Some(url) = &app.url {
