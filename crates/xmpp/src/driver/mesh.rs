@@ -22,7 +22,7 @@ use minidom::Element;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Connection, Link, Outgoing};
-use crate::confirm::{own_id, parse_own_id, IdKind};
+use crate::confirm::{own_id, parse_own_id, IdKind, Unconfirmed};
 
 /// Route probes in flight on link 0: id, the link asked about, who waits, when sent.
 pub(super) type Probes = Vec<(
@@ -71,7 +71,7 @@ pub(super) enum Control {
 
 /// How long a link waits for link 0's answer to a route probe before it connects on its
 /// own (the first time, link 0 may still be connecting).
-pub(super) const PROBE_WAIT_FIRST: Duration = Duration::from_secs(3);
+pub(super) const PROBE_WAIT_FIRST: Duration = Duration::from_secs(5);
 pub(super) const PROBE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long a stream that is given up for link 0's is still read.
@@ -236,9 +236,51 @@ impl Link {
         self.send_iq_ping(component, &id, &to).await.then_some(id)
     }
 
-    /// Ends the stream before riding on link 0's: what the server still sends on it is
-    /// handled (it was routed here before the stream closed), for at most a moment.
-    pub(super) async fn drain_before_riding(&self, component: &mut Connection) {
+    /// Ends the stream before riding on link 0's. First, what this stream wrote is
+    /// confirmed (a barrier, answered on either stream), so that nothing handed to link 0
+    /// afterwards can overtake it at the server; what stays unconfirmed is handed on
+    /// first. Then what the server still sends on the stream is handled (it was routed
+    /// here before the stream closed). Each step for at most a moment.
+    pub(super) async fn drain_before_riding(
+        &mut self,
+        component: &mut Connection,
+        unconfirmed: &mut Unconfirmed<Vec<Element>>,
+    ) {
+        let deadline = tokio::time::Instant::now() + DRAIN_BEFORE_RIDING;
+        if !unconfirmed.is_empty() {
+            let id = own_id(IdKind::Ack, self.index, self.next_id());
+            let to = self.server_domain.clone();
+            if self.send_iq_ping(component, &id, &to).await {
+                unconfirmed.barrier_sent(id, tokio::time::Instant::now().into_std());
+            }
+        }
+        while !unconfirmed.is_empty() {
+            tokio::select! {
+                incoming = tokio::time::timeout_at(deadline, component.next()) => {
+                    let Ok(Some(stanza)) = incoming else { break };
+                    let element = Element::from(stanza);
+                    match own_iq(&element) {
+                        Some(OwnIq::Answer { id, owner }) if owner == self.index => {
+                            unconfirmed.answered(&id);
+                        }
+                        Some(OwnIq::Answer { id, owner }) => self.route_to(owner, Routed::Answer(id)),
+                        Some(OwnIq::Probe { .. }) => {}
+                        None => {
+                            for reply in self.handle(&element).await {
+                                if component.send(reply).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(routed) = self.routed.recv() => {
+                    if let Routed::Answer(id) = routed {
+                        unconfirmed.answered(&id);
+                    }
+                }
+            }
+        }
         let _ = component.send_end().await;
         let deadline = tokio::time::Instant::now() + DRAIN_BEFORE_RIDING;
         while let Ok(Some(stanza)) = tokio::time::timeout_at(deadline, component.next()).await {

@@ -592,7 +592,7 @@ impl Link {
                     }
                     Some(command) = self.control.recv() => match command {
                         Control::Ride if self.index > 0 => {
-                            self.drain_before_riding(&mut component).await;
+                            self.drain_before_riding(&mut component, &mut unconfirmed).await;
                             break ServeEnd::Ride;
                         }
                         Control::Ride | Control::Alone => {}

@@ -95,6 +95,22 @@ impl Ejabberd {
             .unwrap_or_else(|| panic!("{domain} is not configured"))
     }
 
+    /// How many TCP connections to the component listener are established now (from
+    /// `/proc/net/tcp`, so it does not wait for ejabberd's buffered log).
+    pub(crate) fn component_connections(&self) -> usize {
+        let table = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let port = format!("{:04X}", self.component_port);
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // local_address rem_address st: "0100007F:PORT", state 01 = ESTABLISHED.
+                fields.len() > 3 && fields[2].ends_with(&format!(":{port}")) && fields[3] == "01"
+            })
+            .count()
+    }
+
     /// The whole log (all runs).
     pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
