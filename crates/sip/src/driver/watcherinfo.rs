@@ -13,14 +13,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dialog;
-use crate::headers::{self, EventHeader, SubState};
-use crate::subscription::{DialogKey, SubscribeOutcome, SubscribeRequest, WatcherDialog};
-use crate::translate::{self, aor_key};
+use crate::headers::SubState;
+use crate::subscription::{DialogKey, SubscribeOutcome, WatcherDialog};
+use crate::translate::aor_key;
 use crate::transport::Peer;
 use crate::winfo::{self, WATCHERINFO};
 use crate::wire::{Fault, RawMessage, RequestView};
 
+use super::watchers::{subscribe_parties, subscribe_request};
 use super::{lock, Core};
 
 impl Core {
@@ -37,17 +37,7 @@ impl Core {
         if !winfo::accepts(view.header("Accept")) {
             return Err(Fault::new(406, "Not Acceptable").with_header("Accept", WATCHERINFO));
         }
-        let from_tag = view
-            .from
-            .tag()
-            .ok_or_else(|| Fault::new(400, "Bad Request (From without a tag)"))?
-            .to_owned();
-        let subscriber = translate::address_of(&view.from.uri, "From")?;
-        let resource = if view.to.tag().is_some() {
-            translate::address_of(&view.to.uri, "To")?
-        } else {
-            translate::recipient(view)?
-        };
+        let (from_tag, subscriber, resource) = subscribe_parties(view)?;
         let (subscriber_key, resource_key) = (aor_key(&subscriber), aor_key(&resource));
         if !subscriber_key.eq_ignore_ascii_case(&resource_key) {
             return Err(Fault::new(
@@ -66,27 +56,7 @@ impl Core {
                 "Not Found (not a user of this gateway's SIP domains)",
             ));
         }
-        let expires = view
-            .header("Expires")
-            .map(|e| headers::parse_delta_seconds("Expires", e))
-            .transpose()?;
-        let request = SubscribeRequest {
-            call_id: view.call_id.clone(),
-            from_tag,
-            to_tag: view.to.tag().map(str::to_owned),
-            expires,
-            contact: dialog::contact_uri(view.header("Contact")).unwrap_or_default(),
-            route_set: if view.to.tag().is_none() {
-                dialog::record_route(&view.headers)
-            } else {
-                Vec::new()
-            },
-            watcher: subscriber_key,
-            presentity: resource_key,
-            event_id: EventHeader::parse(view.header("Event").unwrap_or_default())
-                .ok()
-                .and_then(|e| e.id().map(str::to_owned)),
-        };
+        let request = subscribe_request(view, from_tag, &subscriber_key, &resource_key)?;
         let outcome = lock(&self.winfo).on_subscribe(self.now(), request, || self.unique())?;
         let (key, expires) = match &outcome {
             SubscribeOutcome::Created { key, expires }

@@ -3,6 +3,54 @@
 
 use super::*;
 
+/// The parties of a SUBSCRIBE: its From tag, the subscriber (From) and the resource.
+/// Inside the dialog the Request-URI is the gateway's Contact, so To names the resource.
+pub(super) fn subscribe_parties(view: &RequestView) -> Result<(String, Address, Address), Fault> {
+    let from_tag = view
+        .from
+        .tag()
+        .ok_or_else(|| Fault::new(400, "Bad Request (From without a tag)"))?
+        .to_owned();
+    let subscriber = translate::address_of(&view.from.uri, "From")?;
+    let resource = if view.to.tag().is_some() {
+        translate::address_of(&view.to.uri, "To")?
+    } else {
+        translate::recipient(view)?
+    };
+    Ok((from_tag, subscriber, resource))
+}
+
+/// A SUBSCRIBE as the dialog state machine ([`Notifier`]) takes it, from `subscriber` to
+/// `resource` (their AOR keys).
+pub(super) fn subscribe_request(
+    view: &RequestView,
+    from_tag: String,
+    subscriber: &str,
+    resource: &str,
+) -> Result<SubscribeRequest, Fault> {
+    let expires = view
+        .header("Expires")
+        .map(|e| headers::parse_delta_seconds("Expires", e))
+        .transpose()?;
+    Ok(SubscribeRequest {
+        call_id: view.call_id.clone(),
+        from_tag,
+        to_tag: view.to.tag().map(str::to_owned),
+        expires,
+        contact: dialog::contact_uri(view.header("Contact")).unwrap_or_default(),
+        route_set: if view.to.tag().is_none() {
+            dialog::record_route(&view.headers)
+        } else {
+            Vec::new()
+        },
+        watcher: subscriber.to_owned(),
+        presentity: resource.to_owned(),
+        event_id: EventHeader::parse(view.header("Event").unwrap_or_default())
+            .ok()
+            .and_then(|e| e.id().map(str::to_owned)),
+    })
+}
+
 impl Core {
     /// The 200 to a SUBSCRIBE: `Expires`, the gateway's `Contact`, and (RFC 3261
     /// §12.1.1: a dialog-creating 2xx copies them) the `Record-Route` values, so the
@@ -47,43 +95,9 @@ impl Core {
         if view.max_forwards == Some(0) {
             return Err(Fault::new(483, "Too Many Hops"));
         }
-        let from_tag = view
-            .from
-            .tag()
-            .ok_or_else(|| Fault::new(400, "Bad Request (From without a tag)"))?
-            .to_owned();
-        let watcher = translate::address_of(&view.from.uri, "From")?;
-        // Inside the dialog the Request-URI is the gateway's Contact: To names the
-        // presentity.
-        let presentity = if view.to.tag().is_some() {
-            translate::address_of(&view.to.uri, "To")?
-        } else {
-            translate::recipient(view)?
-        };
-        let expires = view
-            .header("Expires")
-            .map(|e| headers::parse_delta_seconds("Expires", e))
-            .transpose()?;
-        let contact = dialog::contact_uri(view.header("Contact")).unwrap_or_default();
-        let event_id = EventHeader::parse(view.header("Event").unwrap_or_default())
-            .ok()
-            .and_then(|e| e.id().map(str::to_owned));
+        let (from_tag, watcher, presentity) = subscribe_parties(view)?;
         let (watcher_key, presentity_key) = (aor_key(&watcher), aor_key(&presentity));
-        let request = SubscribeRequest {
-            call_id: view.call_id.clone(),
-            from_tag,
-            to_tag: view.to.tag().map(str::to_owned),
-            expires,
-            contact,
-            route_set: if view.to.tag().is_none() {
-                dialog::record_route(&view.headers)
-            } else {
-                Vec::new()
-            },
-            watcher: watcher_key.clone(),
-            presentity: presentity_key.clone(),
-            event_id,
-        };
+        let request = subscribe_request(view, from_tag, &watcher_key, &presentity_key)?;
         let outcome = lock(&self.notifier).on_subscribe(self.now(), request, || self.unique())?;
         let (key, expires, op) = match &outcome {
             SubscribeOutcome::Created { key, expires }

@@ -132,21 +132,11 @@ impl Ejabberd {
 
     /// SIGKILL.
     pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        super::kill_child(&mut self.child);
     }
 
     async fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let console = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.console)
-            .map_err(|e| format!("console log: {e}"))?;
-        let console2 = console
-            .try_clone()
-            .map_err(|e| format!("console log: {e}"))?;
+        let (console, console2) = super::console_files(&self.console)?;
         let spool = format!("\"{}\"", self.dir.join("spool").display());
         let child = Command::new(ERL)
             .args([

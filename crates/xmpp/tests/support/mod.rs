@@ -257,21 +257,11 @@ impl Prosody {
 
     /// SIGKILL, no goodbye to anyone (an abrupt server death); `restart` brings it back.
     pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill_child(&mut self.child);
     }
 
     async fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let console = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.console)
-            .map_err(|e| format!("console log: {e}"))?;
-        let console2 = console
-            .try_clone()
-            .map_err(|e| format!("console log: {e}"))?;
+        let (console, console2) = console_files(&self.console)?;
         let child = Command::new(PROSODY)
             .arg("-F")
             .arg("--config")
@@ -953,6 +943,19 @@ pub(crate) fn handshake_digest(stream_id: &str, secret: &str) -> String {
 // helpers
 // ---------------------------------------------------------------------------------------
 
+/// A server's console log opened for appending, twice (its stdout and its stderr).
+fn console_files(path: &Path) -> Result<(fs::File, fs::File), String> {
+    let console = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("console log: {e}"))?;
+    let again = console
+        .try_clone()
+        .map_err(|e| format!("console log: {e}"))?;
+    Ok((console, again))
+}
+
 /// SIGTERM to `child`, up to 5 s for it to exit, then SIGKILL; `None` after. Idempotent.
 async fn terminate(child: &mut Option<Child>) {
     let Some(running) = child.as_mut() else {
@@ -971,6 +974,11 @@ async fn terminate(child: &mut Option<Child>) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    kill_child(child);
+}
+
+/// SIGKILL to `child` and reap it; `None` after. Idempotent.
+fn kill_child(child: &mut Option<Child>) {
     if let Some(mut running) = child.take() {
         let _ = running.kill();
         let _ = running.wait();
