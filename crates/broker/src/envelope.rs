@@ -135,6 +135,15 @@ pub enum DeliveryOutcome {
     Delivered,
     /// Handed on without end-to-end confirmation (SIP 202, written to an XMPP stream).
     Accepted,
+    /// Delivered (`confirmed`, as [`DeliveryOutcome::Delivered`]) or handed on (as
+    /// [`DeliveryOutcome::Accepted`]) in a form that cannot ask for a display
+    /// notification: a text-only phone got the text as it is. A sender that asked for
+    /// one is told none will come ([`cpim::event::NotificationStatus::DisplayUnknown`]),
+    /// after the delivery receipt.
+    WithoutDisplay {
+        /// Whether the recipient's side confirmed delivery.
+        confirmed: bool,
+    },
     /// Failed for good.
     Failed {
         /// Why.

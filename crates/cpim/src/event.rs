@@ -197,6 +197,10 @@ pub enum NotificationStatus {
     Displayed,
     /// Accepted by an intermediary for later delivery (RFC 5438 `stored`).
     Stored,
+    /// No display notification will come: the recipient's client cannot send one (a
+    /// text-only phone got the text without the request) or declines to (RFC 5438
+    /// display `error` / `forbidden`). The message itself was not failed.
+    DisplayUnknown,
     /// Delivery failed (RFC 5438 `failed`/`forbidden`/`error`, an XMPP error, a SIP
     /// final failure), with the condition.
     Failed {

@@ -357,6 +357,7 @@ pub fn xmpp_config(name: &str, x: &crate::config::XmppConfig) -> cpim_xmpp::Xmpp
                 XmppMessageType::Normal => OutboundMessageType::Normal,
                 XmppMessageType::Chat => OutboundMessageType::Chat,
             },
+            ..OutboundOptions::default()
         },
         ping_interval: std::time::Duration::from_secs(u64::from(x.ping_interval_secs)),
         min_backoff: std::time::Duration::from_millis(250),

@@ -1203,3 +1203,83 @@ async fn e2e_xmpp_receipts_and_bounces_reach_the_sip_sender_as_imdn() {
     bob.close().await;
     w.receiver.abort();
 }
+
+/// Issue 13: an XMPP client asks for a receipt and a displayed marker; the phone takes
+/// text only (the gateway sends it plain text, which cannot ask for a display
+/// notification). The client gets the receipt from the phone's 200, and the phone's
+/// JID from then on announces receipts but no chat markers — in disco#info and in the
+/// capabilities of its presence — so the client does not wait for a marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_an_xmpp_sender_learns_that_a_text_only_phone_sends_no_displayed_marker() {
+    let w = world().await;
+    let mut bob = XmppClient::connect(&w.prosody, "bob@xmpp.test", "bob-pass").await;
+    let disco = |id: &str| {
+        format!(
+            "<iq type='get' id='{id}' to='alice@sip.gw.xmpp.test'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
+        )
+    };
+    bob.send_raw(&disco("before")).await;
+    let before = bob
+        .expect(
+            |e| e.kind() == "iq" && e.get("id") == Some("before"),
+            TIMEOUT,
+        )
+        .await;
+    assert!(
+        before.xml().contains("urn:xmpp:chat-markers:0"),
+        "{}",
+        before.xml()
+    );
+    let extras = MessageExtras {
+        request_receipt: true,
+        markable: true,
+        kind: Some("chat".into()),
+        ..MessageExtras::default()
+    };
+    let id = bob
+        .send_message("alice@sip.gw.xmpp.test", "read me?", extras)
+        .await;
+    let m = w.phone.wait_message("read me?").await;
+    assert!(
+        header(&m, "Content-Type").is_some_and(|t| t.starts_with("text/plain")),
+        "{m}"
+    );
+    let receipt = bob
+        .expect(
+            |e| e.kind() == "message" && e.xml().contains("urn:xmpp:receipts"),
+            TIMEOUT,
+        )
+        .await;
+    assert!(receipt.xml().contains(&id), "{}", receipt.xml());
+    // The display answer follows the receipt; ask until the JID says so.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut n = 0;
+    let after = loop {
+        n += 1;
+        let id = format!("after-{n}");
+        bob.send_raw(&disco(&id)).await;
+        let info = bob
+            .expect(
+                |e| e.kind() == "iq" && e.get("id") == Some(id.as_str()),
+                TIMEOUT,
+            )
+            .await;
+        if !info.xml().contains("urn:xmpp:chat-markers:0") || Instant::now() > deadline {
+            break info;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        !after.xml().contains("urn:xmpp:chat-markers:0"),
+        "a text-only phone takes no markers: {}",
+        after.xml()
+    );
+    assert!(after.xml().contains("urn:xmpp:receipts"), "{}", after.xml());
+    bob.expect_none(
+        |e| e.xml().contains("<displayed"),
+        Duration::from_millis(200),
+    )
+    .await;
+    bob.close().await;
+    w.receiver.abort();
+}

@@ -192,13 +192,16 @@ fn notification_of(body: &[u8]) -> Result<Notification, Fault> {
         N::Display(DisplayStatus::Displayed) => NotificationStatus::Displayed,
         N::Processing(cpim::imdn::ProcessingStatus::Stored) => NotificationStatus::Stored,
         N::Processing(_) => NotificationStatus::Stored,
-        N::Delivery(DeliveryStatus::Forbidden) | N::Display(DisplayStatus::Forbidden) => {
-            NotificationStatus::Failed {
-                condition: Condition::Forbidden,
-                text: None,
-            }
+        // A display notification's `forbidden`/`error` says only that no display
+        // notification will come: the message was delivered (RFC 5438 §5.3).
+        N::Display(DisplayStatus::Forbidden | DisplayStatus::Error) => {
+            NotificationStatus::DisplayUnknown
         }
-        N::Delivery(_) | N::Display(_) => NotificationStatus::Failed {
+        N::Delivery(DeliveryStatus::Forbidden) => NotificationStatus::Failed {
+            condition: Condition::Forbidden,
+            text: None,
+        },
+        N::Delivery(_) => NotificationStatus::Failed {
             condition: Condition::RecipientUnavailable,
             text: None,
         },
@@ -473,6 +476,10 @@ pub fn message_out(
                     N::Processing(cpim::imdn::ProcessingStatus::Stored),
                     DispositionKind::Processing,
                 ),
+                // RFC 5438 §5.3: `error`, the fate of the display cannot be known.
+                NotificationStatus::DisplayUnknown => {
+                    (N::Display(DisplayStatus::Error), DispositionKind::Display)
+                }
                 NotificationStatus::Failed { .. } => (
                     N::Delivery(DeliveryStatus::Failed),
                     DispositionKind::NegativeDelivery,
@@ -946,6 +953,51 @@ mod tests {
         assert!(
             text.contains("imdn.Disposition-Notification: positive-delivery"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn rfc5438_5_3_a_display_error_is_no_failure_of_the_message() {
+        // In: display `error`/`forbidden` say no display notification will come; the
+        // message was delivered (before, it reached the sender as a failure).
+        for status in ["error", "forbidden"] {
+            let imdn = format!(
+                "<?xml version=\"1.0\"?><imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>gw-1</message-id><datetime>2026-11-25T10:00:00Z</datetime><display-notification><status><{status}/></status></display-notification></imdn>"
+            );
+            let i = message_inbound(&view("message/imdn+xml", &imdn, ""), 0).unwrap();
+            let Event::Notification(n) = i.event else {
+                panic!()
+            };
+            assert_eq!(n.status, NotificationStatus::DisplayUnknown, "{status}");
+        }
+        // Out: a display `error`, only to a sender that asked for display notifications.
+        let mut env = envelope(Event::Notification(Notification {
+            message_id: "gw-1".into(),
+            status: NotificationStatus::DisplayUnknown,
+        }));
+        env.protocol_ids = vec![
+            ProtocolId {
+                kind: IMDN_MESSAGE_ID.into(),
+                value: "34jk324j".into(),
+            },
+            ProtocolId {
+                kind: IMDN_DISPOSITION.into(),
+                value: "positive-delivery".into(),
+            },
+        ];
+        assert_eq!(
+            message_out(&env, &OutboundOptions::default()).unwrap(),
+            None
+        );
+        env.protocol_ids[1].value = "positive-delivery, display".into();
+        let out = message_out(&env, &OutboundOptions::default())
+            .unwrap()
+            .unwrap();
+        let cpim = CpimMessage::parse(&out.body).unwrap();
+        let imdn = Imdn::parse(cpim.content().body()).unwrap();
+        assert_eq!(
+            imdn.notification,
+            cpim::imdn::Notification::Display(DisplayStatus::Error)
         );
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cpim::address::Address;
 use cpim::condition::Condition;
-use cpim::event::{Event, Message};
+use cpim::event::{Event, Message, NotificationStatus};
 use cpim_broker::envelope::Inbound;
 use cpim_broker::testing::Behavior;
 use cpim_sip::transport::{Peer, Transport};
@@ -1291,9 +1291,25 @@ async fn rfc3261_21_4_13_a_text_only_phone_gets_the_text_whatever_the_sender_ask
     assert_eq!(got.len(), 1, "no CPIM attempt first");
     assert!(content_type(&got[0]).starts_with("text/plain"));
     assert!(got[0].ends_with(b"one"));
-    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
-    let receipt = format!("{:?}", gw.mem.received()[0].event);
-    assert!(receipt.contains("Delivered"), "{receipt}");
+    // The sender asked for a display notification too: none can come from plain text,
+    // and it hears so after the delivery receipt.
+    let statuses = |from: usize, n: usize| -> Vec<NotificationStatus> {
+        gw.mem.received()[from..from + n]
+            .iter()
+            .map(|e| match &e.event {
+                Event::Notification(n) => n.status.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(gw.mem.wait_for(2, Duration::from_secs(5)).await, 2);
+    assert_eq!(
+        statuses(0, 2),
+        [
+            NotificationStatus::Delivered,
+            NotificationStatus::DisplayUnknown
+        ]
+    );
     // Configured for CPIM, but this phone refuses it: the text follows at once.
     gw.from_mem
         .submit(send("two", "sip:dan@cpim.test"))
@@ -1309,9 +1325,14 @@ async fn rfc3261_21_4_13_a_text_only_phone_gets_the_text_whatever_the_sender_ask
         header_of(&got[1], "Call-ID"),
         "the same message"
     );
-    assert_eq!(gw.mem.wait_for(2, Duration::from_secs(5)).await, 2);
-    let receipt = format!("{:?}", gw.mem.received()[1].event);
-    assert!(receipt.contains("Delivered"), "{receipt}");
+    assert_eq!(gw.mem.wait_for(4, Duration::from_secs(5)).await, 4);
+    assert_eq!(
+        statuses(2, 2),
+        [
+            NotificationStatus::Delivered,
+            NotificationStatus::DisplayUnknown
+        ]
+    );
     // Remembered: the next message to dan goes as text straight away.
     gw.from_mem
         .submit(send("three", "sip:dan@cpim.test"))

@@ -291,6 +291,7 @@ pub fn event_json(envelope: &Envelope) -> Value {
                 NotificationStatus::Delivered => "delivered",
                 NotificationStatus::Displayed => "displayed",
                 NotificationStatus::Stored => "stored",
+                NotificationStatus::DisplayUnknown => "display_unknown",
                 NotificationStatus::Failed { condition, text } => {
                     put("condition", condition.as_str().into());
                     if let Some(t) = text {

@@ -489,6 +489,28 @@ async fn events_go_to_the_outbound_sink_and_failures_reach_the_sender() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0]["text"], "ok");
     assert_eq!(seen[0]["type"], "message");
+    // A notification that no display notification will come (issue 13).
+    gw.from_sip
+        .submit(Inbound::new(
+            Event::Notification(cpim::event::Notification {
+                message_id: "gw-1".into(),
+                status: cpim::event::NotificationStatus::DisplayUnknown,
+            }),
+            Address::parse("sip:alice@sip.test").unwrap(),
+            Address::parse("sip:bot@app.test").unwrap(),
+        ))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if recorder.0.lock().unwrap().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = recorder.0.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[2]["type"], "notification");
+    assert_eq!(seen[2]["status"], "display_unknown");
 }
 
 /// Message rate webhook → gateway → in-memory sink, for the record (not an assertion):

@@ -227,6 +227,9 @@ impl TranslateError {
 pub struct OutboundOptions {
     /// The `type` of outbound messages, chat states and notifications.
     pub message_type: OutboundMessageType,
+    /// What the envelope's sender, a user of another network, can do: the capabilities
+    /// its available presence announces (the driver sets it per sender).
+    pub profile: crate::caps::Profile,
 }
 
 /// The `type` of outbound `<message/>` stanzas.
@@ -364,7 +367,13 @@ pub fn outbound(
                 .into_iter()
                 .collect()
         }
-        Event::Presence(p) => vec![presence_out(&p.presence, with_resource(from), to, id)?],
+        Event::Presence(p) => vec![presence_out(
+            &p.presence,
+            with_resource(from),
+            to,
+            id,
+            options.profile,
+        )?],
         Event::Subscription(s) => {
             let type_ = match s.op {
                 SubscriptionOp::Subscribe => PresenceType::Subscribe,
@@ -957,7 +966,8 @@ fn notification_out(
             id: Id(original(XMPP_ID)?),
         }
         .into(),
-        NotificationStatus::Stored => return None,
+        // No XMPP form: the driver notes a `DisplayUnknown` in the sender's capabilities.
+        NotificationStatus::Stored | NotificationStatus::DisplayUnknown => return None,
         NotificationStatus::Failed { condition, text } => {
             let error = stanza_error(*condition, text.as_deref(), "");
             if let Some(original_id) = original(XMPP_ID) {
@@ -988,6 +998,7 @@ fn presence_out(
     from: WireJid,
     to: WireJid,
     id: String,
+    profile: crate::caps::Profile,
 ) -> Result<Element, TranslateError> {
     let tuple = pidf.preferred_tuple();
     let open = tuple.is_some_and(|t| t.status.basic != Some(Basic::Closed));
@@ -1039,7 +1050,7 @@ fn presence_out(
     presence.priority = XmppPriority(priority.unwrap_or(0));
     if open {
         // XEP-0115: clients learn from it that the user takes receipts and markers.
-        presence.payloads.push(crate::caps::user_caps());
+        presence.payloads.push(crate::caps::user_caps(profile));
     }
     let element = presence.into();
     Ok(match priority {
@@ -1466,6 +1477,7 @@ mod tests {
         assert_eq!(e.attr("type"), None);
         let options = OutboundOptions {
             message_type: OutboundMessageType::Chat,
+            ..OutboundOptions::default()
         };
         let e = outbound(&envelope(Event::Message(Message::text("b"))), &options).unwrap();
         assert_eq!(e[0].attr("type"), Some("chat"));
@@ -2163,7 +2175,30 @@ Subject:;lang=fr Objet\r\n\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nbon
         let c = open
             .get_child("c", "http://jabber.org/protocol/caps")
             .expect("caps");
-        assert_eq!(String::from(c), String::from(&crate::caps::user_caps()));
+        assert_eq!(
+            String::from(c),
+            String::from(&crate::caps::user_caps(crate::caps::Profile::Full))
+        );
+        // A text-only phone's presence announces its own (smaller) set.
+        let mut env = envelope(Event::Presence(PresenceUpdate {
+            presence: pidf_doc(
+                "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='pres:romeo@example.net'>\
+                 <tuple id='a'><status><basic>open</basic></status></tuple></presence>",
+            ),
+        }));
+        env.from = xmpp("romeo@example.net");
+        let options = OutboundOptions {
+            profile: crate::caps::Profile::TextOnly,
+            ..OutboundOptions::default()
+        };
+        let text_only = outbound(&env, &options).unwrap().pop().unwrap();
+        let c = text_only
+            .get_child("c", "http://jabber.org/protocol/caps")
+            .expect("caps");
+        assert_eq!(
+            String::from(c),
+            String::from(&crate::caps::user_caps(crate::caps::Profile::TextOnly))
+        );
         let closed = from_bare(Event::Presence(PresenceUpdate {
             presence: pidf_doc(
                 "<presence xmlns='urn:ietf:params:xml:ns:pidf' entity='pres:romeo@example.net'>\

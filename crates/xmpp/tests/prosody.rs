@@ -276,7 +276,7 @@ async fn presence_subscription_with_approval_both_ways() {
         "{}",
         p.xml()
     );
-    let caps_node = cpim_xmpp::caps::caps_node();
+    let caps_node = cpim_xmpp::caps::caps_node(cpim_xmpp::caps::Profile::Full);
     let (node, ver) = caps_node.split_once('#').expect("node#ver");
     for needle in [
         "xmlns=\"http://jabber.org/protocol/caps\"".to_owned(),
@@ -634,7 +634,7 @@ async fn component_answers_disco_ping_and_unsupported_iqs() {
     }
     // A user of another network answers as the client it stands for (XEP-0030), also for
     // its caps node (XEP-0115 §6.2), so clients send it receipts and markers.
-    let caps_node = cpim_xmpp::caps::caps_node();
+    let caps_node = cpim_xmpp::caps::caps_node(cpim_xmpp::caps::Profile::Full);
     for (id, to, node) in [
         ("d2", "bob@sip.gw.xmpp.test", String::new()),
         (

@@ -1178,6 +1178,84 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn text_without_a_display_request_tells_a_sender_that_asked_none_will_come() {
+        // Issue 13: a text-only phone got the text as it is; the XMPP sender that asked
+        // for a displayed marker hears, after the delivery receipt, that none will come.
+        let mut c = core();
+        let send = |c: &mut Core, receipts: Receipts| {
+            let mut m = Message::text("x");
+            m.receipts = receipts;
+            let a = c
+                .accept(
+                    T0,
+                    "xmpp",
+                    Inbound::new(
+                        Event::Message(m),
+                        addr("xmpp:bob@xmpp.test"),
+                        addr("xmpp:alice@sip.test"),
+                    ),
+                )
+                .unwrap();
+            (a, c.poll_dispatch().unwrap())
+        };
+        // Each notification in turn (one at a time per destination, in order).
+        let statuses = |c: &mut Core| -> Vec<NotificationStatus> {
+            std::iter::from_fn(|| {
+                let e = c.poll_dispatch()?;
+                c.complete(T0, e.id, DeliveryOutcome::Accepted);
+                match e.event {
+                    Event::Notification(n) => Some(n.status),
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect()
+        };
+        let both = Receipts {
+            delivered: true,
+            displayed: true,
+            ..Receipts::default()
+        };
+        let (_, e) = send(&mut c, both);
+        c.complete(
+            T0,
+            e.id,
+            DeliveryOutcome::WithoutDisplay { confirmed: true },
+        );
+        assert_eq!(
+            statuses(&mut c),
+            [
+                NotificationStatus::Delivered,
+                NotificationStatus::DisplayUnknown
+            ]
+        );
+        // Handed on unconfirmed: no receipt is invented, the display answer still comes.
+        let (_, e) = send(&mut c, both);
+        c.complete(
+            T0,
+            e.id,
+            DeliveryOutcome::WithoutDisplay { confirmed: false },
+        );
+        assert_eq!(statuses(&mut c), [NotificationStatus::DisplayUnknown]);
+        // Not asked for a display notification: nothing to say about it.
+        let (_, e) = send(
+            &mut c,
+            Receipts {
+                delivered: true,
+                ..Receipts::default()
+            },
+        );
+        c.complete(
+            T0,
+            e.id,
+            DeliveryOutcome::WithoutDisplay { confirmed: true },
+        );
+        assert_eq!(statuses(&mut c), [NotificationStatus::Delivered]);
+        let (_, e) = send(&mut c, both);
+        c.complete(T0, e.id, DeliveryOutcome::Delivered);
+        assert_eq!(statuses(&mut c), [NotificationStatus::Delivered]);
+    }
+
+    #[test]
     fn retry_later_blocks_the_destination_keeps_order_then_gives_up() {
         let mut c = core_with(CoreConfig {
             max_delivery_attempts: 3,

@@ -242,10 +242,17 @@ impl Core {
                 );
             }
             DeliveryOutcome::Delivered => {
-                self.finish(&key, now, envelope, latency, Ok(true));
+                self.finish(&key, now, envelope, latency, Ok(Handed::CONFIRMED));
             }
             DeliveryOutcome::Accepted => {
-                self.finish(&key, now, envelope, latency, Ok(false));
+                self.finish(&key, now, envelope, latency, Ok(Handed::ON));
+            }
+            DeliveryOutcome::WithoutDisplay { confirmed } => {
+                let handed = Handed {
+                    confirmed,
+                    display: false,
+                };
+                self.finish(&key, now, envelope, latency, Ok(handed));
             }
             DeliveryOutcome::Failed { condition, text } => {
                 self.finish(&key, now, envelope, latency, Err((condition, text)));
@@ -260,7 +267,7 @@ impl Core {
         now: Duration,
         envelope: Envelope,
         latency: Duration,
-        result: Result<bool, (Condition, Option<String>)>,
+        result: Result<Handed, (Condition, Option<String>)>,
     ) {
         if let Some(slot) = self.adapters.get_mut(&key.0) {
             slot.queued = slot.queued.saturating_sub(1);
@@ -271,16 +278,22 @@ impl Core {
         }
         self.not_durable.remove(&envelope.id);
         let is_message = matches!(envelope.event, Event::Message(_));
-        let notify = match (&result, &envelope.event) {
-            (Ok(true), Event::Message(m)) if m.receipts.delivered => {
-                Some(NotificationStatus::Delivered)
+        let mut notify = Vec::new();
+        match (&result, &envelope.event) {
+            (Ok(handed), Event::Message(m)) => {
+                if handed.confirmed && m.receipts.delivered {
+                    notify.push(NotificationStatus::Delivered);
+                }
+                if !handed.display && m.receipts.displayed {
+                    notify.push(NotificationStatus::DisplayUnknown);
+                }
             }
-            (Err((condition, text)), _) if is_message => Some(NotificationStatus::Failed {
+            (Err((condition, text)), _) if is_message => notify.push(NotificationStatus::Failed {
                 condition: *condition,
                 text: text.clone(),
             }),
-            _ => None,
-        };
+            _ => {}
+        }
         self.reports.push_back(match result {
             Ok(_) => Report::Delivered {
                 adapter: key.0.clone(),
@@ -293,7 +306,7 @@ impl Core {
                 id: envelope.id,
             },
         });
-        if let Some(status) = notify {
+        for status in notify {
             self.notify_origin(now, &envelope, status);
         }
         self.schedule(key);
@@ -395,4 +408,26 @@ impl Core {
             self.save_subscriptions(now);
         }
     }
+}
+
+/// How an envelope that did not fail left the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Handed {
+    /// The recipient's side confirmed delivery.
+    pub(super) confirmed: bool,
+    /// In a form that can ask for a display notification.
+    pub(super) display: bool,
+}
+
+impl Handed {
+    /// [`DeliveryOutcome::Delivered`].
+    pub(super) const CONFIRMED: Self = Self {
+        confirmed: true,
+        display: true,
+    };
+    /// [`DeliveryOutcome::Accepted`].
+    pub(super) const ON: Self = Self {
+        confirmed: false,
+        display: true,
+    };
 }

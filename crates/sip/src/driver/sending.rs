@@ -176,7 +176,20 @@ impl Core {
                 after: Duration::from_secs(5),
             };
         }
-        translate::outcome_for(final_.status, retry_after, &final_.reason)
+        let outcome = translate::outcome_for(final_.status, retry_after, &final_.reason);
+        // Plain text cannot ask for a display notification (RFC 5438 needs CPIM): a
+        // sender that asked for one hears that none will come.
+        let asked_display = matches!(&envelope.event, Event::Message(m) if m.receipts.displayed);
+        match outcome {
+            DeliveryOutcome::Delivered | DeliveryOutcome::Accepted
+                if asked_display && !attempt.1 =>
+            {
+                DeliveryOutcome::WithoutDisplay {
+                    confirmed: outcome == DeliveryOutcome::Delivered,
+                }
+            }
+            outcome => outcome,
+        }
     }
 
     /// One MESSAGE transaction for `envelope`, as CPIM when `cpim`: its final response

@@ -42,6 +42,7 @@ use tokio_xmpp::xmlstream::Timeouts;
 use tokio_xmpp::Component;
 use xmpp_parsers::stanza::Stanza;
 
+use cpim::event::{Event, NotificationStatus};
 use cpim::Condition;
 use cpim_broker::backoff::Backoff;
 use cpim_broker::metrics::AdapterMetrics;
@@ -49,6 +50,7 @@ use cpim_broker::{
     Adapter, AdapterContext, AddressStyle, DeliveryOutcome, DeliveryPolicy, Envelope, Submitter,
 };
 
+use crate::caps::{Profile, Profiles};
 use crate::confirm::{own_id, IdKind, Unconfirmed};
 use crate::guard::Limits;
 use crate::resources::Resources;
@@ -151,6 +153,9 @@ pub struct XmppAdapter {
     domains: Vec<String>,
     outbound: OutboundOptions,
     links: HashMap<String, mpsc::Sender<Outgoing>>,
+    /// What the bridged users can do, for their capabilities (shared with the links,
+    /// which answer disco#info).
+    profiles: Arc<Mutex<Profiles>>,
 }
 
 impl std::fmt::Debug for XmppAdapter {
@@ -168,6 +173,7 @@ impl XmppAdapter {
         let mut links = HashMap::new();
         // Shared by the links: a server may deliver a contact's presence on any of them.
         let resources = Arc::new(Mutex::new(Resources::new(MAX_COMPOSED_CONTACTS)));
+        let profiles = Arc::new(Mutex::new(Profiles::new(MAX_PROFILED_USERS)));
         let up: Arc<Vec<AtomicBool>> = Arc::new(
             config
                 .components
@@ -220,6 +226,7 @@ impl XmppAdapter {
                 server_domain: config.user_domains.first().cloned().unwrap_or_default(),
                 refusals,
                 resources: resources.clone(),
+                profiles: profiles.clone(),
                 mesh: mesh.clone(),
                 routed,
                 control,
@@ -234,6 +241,7 @@ impl XmppAdapter {
             domains,
             outbound: config.outbound,
             links,
+            profiles,
         })
     }
 }
@@ -257,7 +265,31 @@ impl Adapter for XmppAdapter {
     }
 
     async fn deliver(&self, envelope: Envelope) -> DeliveryOutcome {
-        let stanzas = match translate::outbound(&envelope, &self.outbound) {
+        let sender = envelope.from.to_string();
+        let sender = sender.strip_prefix("xmpp:").unwrap_or(&sender);
+        let profile = {
+            let mut profiles = self.profiles.lock().unwrap_or_else(PoisonError::into_inner);
+            // What the sender's network says of its client: a text-only phone (no
+            // display notification will come) announces receipts only from now on; one
+            // that sends a displayed marker after all takes them.
+            if let Event::Notification(n) = &envelope.event {
+                match n.status {
+                    NotificationStatus::DisplayUnknown => {
+                        profiles.set(sender, Profile::TextOnly);
+                    }
+                    NotificationStatus::Displayed => {
+                        profiles.set(sender, Profile::Full);
+                    }
+                    _ => {}
+                }
+            }
+            profiles.get(sender)
+        };
+        let options = OutboundOptions {
+            profile,
+            ..self.outbound
+        };
+        let stanzas = match translate::outbound(&envelope, &options) {
             Ok(s) => s,
             Err(error) => {
                 return DeliveryOutcome::Failed {
@@ -322,6 +354,8 @@ struct Link {
     refusals: mpsc::UnboundedSender<Stanza>,
     /// The open resources of the contacts whose presence the gateway receives.
     resources: Arc<Mutex<Resources>>,
+    /// What the bridged users can do (their disco#info).
+    profiles: Arc<Mutex<Profiles>>,
     mesh: Arc<Mesh>,
     /// What other links received for this one.
     routed: mpsc::UnboundedReceiver<Routed>,
@@ -332,6 +366,10 @@ struct Link {
 
 /// How many (gateway JID, contact) pairs have their resources composed.
 const MAX_COMPOSED_CONTACTS: usize = 100_000;
+
+/// Bridged users whose client is known to take less than the full feature set, kept at
+/// most (beyond it, the oldest announce the full set again).
+const MAX_PROFILED_USERS: usize = 100_000;
 
 type Connection = Component<NoDelayConnector>;
 
@@ -791,10 +829,21 @@ impl Link {
         let to_user = iq.attr("to").is_some_and(|to| to.contains('@'));
         let answer = match request {
             IqRequest::Ping => reply(Vec::new()),
-            IqRequest::DiscoInfo { node }
-                if to_user && crate::caps::answers_node(node.as_deref()) =>
-            {
-                reply(vec![crate::caps::user_info(node).into()])
+            IqRequest::DiscoInfo { node } if to_user => {
+                let to = iq.attr("to").unwrap_or_default();
+                let bare = to.split('/').next().unwrap_or_default();
+                let current = self
+                    .profiles
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(bare);
+                match crate::caps::profile_for_node(node.as_deref(), current) {
+                    Some(profile) => reply(vec![crate::caps::user_info(node, profile).into()]),
+                    None => {
+                        let fault = StanzaFault::new(Condition::ItemNotFound, "no such node");
+                        translate::error_reply(iq, &fault)?
+                    }
+                }
             }
             IqRequest::DiscoInfo { node: None } if !to_user => {
                 let identity = element(
