@@ -2,7 +2,7 @@
 --
 -- Mounted read-only at /etc/prosody/prosody.cfg.lua in the `prosody` container (Debian's
 -- prosody 0.12, docker/prosody/Dockerfile), which runs `prosody -F` as the user prosody.
--- The settings follow the test harness (crates/xmpp/tests/support/mod.rs).
+-- The settings follow the test harness (crates/test-support/src/xmpp.rs).
 --
 -- DEMO ONLY: anyone who reaches port 5222 may register an account (in-band registration),
 -- and passwords may be sent without TLS. The component port 5347 is plain TCP (XEP-0114):

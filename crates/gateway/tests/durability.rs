@@ -11,12 +11,10 @@
 
 #![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
 
-#[path = "../../xmpp/tests/support/mod.rs"]
-mod support;
+use cpim_test_support::xmpp as support;
 
-#[path = "../../sip/tests/support/sipp.rs"]
-#[allow(unreachable_pub)]
-mod sipp;
+use cpim_test_support::net::wait_until;
+use cpim_test_support::sipp;
 
 mod common;
 
@@ -284,14 +282,6 @@ fn first_arrivals(got: &[(String, String)], prefix: &str) -> Vec<u32> {
         }
     }
     order
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn metric(admin: u16, name: &str) -> Option<f64> {

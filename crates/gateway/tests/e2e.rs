@@ -6,12 +6,9 @@
 
 #![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
 
-#[path = "../../xmpp/tests/support/mod.rs"]
-mod support;
+use cpim_test_support::xmpp as support;
 
-#[path = "../../sip/tests/support/sipp.rs"]
-#[allow(unreachable_pub)]
-mod sipp;
+use cpim_test_support::sipp;
 
 mod common;
 

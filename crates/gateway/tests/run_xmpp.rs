@@ -5,8 +5,7 @@
 
 #![allow(clippy::disallowed_methods)] // tests wait with deadlines and measure
 
-#[path = "../../xmpp/tests/support/mod.rs"]
-mod support;
+use cpim_test_support::xmpp as support;
 
 mod common;
 

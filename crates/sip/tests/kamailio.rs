@@ -16,7 +16,7 @@ use cpim::address::Address;
 use cpim::event::{Event, Subscription, SubscriptionOp};
 use cpim_broker::envelope::Inbound;
 use cpim_sip::transport::{Peer, Transport};
-use support::kamailio::Kamailio;
+use cpim_test_support::kamailio::Kamailio;
 use support::{header_of, reply, status_of};
 use tokio::net::UdpSocket;
 

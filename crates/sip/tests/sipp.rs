@@ -19,7 +19,8 @@ use cpim_broker::envelope::Inbound;
 use cpim_broker::testing::Behavior;
 use cpim_sip::transport::{Peer, Transport as SipTransport};
 
-use support::sipp::{Sipp, SippOptions, Transport};
+use cpim_test_support::net::wait_until;
+use cpim_test_support::sipp::{Sipp, SippOptions, Transport};
 
 fn require_sipp() {
     assert!(
@@ -34,18 +35,11 @@ fn uac(gateway: SocketAddr, transport: Transport) -> SippOptions {
         .timeout(Duration::from_secs(20))
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// Runs a SIPp process to completion off the async runtime.
-async fn finish(sipp: Sipp, timeout: Duration) -> Result<support::sipp::SippReport, String> {
+async fn finish(
+    sipp: Sipp,
+    timeout: Duration,
+) -> Result<cpim_test_support::sipp::SippReport, String> {
     tokio::task::spawn_blocking(move || sipp.wait(timeout))
         .await
         .unwrap()
@@ -263,7 +257,7 @@ async fn sipp_uas_answers_200_404_480_503_and_each_outcome_reaches_the_sender() 
         "{bodies:#?}"
     );
     // What the sender heard: delivered, not found, unavailable, delivered.
-    wait_until("four notifications", || {
+    wait_until("four notifications", Duration::from_secs(10), || {
         gw.mem
             .received()
             .iter()
@@ -332,7 +326,7 @@ async fn sipp_watcher_subscribe_notify_and_unsubscribe() {
     )
     .unwrap();
     // The authorization request reaches bob's network; bob approves and publishes.
-    wait_until("the authorization request", || {
+    wait_until("the authorization request", Duration::from_secs(10), || {
         gw.mem.received().iter().any(|e| {
             matches!(&e.event, Event::Subscription(s) if s.op == SubscriptionOp::Subscribe && !s.aggregate)
         })
@@ -387,7 +381,7 @@ async fn sipp_watcher_subscribe_notify_and_unsubscribe() {
     );
     // The unsubscribe reached the broker: the last watcher left, so the gateway's
     // shared subscription towards bob's network ends too.
-    wait_until("the upstream unsubscribe", || {
+    wait_until("the upstream unsubscribe", Duration::from_secs(10), || {
         gw.mem.received().iter().any(|e| {
             matches!(&e.event, Event::Subscription(s) if s.op == SubscriptionOp::Unsubscribe && s.aggregate)
         })
@@ -438,7 +432,7 @@ async fn sipp_presentity_one_upstream_subscription_for_two_watchers() {
             .await
             .unwrap();
     }
-    wait_until("both watchers to get bob's state", || {
+    wait_until("both watchers to get bob's state", Duration::from_secs(10), || {
         let got: Vec<String> = gw
             .mem
             .received()
@@ -495,7 +489,7 @@ async fn sipp_publish_reaches_watchers_and_removal_closes() {
         .await
         .unwrap();
     // The SIP side approves at once (the gateway is alice's presence server).
-    wait_until("the approval", || {
+    wait_until("the approval", Duration::from_secs(10), || {
         gw.mem
             .received()
             .iter()
@@ -524,18 +518,22 @@ async fn sipp_publish_reaches_watchers_and_removal_closes() {
         etags[0], etags[1],
         "a refresh gets a new entity tag (RFC 3903 §6)"
     );
-    wait_until("open then closed at the watcher", || {
-        let basics: Vec<bool> = gw
-            .mem
-            .received()
-            .iter()
-            .filter_map(|e| match &e.event {
-                Event::Presence(p) => Some(p.presence.to_xml().contains("<basic>open</basic>")),
-                _ => None,
-            })
-            .collect();
-        basics.first() == Some(&true) && basics.last() == Some(&false)
-    })
+    wait_until(
+        "open then closed at the watcher",
+        Duration::from_secs(10),
+        || {
+            let basics: Vec<bool> = gw
+                .mem
+                .received()
+                .iter()
+                .filter_map(|e| match &e.event {
+                    Event::Presence(p) => Some(p.presence.to_xml().contains("<basic>open</basic>")),
+                    _ => None,
+                })
+                .collect();
+            basics.first() == Some(&true) && basics.last() == Some(&false)
+        },
+    )
     .await;
 }
 

@@ -23,7 +23,7 @@ use cpim_broker::{AddressStyle, Broker, BrokerHandle, Inbound, Submitter};
 use cpim_xmpp::translate::OutboundOptions;
 use cpim_xmpp::{XmppAdapter, XmppConfig};
 
-use support::ejabberd::{Ejabberd, EjabberdOpts};
+use cpim_test_support::ejabberd::{Ejabberd, EjabberdOpts};
 use support::{MessageExtras, XmppClient, COMPONENT, COMPONENT_SECRET, TIMEOUT};
 
 const ALIAS: &str = "sip.gw.xmpp.test";

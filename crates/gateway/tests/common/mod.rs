@@ -8,6 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)] // not every test binary picks ports
+pub use cpim_test_support::net::free_port;
+
 /// A child process killed (SIGKILL) and reaped when dropped.
 pub struct Guard(pub Option<Child>);
 
@@ -16,17 +19,6 @@ impl Drop for Guard {
         if let Some(mut child) = self.0.take() {
             let _ = child.kill();
             let _ = child.wait();
-        }
-    }
-}
-
-/// A loopback port free for both UDP and TCP.
-pub fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = udp.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
         }
     }
 }

@@ -1,9 +1,6 @@
 //! Test support: a broker with the SIP adapter on loopback and an in-memory far side.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
-pub mod kamailio;
-pub mod sipp;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +13,9 @@ use cpim_broker::runtime::{Broker, BrokerHandle, Submitter};
 use cpim_broker::testing::MemoryAdapter;
 use cpim_sip::transport::Transport;
 use cpim_sip::{SipAdapter, SipConfig};
+
+#[allow(unused_imports)] // not every test binary picks ports
+pub use cpim_test_support::net::free_port;
 
 /// The SIP side's home domain.
 pub const SIP_DOMAIN: &str = "sip.test";
@@ -142,18 +142,6 @@ async fn build(
         from_mem,
         broker: handle,
     }
-}
-
-/// A port free on 127.0.0.1 for both UDP and TCP (best effort).
-pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port")
 }
 
 /// Reads one SIP message framed by Content-Length from a stream buffer; `None` when

@@ -16,23 +16,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, tail_of_file, tcp_open, unique_dir, XmppServer, DOMAIN, TIMEOUT};
+use crate::xmpp::{free_port, tail_of_file, tcp_open, unique_dir, XmppServer, DOMAIN, TIMEOUT};
 
 const ERL: &str = "/usr/bin/erl";
 const ERL_LIBS: &str = "/usr/lib/x86_64-linux-gnu";
 
 /// What varies between tests.
 #[derive(Debug, Clone)]
-pub(crate) struct EjabberdOpts {
+pub struct EjabberdOpts {
     /// The component domains on the one listener, with their passwords.
-    pub(crate) components: Vec<(String, String)>,
+    pub components: Vec<(String, String)>,
     /// ejabberd's `global_routes` for that listener (its default is `true`).
-    pub(crate) global_routes: bool,
+    pub global_routes: bool,
 }
 
 /// A running ejabberd.
 #[derive(Debug)]
-pub(crate) struct Ejabberd {
+pub struct Ejabberd {
     dir: PathBuf,
     config: PathBuf,
     log: PathBuf,
@@ -58,7 +58,7 @@ impl XmppServer for Ejabberd {
 impl Ejabberd {
     /// Writes the config and starts ejabberd; panics (with its log) if it does not listen
     /// on both ports within [`TIMEOUT`].
-    pub(crate) async fn start(opts: EjabberdOpts) -> Ejabberd {
+    pub async fn start(opts: EjabberdOpts) -> Ejabberd {
         let dir = unique_dir();
         let mut e = Ejabberd {
             config: dir.join("ejabberd.yml"),
@@ -82,12 +82,12 @@ impl Ejabberd {
     }
 
     /// The component listener.
-    pub(crate) fn component_addr(&self) -> SocketAddr {
+    pub fn component_addr(&self) -> SocketAddr {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.component_port))
     }
 
     /// The password of a component domain.
-    pub(crate) fn component_secret(&self, domain: &str) -> &str {
+    pub fn component_secret(&self, domain: &str) -> &str {
         self.components
             .iter()
             .find(|(d, _)| d == domain)
@@ -97,7 +97,7 @@ impl Ejabberd {
 
     /// How many TCP connections to the component listener are established now (from
     /// `/proc/net/tcp`, so it does not wait for ejabberd's buffered log).
-    pub(crate) fn component_connections(&self) -> usize {
+    pub fn component_connections(&self) -> usize {
         let table = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
         let port = format!("{:04X}", self.component_port);
         table
@@ -112,17 +112,17 @@ impl Ejabberd {
     }
 
     /// The whole log (all runs).
-    pub(crate) fn log(&self) -> String {
+    pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM, wait up to 5 s, then SIGKILL. Idempotent.
-    pub(crate) async fn stop(&mut self) {
-        super::terminate(&mut self.child).await;
+    pub async fn stop(&mut self) {
+        crate::xmpp::terminate(&mut self.child).await;
     }
 
     /// Stops and starts again on the same ports, config and spool.
-    pub(crate) async fn restart(&mut self) {
+    pub async fn restart(&mut self) {
         self.stop().await;
         if let Err(error) = self.spawn_and_wait().await {
             self.kill();
@@ -131,12 +131,12 @@ impl Ejabberd {
     }
 
     /// SIGKILL.
-    pub(crate) fn kill(&mut self) {
-        super::kill_child(&mut self.child);
+    pub fn kill(&mut self) {
+        crate::xmpp::kill_child(&mut self.child);
     }
 
     async fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let (console, console2) = super::console_files(&self.console)?;
+        let (console, console2) = crate::xmpp::console_files(&self.console)?;
         let spool = format!("\"{}\"", self.dir.join("spool").display());
         let child = Command::new(ERL)
             .args([
@@ -186,7 +186,7 @@ impl Ejabberd {
     }
 
     /// The console and the log's tail, for panic messages.
-    pub(crate) fn diagnostics(&self) -> String {
+    pub fn diagnostics(&self) -> String {
         format!(
             "--- console ---\n{}\n--- ejabberd.log (tail) ---\n{}",
             tail_of_file(&self.console, 20),

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""slixmpp test driver for cpim-xmpp's integration tests (tests/support/mod.rs).
+"""slixmpp test driver for cpim-xmpp's integration tests (cpim-test-support, src/xmpp.rs).
 
 Usage: xmpp_client.py JID PASSWORD HOST PORT
 

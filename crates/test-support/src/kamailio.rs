@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub const KAMAILIO: &str = "/usr/sbin/kamailio";
 
 /// A running Kamailio, stopped (with its children) when dropped.
+#[derive(Debug)]
 pub struct Kamailio {
     child: Child,
     dir: PathBuf,

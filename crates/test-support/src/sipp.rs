@@ -10,13 +10,11 @@
 //! to a fresh directory under [`std::env::temp_dir`], removed when the run
 //! succeeds (kept when it fails, or always with `SIPP_KEEP_LOGS=1`).
 //!
-//! Standard library only. Include it from an integration test with
-//! `mod support;` (a `tests/support/mod.rs` holding `pub(crate) mod sipp;`)
-//! or directly with `#[path = "support/sipp.rs"] mod sipp;`.
+//! Standard library only.
 //!
 //! ```ignore
 //! use std::time::Duration;
-//! use support::sipp::{Sipp, SippOptions, Transport};
+//! use cpim_test_support::sipp::{Sipp, SippOptions, Transport};
 //!
 //! if !Sipp::available() {
 //!     eprintln!("sipp not installed, skipping");
@@ -61,8 +59,6 @@
 //! 99 nothing processed. A signal (see [`Sipp::stop`]) exits 0 whatever
 //! happened, so after a stop check the logs, not only the status.
 
-#![allow(dead_code)]
-
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io;
@@ -74,13 +70,13 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The `sipp` binary: `$SIPP_BIN` if set, else `sipp` from `PATH`.
-pub(crate) fn sipp_bin() -> String {
+pub fn sipp_bin() -> String {
     std::env::var("SIPP_BIN").unwrap_or_else(|_| "sipp".to_owned())
 }
 
 /// `crates/sip/tests/sipp`, where the scenario files are (found from any crate of the
-/// workspace: this file is also included by the gateway's end-to-end tests).
-pub(crate) fn scenario_dir() -> PathBuf {
+/// workspace).
+pub fn scenario_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("sip")
@@ -90,7 +86,7 @@ pub(crate) fn scenario_dir() -> PathBuf {
 
 /// A scenario given by file name (`uac_message.xml`) is looked up in
 /// [`scenario_dir`]; anything with a `/` is taken as a path.
-pub(crate) fn scenario_path(scenario: &str) -> PathBuf {
+pub fn scenario_path(scenario: &str) -> PathBuf {
     if scenario.contains('/') {
         PathBuf::from(scenario)
     } else {
@@ -101,12 +97,12 @@ pub(crate) fn scenario_path(scenario: &str) -> PathBuf {
 /// A loopback port that is free for both UDP and TCP right now (bound on
 /// 127.0.0.1:0 and released). Another process may still take it before SIPp
 /// binds it; that is rare enough on a test machine.
-pub(crate) fn free_port() -> io::Result<u16> {
+pub fn free_port() -> io::Result<u16> {
     Ok(free_ports(1)?.remove(0))
 }
 
 /// `n` distinct loopback ports, each free for both UDP and TCP.
-pub(crate) fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> io::Result<Vec<u16>> {
     let mut held = Vec::with_capacity(n);
     let mut ports = Vec::with_capacity(n);
     let mut attempts = 0;
@@ -141,7 +137,7 @@ fn port_in_use(ip: IpAddr, port: u16, transport: Transport) -> bool {
 
 /// SIP transport of a SIPp run: `-t u1` or `-t t1` (one socket for all calls).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Transport {
+pub enum Transport {
     Udp,
     Tcp,
 }
@@ -158,41 +154,41 @@ impl Transport {
 /// Command line of one SIPp run. Start from [`SippOptions::uac`] (SIPp sends
 /// first, to `remote`) or [`SippOptions::uas`] (SIPp waits for requests).
 #[derive(Debug, Clone)]
-pub(crate) struct SippOptions {
+pub struct SippOptions {
     /// Where a UAC scenario sends (`remote_host:remote_port` argument).
-    pub(crate) remote: Option<SocketAddr>,
-    pub(crate) transport: Transport,
+    pub remote: Option<SocketAddr>,
+    pub transport: Transport,
     /// `-i` and `-bind_local`: the address SIPp binds and puts in Via/Contact.
-    pub(crate) local_ip: IpAddr,
+    pub local_ip: IpAddr,
     /// `-p`; `None` picks a free port (see [`free_port`]).
-    pub(crate) local_port: Option<u16>,
+    pub local_port: Option<u16>,
     /// `-s`: the `[service]` keyword (user part of Request-URI/To).
-    pub(crate) service: Option<String>,
+    pub service: Option<String>,
     /// `-set NAME VALUE`: the scenario's `[$NAME]` variables.
-    pub(crate) vars: Vec<(String, String)>,
+    pub vars: Vec<(String, String)>,
     /// `-key NAME VALUE`: the scenario's `[NAME]` keywords.
-    pub(crate) keys: Vec<(String, String)>,
+    pub keys: Vec<(String, String)>,
     /// `-m`: exit after this many calls.
-    pub(crate) calls: Option<u32>,
+    pub calls: Option<u32>,
     /// `-r`: calls per rate period.
-    pub(crate) rate: Option<f64>,
+    pub rate: Option<f64>,
     /// `-rp`: the rate period (default 1 s).
-    pub(crate) rate_period: Option<Duration>,
+    pub rate_period: Option<Duration>,
     /// `-timeout` (always with `-timeout_error`): SIPp gives up and exits 255
     /// after this long. Without `-timeout_error` a stuck call keeps SIPp
     /// running forever, so it is always set.
-    pub(crate) timeout: Duration,
+    pub timeout: Duration,
     /// `-recv_timeout`: a call waiting longer than this for a message fails.
-    pub(crate) recv_timeout: Option<Duration>,
+    pub recv_timeout: Option<Duration>,
     /// `-deadcall_wait`: how long an ended call's Call-ID swallows late
     /// messages (SIPp default 33 s). `Some(Duration::ZERO)` lets a request
     /// reusing an ended Call-ID open a new call (`uas_message*.xml`).
-    pub(crate) deadcall_wait: Option<Duration>,
+    pub deadcall_wait: Option<Duration>,
     /// `-default_behaviors` (default `all,-bye`: no BYE sent for an aborted
     /// MESSAGE/SUBSCRIBE call).
-    pub(crate) default_behaviors: String,
+    pub default_behaviors: String,
     /// Appended verbatim after everything else.
-    pub(crate) extra_args: Vec<String>,
+    pub extra_args: Vec<String>,
 }
 
 impl Default for SippOptions {
@@ -220,7 +216,7 @@ impl Default for SippOptions {
 impl SippOptions {
     /// SIPp as client: the scenario starts with a `<send>` to `remote`.
     /// One call by default (`-m 1`).
-    pub(crate) fn uac(remote: SocketAddr) -> Self {
+    pub fn uac(remote: SocketAddr) -> Self {
         SippOptions {
             remote: Some(remote),
             calls: Some(1),
@@ -231,72 +227,72 @@ impl SippOptions {
     /// SIPp as server: the scenario starts with a `<recv>`; every new
     /// Call-ID is a new call. Runs until `calls` calls ended, the timeout,
     /// or [`Sipp::stop`].
-    pub(crate) fn uas() -> Self {
+    pub fn uas() -> Self {
         SippOptions::default()
     }
 
-    pub(crate) fn transport(mut self, transport: Transport) -> Self {
+    pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
     }
 
-    pub(crate) fn local_port(mut self, port: u16) -> Self {
+    pub fn local_port(mut self, port: u16) -> Self {
         self.local_port = Some(port);
         self
     }
 
-    pub(crate) fn service(mut self, service: impl Into<String>) -> Self {
+    pub fn service(mut self, service: impl Into<String>) -> Self {
         self.service = Some(service.into());
         self
     }
 
-    pub(crate) fn var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.vars.push((name.into(), value.into()));
         self
     }
 
-    pub(crate) fn key(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn key(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.keys.push((name.into(), value.into()));
         self
     }
 
-    pub(crate) fn calls(mut self, calls: u32) -> Self {
+    pub fn calls(mut self, calls: u32) -> Self {
         self.calls = Some(calls);
         self
     }
 
     /// No `-m`: run until the timeout or [`Sipp::stop`].
-    pub(crate) fn unlimited_calls(mut self) -> Self {
+    pub fn unlimited_calls(mut self) -> Self {
         self.calls = None;
         self
     }
 
-    pub(crate) fn rate(mut self, calls_per_period: f64) -> Self {
+    pub fn rate(mut self, calls_per_period: f64) -> Self {
         self.rate = Some(calls_per_period);
         self
     }
 
-    pub(crate) fn rate_period(mut self, period: Duration) -> Self {
+    pub fn rate_period(mut self, period: Duration) -> Self {
         self.rate_period = Some(period);
         self
     }
 
-    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    pub(crate) fn recv_timeout(mut self, timeout: Duration) -> Self {
+    pub fn recv_timeout(mut self, timeout: Duration) -> Self {
         self.recv_timeout = Some(timeout);
         self
     }
 
-    pub(crate) fn deadcall_wait(mut self, wait: Duration) -> Self {
+    pub fn deadcall_wait(mut self, wait: Duration) -> Self {
         self.deadcall_wait = Some(wait);
         self
     }
 
-    pub(crate) fn arg(mut self, arg: impl Into<String>) -> Self {
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.extra_args.push(arg.into());
         self
     }
@@ -429,7 +425,7 @@ fn tail(s: &str, max: usize) -> &str {
 /// One running `sipp` process. Dropping it kills and reaps the process
 /// (its directory is then kept, for post-mortems).
 #[derive(Debug)]
-pub(crate) struct Sipp {
+pub struct Sipp {
     child: Option<Child>,
     dir: PathBuf,
     scenario: PathBuf,
@@ -440,7 +436,7 @@ pub(crate) struct Sipp {
 
 impl Sipp {
     /// Is a runnable `sipp` there? Tests skip themselves when not.
-    pub(crate) fn available() -> bool {
+    pub fn available() -> bool {
         Command::new(sipp_bin())
             .arg("-v")
             .stdin(Stdio::null())
@@ -453,7 +449,7 @@ impl Sipp {
     /// Spawns `sipp` for `scenario` (a file name in [`scenario_dir`] or a
     /// path). Returns as soon as the process runs; use
     /// [`Sipp::wait_ready`] before sending to a UAS scenario.
-    pub(crate) fn start(scenario: &str, opts: SippOptions) -> io::Result<Sipp> {
+    pub fn start(scenario: &str, opts: SippOptions) -> io::Result<Sipp> {
         let scenario = scenario_path(scenario);
         if !scenario.is_file() {
             return Err(io::Error::new(
@@ -500,31 +496,31 @@ impl Sipp {
     }
 
     /// The address SIPp binds (`-i` + `-p`): where a UAS scenario listens.
-    pub(crate) fn local_addr(&self) -> SocketAddr {
+    pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
-    pub(crate) fn transport(&self) -> Transport {
+    pub fn transport(&self) -> Transport {
         self.transport
     }
 
     /// The per-run directory holding the traces.
-    pub(crate) fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    pub(crate) fn pid(&self) -> Option<u32> {
+    pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
     /// The command line, shell-quoted, for error messages and reruns.
-    pub(crate) fn command_line(&self) -> &str {
+    pub fn command_line(&self) -> &str {
         &self.command_line
     }
 
     /// Waits until SIPp has bound its port (so a UAS can receive). Fails if
     /// SIPp exits first or nothing is bound within `timeout`.
-    pub(crate) fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(child) = self.child.as_mut() {
@@ -555,7 +551,7 @@ impl Sipp {
     /// Asks SIPp to finish (SIGUSR1, like pressing `q`): no new calls, the
     /// ongoing ones run to their end, then it exits. Follow with
     /// [`Sipp::wait`]. Uses the `kill` command (std only, no libc).
-    pub(crate) fn stop(&self) -> io::Result<()> {
+    pub fn stop(&self) -> io::Result<()> {
         let Some(pid) = self.pid() else {
             return Ok(());
         };
@@ -575,18 +571,18 @@ impl Sipp {
 
     /// The SIP messages traced so far (the run may still be going; the file
     /// is written as messages pass).
-    pub(crate) fn messages_so_far(&self) -> Vec<SippMessage> {
+    pub fn messages_so_far(&self) -> Vec<SippMessage> {
         parse_message_log(&read_lossy(&self.dir.join(MESSAGES_FILE)))
     }
 
     /// The `<log>` lines written so far.
-    pub(crate) fn log_so_far(&self) -> String {
+    pub fn log_so_far(&self) -> String {
         read_lossy(&self.dir.join(LOG_FILE))
     }
 
     /// Polls the `<log>` file until `needle` occurs `count` times; returns
     /// the log text. For UAS scenarios that run until stopped.
-    pub(crate) fn wait_for_log(
+    pub fn wait_for_log(
         &mut self,
         needle: &str,
         count: usize,
@@ -631,7 +627,7 @@ impl Sipp {
     /// `SIPP_KEEP_LOGS` is set). Err carries the exit status, the command
     /// line, the error trace, the `<log>` lines, the end of the message
     /// trace and of stdout/stderr, and the kept directory.
-    pub(crate) fn wait(self, timeout: Duration) -> Result<SippReport, String> {
+    pub fn wait(self, timeout: Duration) -> Result<SippReport, String> {
         let (report, this) = self.wait_any(timeout)?;
         if report.status.success() {
             if !keep_logs() {
@@ -646,7 +642,7 @@ impl Sipp {
     /// Waits for SIPp to exit and returns its report whatever its exit status: for load
     /// runs in which some calls fail by design (a gateway killed under load). The run's
     /// files are kept in [`Sipp::dir`].
-    pub(crate) fn wait_any(mut self, timeout: Duration) -> Result<(SippReport, Sipp), String> {
+    pub fn wait_any(mut self, timeout: Duration) -> Result<(SippReport, Sipp), String> {
         let Some(mut child) = self.child.take() else {
             return Err(self.diagnostics("sipp was already reaped"));
         };
@@ -723,30 +719,30 @@ impl Drop for Sipp {
 /// What a finished, successful SIPp run left behind (read before its
 /// directory was removed).
 #[derive(Debug, Clone)]
-pub(crate) struct SippReport {
-    pub(crate) status: ExitStatus,
+pub struct SippReport {
+    pub status: ExitStatus,
     /// The `-trace_msg` file: every message sent and received.
-    pub(crate) messages_log: String,
+    pub messages_log: String,
     /// The `-trace_logs` file: the scenario's `<log>` lines.
-    pub(crate) log: String,
+    pub log: String,
     /// The `-trace_err` file (unexpected messages, failed checks).
-    pub(crate) errors: String,
+    pub errors: String,
     /// The `-trace_screen` file: the final statistics screens.
-    pub(crate) screen: String,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
+    pub screen: String,
+    pub stdout: String,
+    pub stderr: String,
     /// Where the files were (removed unless `SIPP_KEEP_LOGS`).
-    pub(crate) dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 impl SippReport {
     /// All traced messages, in order.
-    pub(crate) fn messages(&self) -> Vec<SippMessage> {
+    pub fn messages(&self) -> Vec<SippMessage> {
         parse_message_log(&self.messages_log)
     }
 
     /// The messages SIPp received, in order.
-    pub(crate) fn received(&self) -> Vec<SippMessage> {
+    pub fn received(&self) -> Vec<SippMessage> {
         self.messages()
             .into_iter()
             .filter(|m| m.direction == Direction::Received)
@@ -754,7 +750,7 @@ impl SippReport {
     }
 
     /// The messages SIPp sent (retransmissions included), in order.
-    pub(crate) fn sent(&self) -> Vec<SippMessage> {
+    pub fn sent(&self) -> Vec<SippMessage> {
         self.messages()
             .into_iter()
             .filter(|m| m.direction == Direction::Sent)
@@ -762,7 +758,7 @@ impl SippReport {
     }
 
     /// The received requests with this method, in order.
-    pub(crate) fn received_requests(&self, method: &str) -> Vec<SippMessage> {
+    pub fn received_requests(&self, method: &str) -> Vec<SippMessage> {
         self.received()
             .into_iter()
             .filter(|m| m.method() == Some(method))
@@ -770,20 +766,20 @@ impl SippReport {
     }
 
     /// The `<log>` lines.
-    pub(crate) fn log_lines(&self) -> Vec<&str> {
+    pub fn log_lines(&self) -> Vec<&str> {
         self.log.lines().collect()
     }
 }
 
 /// Reads and parses a `-trace_msg` file (e.g. one kept with
 /// `SIPP_KEEP_LOGS`).
-pub(crate) fn read_message_log(path: &Path) -> io::Result<Vec<SippMessage>> {
+pub fn read_message_log(path: &Path) -> io::Result<Vec<SippMessage>> {
     let bytes = fs::read(path)?;
     Ok(parse_message_log(&String::from_utf8_lossy(&bytes)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Direction {
+pub enum Direction {
     Sent,
     Received,
     /// Other trace entries ("Unexpected UDP message received:", dead
@@ -793,21 +789,21 @@ pub(crate) enum Direction {
 
 /// One entry of the `-trace_msg` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SippMessage {
-    pub(crate) direction: Direction,
+pub struct SippMessage {
+    pub direction: Direction,
     /// "UDP" or "TCP" for sent/received entries.
-    pub(crate) transport: String,
+    pub transport: String,
     /// The entry's timestamp as SIPp printed it (may be empty).
-    pub(crate) timestamp: String,
+    pub timestamp: String,
     /// SIPp's description line, e.g. `UDP message received [272] bytes :`.
-    pub(crate) description: String,
+    pub description: String,
     /// The SIP message exactly as sent/received (CRLF line ends).
-    pub(crate) text: String,
+    pub text: String,
 }
 
 impl SippMessage {
     /// `MESSAGE sip:bob@example.com SIP/2.0` or `SIP/2.0 202 Accepted`.
-    pub(crate) fn start_line(&self) -> &str {
+    pub fn start_line(&self) -> &str {
         self.text
             .split("\r\n")
             .next()
@@ -816,7 +812,7 @@ impl SippMessage {
     }
 
     /// The request method, `None` for a response.
-    pub(crate) fn method(&self) -> Option<&str> {
+    pub fn method(&self) -> Option<&str> {
         let line = self.start_line();
         if line.starts_with("SIP/") {
             None
@@ -826,7 +822,7 @@ impl SippMessage {
     }
 
     /// The status code, `None` for a request.
-    pub(crate) fn status_code(&self) -> Option<u16> {
+    pub fn status_code(&self) -> Option<u16> {
         let line = self.start_line();
         line.strip_prefix("SIP/2.0 ")
             .and_then(|rest| rest.split(' ').next())
@@ -842,7 +838,7 @@ impl SippMessage {
 
     /// The values of every header called `name` (case-insensitive; the
     /// compact forms are not mapped), folded lines joined.
-    pub(crate) fn headers(&self, name: &str) -> Vec<String> {
+    pub fn headers(&self, name: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let mut current: Option<String> = None;
         for line in self.head().split("\r\n").skip(1) {
@@ -869,17 +865,17 @@ impl SippMessage {
     }
 
     /// The first header called `name` (case-insensitive).
-    pub(crate) fn header(&self, name: &str) -> Option<String> {
+    pub fn header(&self, name: &str) -> Option<String> {
         self.headers(name).into_iter().next()
     }
 
-    pub(crate) fn call_id(&self) -> Option<String> {
+    pub fn call_id(&self) -> Option<String> {
         self.header("Call-ID").or_else(|| self.header("i"))
     }
 
     /// The body (after the blank line), as sent: SIPp adds no CRLF after
     /// a body that ends the `<send>` CDATA (`[$body]]]>`).
-    pub(crate) fn body(&self) -> &str {
+    pub fn body(&self) -> &str {
         match self.text.find("\r\n\r\n") {
             Some(i) => &self.text[i + 4..],
             None => "",
@@ -901,7 +897,7 @@ const TRACE_SEPARATOR: &str = "-----------------------------------------------";
 ///
 /// (`UDP message sent (208 bytes):` for sent ones). The byte count delimits
 /// the message, so a body containing a dashed line does not confuse it.
-pub(crate) fn parse_message_log(log: &str) -> Vec<SippMessage> {
+pub fn parse_message_log(log: &str) -> Vec<SippMessage> {
     let mut out = Vec::new();
     // Byte offsets of every separator that starts a line.
     let mut starts: Vec<usize> = Vec::new();
