@@ -22,6 +22,7 @@
 
 pub mod adapter;
 pub mod backoff;
+pub mod config;
 pub mod context;
 pub mod core;
 pub mod correlation;

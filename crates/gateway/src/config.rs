@@ -9,9 +9,6 @@
 //! Secrets ([`Secret`]) never appear in `Debug` or `Display` output.
 
 mod adapters;
-mod de;
-mod domain;
-mod env;
 mod routing;
 mod source;
 mod validate;
@@ -27,12 +24,15 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 pub use adapters::{
-    AdapterConfig, AdapterKind, HostPort, PresenceAllow, PresenceAuthorization, SipConfig,
-    SipListener, SipTransport, UnregisteredUsers, WebhookApp, WebhookConfig, XmppComponent,
-    XmppConfig, XmppMessageType,
+    AdapterConfig, AdapterKind, PresenceAllow, PresenceAuthorization, SipConfig, SipListener,
+    SipTransport, UnregisteredUsers, WebhookApp, WebhookConfig, XmppComponent, XmppConfig,
+    XmppMessageType,
 };
-pub use domain::{Domain, DomainError};
-pub use env::{expand, ConfigString, ExpandError, Secret};
+use cpim_broker::config::de;
+pub use cpim_broker::config::{
+    expand, ConfigString, Domain, DomainError, ExpandError, HostPort, Secret,
+};
+use cpim_broker::config::{process_env, with_lookup, Lookup};
 pub use routing::{style_of, AliasRule, UserRule};
 pub use source::Location;
 
@@ -150,7 +150,7 @@ pub struct AdminSection {
 impl Config {
     /// Reads and validates the file at `path`, expanding `${VAR}` from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::load_with_env(path, env::process_env)
+        Config::load_with_env(path, process_env)
     }
 
     /// Reads and validates the file at `path`, reading variables through `env`.
@@ -178,8 +178,8 @@ impl Config {
         };
         let document = DeTable::parse(text)
             .map_err(|error| invalid(vec![Problem::from_toml(text, None, &error)]))?;
-        let lookup: Rc<env::Lookup> = Rc::new(env);
-        let mut config = env::with_lookup(lookup, || deserialize(&document))
+        let lookup: Rc<Lookup> = Rc::new(env);
+        let mut config = with_lookup(lookup, || deserialize(&document))
             .map_err(|error| invalid(vec![Problem::from_toml(text, Some(&document), &error)]))?;
         config.source = path.to_owned();
         let findings = validate::validate(&config);

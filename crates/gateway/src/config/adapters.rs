@@ -2,13 +2,11 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::config::de::{int_in_range, parse_str};
-use crate::config::domain::Domain;
-use crate::config::env::{ConfigString, Secret};
+use cpim_broker::config::de::int_in_range;
+use cpim_broker::config::{ConfigString, Domain, HostPort, Secret};
 
 /// The protocol an adapter speaks: the `type` key of an `[adapters.<name>]` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -523,55 +521,6 @@ pub struct WebhookApp {
     /// Where outbound events for this app are sent; none means the app polls.
     #[serde(default)]
     pub url: Option<ConfigString>,
-}
-
-/// A `host:port` pair; the host is a name or an IP address (IPv6 in brackets).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HostPort {
-    /// The host name or IP address (IPv6 without brackets).
-    pub host: String,
-    /// The port.
-    pub port: u16,
-}
-
-impl FromStr for HostPort {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if let Ok(address) = text.parse::<SocketAddr>() {
-            return Ok(HostPort {
-                host: address.ip().to_string(),
-                port: address.port(),
-            });
-        }
-        let expected = || format!("`{text}` is not host:port; write for example `127.0.0.1:5347`");
-        let (host, port) = text.rsplit_once(':').ok_or_else(expected)?;
-        let port = port.parse::<u16>().map_err(|_| expected())?;
-        if host.is_empty() || host.contains(':') || host.contains('[') {
-            return Err(expected());
-        }
-        let host = Domain::parse(host).map_err(|error| error.to_string())?;
-        Ok(HostPort {
-            host: host.as_str().to_owned(),
-            port,
-        })
-    }
-}
-
-impl fmt::Display for HostPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for HostPort {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        parse_str(deserializer, "host:port", HostPort::from_str)
-    }
 }
 
 fn default_max_udp_message() -> u16 {

@@ -8,10 +8,10 @@ use cpim_broker::map::{AdapterMapConfig, AddressMap, DomainRole, MapConfig, MapE
 use cpim_broker::{AddressStyle, Identity};
 
 use crate::config::adapters::{AdapterConfig, AdapterKind};
-use crate::config::de::parse_str;
-use crate::config::domain::Domain;
 use crate::config::source::{Finding, KeyPath};
 use crate::config::Config;
+use cpim_broker::config::de::parse_str;
+use cpim_broker::config::Domain;
 
 /// One `[[aliases]]` table: the users of a home domain appear on another adapter under an
 /// alias domain, with their local part unchanged.

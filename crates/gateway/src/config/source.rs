@@ -7,6 +7,8 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+pub(crate) use cpim_broker::config::{Finding, KeyPath, Segment};
+
 /// A 1-based line and column (counted in characters) in the configuration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -38,63 +40,6 @@ impl fmt::Display for Location {
     }
 }
 
-/// A path of keys and array indexes from the document root.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct KeyPath(Vec<Segment>);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Key(String),
-    Index(usize),
-}
-
-impl KeyPath {
-    pub(crate) fn root() -> Self {
-        KeyPath(Vec::new())
-    }
-
-    pub(crate) fn key(&self, key: &str) -> Self {
-        let mut path = self.clone();
-        path.0.push(Segment::Key(key.to_owned()));
-        path
-    }
-
-    pub(crate) fn index(&self, index: usize) -> Self {
-        let mut path = self.clone();
-        path.0.push(Segment::Index(index));
-        path
-    }
-
-    pub(crate) fn is_root(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (position, segment) in self.0.iter().enumerate() {
-            match segment {
-                Segment::Key(key) => {
-                    if position > 0 {
-                        f.write_str(".")?;
-                    }
-                    let bare = !key.is_empty()
-                        && key
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                    if bare {
-                        f.write_str(key)?;
-                    } else {
-                        write!(f, "{key:?}")?;
-                    }
-                }
-                Segment::Index(index) => write!(f, "[{index}]")?,
-            }
-        }
-        Ok(())
-    }
-}
-
 /// The deepest key path whose key or value contains byte `offset`.
 pub(crate) fn path_at(document: &Spanned<DeTable<'_>>, offset: usize) -> Option<KeyPath> {
     let mut best = None;
@@ -103,7 +48,7 @@ pub(crate) fn path_at(document: &Spanned<DeTable<'_>>, offset: usize) -> Option<
 }
 
 fn consider(path: &KeyPath, best: &mut Option<KeyPath>) {
-    if best.as_ref().is_none_or(|best| path.0.len() > best.0.len()) {
+    if best.as_ref().is_none_or(|best| path.depth() > best.depth()) {
         *best = Some(path.clone());
     }
 }
@@ -140,7 +85,7 @@ pub(crate) fn span_of(document: &Spanned<DeTable<'_>>, path: &KeyPath) -> Option
     let mut table = Some(document.get_ref());
     let mut array: Option<&[Spanned<DeValue<'_>>]> = None;
     let mut span = None;
-    for segment in &path.0 {
+    for segment in path.segments() {
         let (key_span, value) = match (segment, table, array) {
             (Segment::Key(key), Some(current), _) => match current.get_key_value(key.as_str()) {
                 Some((key, value)) => (Some(key.span()), value),
@@ -163,14 +108,6 @@ pub(crate) fn span_of(document: &Spanned<DeTable<'_>>, path: &KeyPath) -> Option
         };
     }
     span
-}
-
-/// One broken rule: where, what, and how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Finding {
-    pub(crate) path: KeyPath,
-    pub(crate) message: String,
-    pub(crate) hint: String,
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use crate::config::adapters::{
     AdapterConfig, AdapterKind, SipConfig, SipTransport, WebhookConfig, XmppConfig,
 };
-use crate::config::domain::{is_valid_name, Domain};
 use crate::config::routing;
 use crate::config::source::KeyPath;
 use crate::config::Config;
+use cpim_broker::config::{is_valid_name, Checks, Domain, Socket};
 
 pub(crate) use crate::config::source::Finding;
 
@@ -71,12 +71,6 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
     check.findings
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Socket {
-    Udp,
-    Tcp,
-}
-
 #[derive(Debug, Default)]
 struct Checker {
     findings: Vec<Finding>,
@@ -86,23 +80,13 @@ struct Checker {
     sockets: Vec<(Socket, SocketAddr, String, KeyPath)>,
 }
 
-impl Checker {
+impl Checks for Checker {
     fn fail(&mut self, path: KeyPath, message: String, hint: &str) {
         self.findings.push(Finding {
             path,
             message,
             hint: hint.to_owned(),
         });
-    }
-
-    fn require_some<T>(&mut self, items: &[T], path: KeyPath, what: String, example: &str) {
-        if items.is_empty() {
-            self.fail(
-                path,
-                format!("{what} must list at least one entry"),
-                example,
-            );
-        }
     }
 
     fn own(&mut self, adapter: &str, path: KeyPath, domain: &Domain) {
@@ -151,6 +135,12 @@ impl Checker {
             ),
             None => self.sockets.push((socket, address, owner, path)),
         }
+    }
+}
+
+impl Checker {
+    fn require_some<T>(&mut self, items: &[T], path: KeyPath, what: String, example: &str) {
+        Checks::require_some(self, items.is_empty(), path, what, example);
     }
 
     fn sip(&mut self, name: &str, path: &KeyPath, sip: &SipConfig) {

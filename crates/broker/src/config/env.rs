@@ -6,8 +6,8 @@
 //! never be half-expanded by accident. Expansion happens while the file is deserialized, so an
 //! error is reported at the line and column of the value.
 //!
-//! Where the variables come from is injectable: [`crate::config::Config::parse`] takes a lookup
-//! function, so tests never touch the process environment.
+//! Where the variables come from is injectable: the gateway's `Config::parse` takes a lookup
+//! function ([`with_lookup`]), so tests never touch the process environment.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -180,7 +180,7 @@ fn is_variable_name(name: &str) -> bool {
 }
 
 /// The variable lookup used while deserializing on this thread.
-pub(crate) type Lookup = dyn Fn(&str) -> Option<String>;
+pub type Lookup = dyn Fn(&str) -> Option<String>;
 
 thread_local! {
     static LOOKUP: RefCell<Option<Rc<Lookup>>> = const { RefCell::new(None) };
@@ -189,7 +189,7 @@ thread_local! {
 /// Runs `f` with `lookup` as the source of environment variables for every [`ConfigString`]
 /// and [`Secret`] deserialized on this thread; the previous source is restored afterwards,
 /// even if `f` panics.
-pub(crate) fn with_lookup<R>(lookup: Rc<Lookup>, f: impl FnOnce() -> R) -> R {
+pub fn with_lookup<R>(lookup: Rc<Lookup>, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<Rc<Lookup>>);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -212,7 +212,7 @@ fn expand_with_current_env(input: &str) -> Result<String, ExpandError> {
 }
 
 /// Reads a variable from the process environment (a value that is not UTF-8 counts as unset).
-pub(crate) fn process_env(name: &str) -> Option<String> {
+pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 

@@ -123,7 +123,7 @@ pub enum DomainError {
 }
 
 /// Whether `name` is a valid name for an adapter or a webhook app: `[a-z0-9_-]+`.
-pub(crate) fn is_valid_name(name: &str) -> bool {
+pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()

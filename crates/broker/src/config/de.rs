@@ -7,7 +7,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 
 /// Deserializes a string and converts it with `parse`.
-pub(crate) fn parse_str<'de, D, T, E, F>(
+pub fn parse_str<'de, D, T, E, F>(
     deserializer: D,
     expecting: &'static str,
     parse: F,
@@ -42,7 +42,7 @@ where
 }
 
 /// Deserializes an integer in `min..=max`, with a message naming `key` and `unit` otherwise.
-pub(crate) fn int_in_range<'de, D, T>(
+pub fn int_in_range<'de, D, T>(
     deserializer: D,
     key: &'static str,
     min: i64,
