@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cpim::Address;
+use cpim_broker::config::AdapterSettings;
 use cpim_broker::map::{AddressMap, MapError};
 use cpim_broker::{Adapter, Broker, Identity};
 use cpim_webhook::adapter::WebhookAdapter;
-use cpim_xmpp::XmppAdapter;
 
 use crate::config::{AdapterConfig, AdapterKind, Config};
 use crate::error::Error;
@@ -111,13 +111,19 @@ pub fn run(path: &Path) -> Result<(), Error> {
 /// start before reaching this point while any configured kind is missing.
 async fn build_adapters(config: &Config, broker: &Broker) -> Result<Vec<Arc<dyn Adapter>>, Error> {
     let mut adapters: Vec<Arc<dyn Adapter>> = Vec::new();
+    let base_dir = config
+        .source()
+        .parent()
+        .unwrap_or(Path::new(""))
+        .to_path_buf();
     for (name, adapter) in &config.adapters {
         match adapter {
             AdapterConfig::Xmpp(x) => {
-                adapters.push(XmppAdapter::start(
-                    xmpp_config(name, x),
-                    broker.context(name),
-                ));
+                let adapter = x
+                    .build(name, broker.context(name), &base_dir)
+                    .await
+                    .map_err(Error::Runtime)?;
+                adapters.push(adapter);
             }
             AdapterConfig::Webhook(w) => {
                 let (webhook_config, sinks) = webhook_config(name, w).map_err(Error::Runtime)?;
@@ -335,40 +341,6 @@ pub fn webhook_config(
     Ok((config, sinks))
 }
 
-/// The XMPP adapter's settings from its configuration section.
-pub fn xmpp_config(name: &str, x: &crate::config::XmppConfig) -> cpim_xmpp::XmppConfig {
-    use crate::config::XmppMessageType;
-    use cpim_xmpp::translate::{OutboundMessageType, OutboundOptions};
-    cpim_xmpp::XmppConfig {
-        name: name.to_owned(),
-        server: x.server.to_string(),
-        components: x
-            .components
-            .iter()
-            .map(|c| (c.domain.as_str().to_owned(), c.secret.expose().to_owned()))
-            .collect(),
-        user_domains: x
-            .user_domains
-            .iter()
-            .map(|d| d.as_str().to_owned())
-            .collect(),
-        outbound: OutboundOptions {
-            message_type: match x.message_type {
-                XmppMessageType::Normal => OutboundMessageType::Normal,
-                XmppMessageType::Chat => OutboundMessageType::Chat,
-            },
-            ..OutboundOptions::default()
-        },
-        ping_interval: std::time::Duration::from_secs(u64::from(x.ping_interval_secs)),
-        min_backoff: std::time::Duration::from_millis(250),
-        max_backoff: std::time::Duration::from_secs(30),
-        limits: cpim_xmpp::guard::Limits {
-            max_stanza_bytes: x.max_stanza_bytes as usize,
-            ..cpim_xmpp::guard::Limits::default()
-        },
-    }
-}
-
 /// `explain`: loads the configuration at `path` and writes to `out` how the gateway reads
 /// `address`: the adapter that owns it, the user it names and how that user is written on every
 /// adapter. An address that no adapter can route is explained too, and then reported as
@@ -469,18 +441,7 @@ pub fn summary(config: &Config) -> String {
                 }
             }
             AdapterConfig::Xmpp(xmpp) => {
-                let components = xmpp
-                    .components
-                    .iter()
-                    .map(|component| component.domain.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let _ = write!(
-                    text,
-                    "  server={}  components={components}  message_type={}",
-                    xmpp.server,
-                    xmpp.message_type.as_str()
-                );
+                let _ = write!(text, "  {}", xmpp.summary());
             }
             AdapterConfig::Webhook(webhook) => {
                 let apps = webhook

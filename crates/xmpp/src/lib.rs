@@ -15,6 +15,8 @@ pub mod confirm;
 pub mod driver;
 pub mod guard;
 pub mod resources;
+pub mod settings;
 pub mod translate;
 
 pub use driver::{XmppAdapter, XmppConfig};
+pub use settings::XmppSettings;

@@ -57,3 +57,47 @@ impl<'de> Deserialize<'de> for HostPort {
         parse_str(deserializer, "host:port", HostPort::from_str)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_parses_names_and_addresses() {
+        let parsed = "127.0.0.1:5347".parse::<HostPort>();
+        assert_eq!(
+            parsed.as_ref().map(|h| h.to_string()).as_deref(),
+            Ok("127.0.0.1:5347")
+        );
+        let parsed = "[::1]:5347".parse::<HostPort>();
+        assert_eq!(
+            parsed.as_ref().map(|h| h.to_string()).as_deref(),
+            Ok("[::1]:5347")
+        );
+        let parsed = "xmpp.localhost:5347".parse::<HostPort>();
+        assert_eq!(
+            parsed,
+            Ok(HostPort {
+                host: "xmpp.localhost".to_owned(),
+                port: 5347
+            })
+        );
+    }
+
+    #[test]
+    fn host_port_rejects_missing_or_bad_parts() {
+        for text in [
+            "xmpp.localhost",
+            ":5347",
+            "host:99999",
+            "::1:5347",
+            "Bad_Host:1",
+            "",
+        ] {
+            assert!(
+                text.parse::<HostPort>().is_err(),
+                "{text} should be rejected"
+            );
+        }
+    }
+}

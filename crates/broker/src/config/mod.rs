@@ -10,9 +10,11 @@ mod domain;
 mod env;
 mod host_port;
 mod path;
+mod settings;
 
 pub use check::{Checks, Socket};
 pub use domain::{is_valid_name, Domain, DomainError};
 pub use env::{expand, process_env, with_lookup, ConfigString, ExpandError, Lookup, Secret};
 pub use host_port::HostPort;
 pub use path::{Finding, KeyPath, Segment};
+pub use settings::AdapterSettings;

@@ -3,10 +3,12 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use cpim_broker::config::AdapterSettings;
 use serde::{Deserialize, Deserializer};
 
 use cpim_broker::config::de::int_in_range;
-use cpim_broker::config::{ConfigString, Domain, HostPort, Secret};
+use cpim_broker::config::{ConfigString, Domain, Secret};
+use cpim_xmpp::XmppSettings;
 
 /// The protocol an adapter speaks: the `type` key of an `[adapters.<name>]` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -43,7 +45,7 @@ pub enum AdapterConfig {
     /// `type = "sip"`.
     Sip(SipConfig),
     /// `type = "xmpp"`.
-    Xmpp(XmppConfig),
+    Xmpp(XmppSettings),
     /// `type = "webhook"`.
     Webhook(WebhookConfig),
 }
@@ -62,12 +64,7 @@ impl AdapterConfig {
     pub fn domains(&self) -> Vec<&Domain> {
         match self {
             AdapterConfig::Sip(sip) => sip.domains.iter().collect(),
-            AdapterConfig::Xmpp(xmpp) => xmpp
-                .components
-                .iter()
-                .map(|component| &component.domain)
-                .chain(&xmpp.user_domains)
-                .collect(),
+            AdapterConfig::Xmpp(xmpp) => xmpp.domains(),
             AdapterConfig::Webhook(webhook) => {
                 webhook.apps.iter().flat_map(|app| &app.domains).collect()
             }
@@ -323,68 +320,6 @@ impl fmt::Display for SipTransport {
     }
 }
 
-/// `type = "xmpp"`: external components (XEP-0114) of one XMPP server.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct XmppConfig {
-    /// The server's component port.
-    pub server: HostPort,
-    /// Domains whose users live on that server (at least one).
-    #[serde(default)]
-    pub user_domains: Vec<Domain>,
-    /// The `type` of `<message/>` stanzas sent to XMPP users.
-    #[serde(default)]
-    pub message_type: XmppMessageType,
-    /// Seconds between keepalive pings (XEP-0199) on the component stream.
-    #[serde(
-        default = "default_ping_interval_secs",
-        deserialize_with = "deserialize_ping_interval_secs"
-    )]
-    pub ping_interval_secs: u32,
-    /// The largest stanza the gateway reads from the server, in bytes (the gateway's own
-    /// limit, whatever the server allows).
-    #[serde(
-        default = "default_max_stanza_bytes",
-        deserialize_with = "deserialize_max_stanza_bytes"
-    )]
-    pub max_stanza_bytes: u32,
-    /// The component domains to connect as (at least one).
-    #[serde(default)]
-    pub components: Vec<XmppComponent>,
-}
-
-/// One `[[adapters.<name>.components]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct XmppComponent {
-    /// The component's domain, as configured on the XMPP server.
-    pub domain: Domain,
-    /// The component's shared secret (XEP-0114 handshake).
-    pub secret: Secret,
-}
-
-/// The `type` attribute of outgoing XMPP messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum XmppMessageType {
-    /// `type="normal"`: a single message outside a conversation; the RFC 7572 §5 default for
-    /// a SIP MESSAGE without a session.
-    #[default]
-    Normal,
-    /// `type="chat"`: part of a one-to-one conversation.
-    Chat,
-}
-
-impl XmppMessageType {
-    /// The name used in the config file and on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XmppMessageType::Normal => "normal",
-            XmppMessageType::Chat => "chat",
-        }
-    }
-}
-
 /// `type = "webhook"`: the JSON webhook protocol for applications.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -531,95 +466,4 @@ fn deserialize_max_udp_message<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<u16, D::Error> {
     int_in_range(deserializer, "max_udp_message", 512, 65507, "bytes")
-}
-
-fn default_ping_interval_secs() -> u32 {
-    30
-}
-
-fn deserialize_ping_interval_secs<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<u32, D::Error> {
-    int_in_range(deserializer, "ping_interval_secs", 1, 3600, "seconds")
-}
-
-fn default_max_stanza_bytes() -> u32 {
-    cpim_xmpp::guard::DEFAULT_MAX_STANZA_BYTES as u32
-}
-
-fn deserialize_max_stanza_bytes<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<u32, D::Error> {
-    int_in_range(
-        deserializer,
-        "max_stanza_bytes",
-        4096,
-        16 * 1024 * 1024,
-        "bytes",
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_parses_names_and_addresses() {
-        let parsed = "127.0.0.1:5347".parse::<HostPort>();
-        assert_eq!(
-            parsed.as_ref().map(|h| h.to_string()).as_deref(),
-            Ok("127.0.0.1:5347")
-        );
-        let parsed = "[::1]:5347".parse::<HostPort>();
-        assert_eq!(
-            parsed.as_ref().map(|h| h.to_string()).as_deref(),
-            Ok("[::1]:5347")
-        );
-        let parsed = "xmpp.localhost:5347".parse::<HostPort>();
-        assert_eq!(
-            parsed,
-            Ok(HostPort {
-                host: "xmpp.localhost".to_owned(),
-                port: 5347
-            })
-        );
-    }
-
-    #[test]
-    fn host_port_rejects_missing_or_bad_parts() {
-        for text in [
-            "xmpp.localhost",
-            ":5347",
-            "host:99999",
-            "::1:5347",
-            "Bad_Host:1",
-            "",
-        ] {
-            assert!(
-                text.parse::<HostPort>().is_err(),
-                "{text} should be rejected"
-            );
-        }
-    }
-
-    #[test]
-    fn xmpp_owns_component_and_user_domains() {
-        let xmpp = AdapterConfig::Xmpp(XmppConfig {
-            server: HostPort {
-                host: "127.0.0.1".to_owned(),
-                port: 5347,
-            },
-            user_domains: vec![Domain::parse("xmpp.localhost").expect("valid domain")],
-            message_type: XmppMessageType::Normal,
-            ping_interval_secs: 30,
-            max_stanza_bytes: 262_144,
-            components: vec![XmppComponent {
-                domain: Domain::parse("gw.xmpp.localhost").expect("valid domain"),
-                secret: Secret::new("s"),
-            }],
-        });
-        let domains: Vec<&str> = xmpp.domains().iter().map(|d| d.as_str()).collect();
-        assert_eq!(domains, ["gw.xmpp.localhost", "xmpp.localhost"]);
-        assert_eq!(xmpp.kind(), AdapterKind::Xmpp);
-    }
 }

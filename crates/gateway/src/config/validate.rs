@@ -4,13 +4,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::config::adapters::{
-    AdapterConfig, AdapterKind, SipConfig, SipTransport, WebhookConfig, XmppConfig,
-};
+use crate::config::adapters::{AdapterConfig, AdapterKind, SipConfig, SipTransport, WebhookConfig};
 use crate::config::routing;
 use crate::config::source::KeyPath;
 use crate::config::Config;
-use cpim_broker::config::{is_valid_name, Checks, Domain, Socket};
+use cpim_broker::config::{is_valid_name, AdapterSettings, Checks, Domain, Socket};
 
 pub(crate) use crate::config::source::Finding;
 
@@ -60,7 +58,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
         }
         match adapter {
             AdapterConfig::Sip(sip) => check.sip(name, &path, sip),
-            AdapterConfig::Xmpp(xmpp) => check.xmpp(name, &path, xmpp),
+            AdapterConfig::Xmpp(xmpp) => xmpp.check(name, &path, &mut check),
             AdapterConfig::Webhook(webhook) => check.webhook(name, &path, webhook),
         }
     }
@@ -268,37 +266,6 @@ impl Checker {
                      \"sip:127.0.0.1:5070;transport=udp\"`, or remove the key",
                 );
             }
-        }
-    }
-
-    fn xmpp(&mut self, name: &str, path: &KeyPath, xmpp: &XmppConfig) {
-        self.require_some(
-            &xmpp.components,
-            path.key("components"),
-            format!("`components` of xmpp adapter `{name}`"),
-            "add a `[[adapters.<name>.components]]` table with `domain` and `secret`",
-        );
-        for (index, component) in xmpp.components.iter().enumerate() {
-            let component_path = path.key("components").index(index);
-            self.own(name, component_path.key("domain"), &component.domain);
-            if component.secret.is_empty() {
-                self.fail(
-                    component_path.key("secret"),
-                    format!("component `{}` has an empty secret", component.domain),
-                    "set the secret shared with the XMPP server, e.g. \
-                     `secret = \"${CPIM_XMPP_SECRET}\"`",
-                );
-            }
-        }
-        self.require_some(
-            &xmpp.user_domains,
-            path.key("user_domains"),
-            format!("`user_domains` of xmpp adapter `{name}`"),
-            "list the domains whose users live on the XMPP server, e.g. \
-             `user_domains = [\"xmpp.example.com\"]`",
-        );
-        for (index, domain) in xmpp.user_domains.iter().enumerate() {
-            self.own(name, path.key("user_domains").index(index), domain);
         }
     }
 
