@@ -9,7 +9,6 @@ use cpim::Address;
 use cpim_broker::config::AdapterSettings;
 use cpim_broker::map::{AddressMap, MapError};
 use cpim_broker::{Adapter, Broker, Identity};
-use cpim_webhook::adapter::WebhookAdapter;
 
 use crate::config::{AdapterConfig, AdapterKind, Config};
 use crate::error::Error;
@@ -126,12 +125,10 @@ async fn build_adapters(config: &Config, broker: &Broker) -> Result<Vec<Arc<dyn 
                 adapters.push(adapter);
             }
             AdapterConfig::Webhook(w) => {
-                let (webhook_config, sinks) = webhook_config(name, w).map_err(Error::Runtime)?;
-                // The adapter logs where it listens.
-                let (adapter, _bound) =
-                    WebhookAdapter::start(webhook_config, broker.context(name), sinks)
-                        .await
-                        .map_err(Error::Runtime)?;
+                let adapter = w
+                    .build(name, broker.context(name), &base_dir)
+                    .await
+                    .map_err(Error::Runtime)?;
                 adapters.push(adapter);
             }
             AdapterConfig::Sip(sip) => {
@@ -282,65 +279,6 @@ pub async fn sip_config(
     Ok(settings)
 }
 
-/// The outbound transaction sender of each webhook app with a URL, by app name.
-pub type OutboundSinks =
-    std::collections::HashMap<String, Arc<dyn cpim_webhook::adapter::OutboundSink>>;
-
-/// The webhook adapter's settings, and an outbound transaction sender for every app
-/// with a URL.
-pub fn webhook_config(
-    name: &str,
-    w: &crate::config::WebhookConfig,
-) -> std::io::Result<(cpim_webhook::adapter::WebhookConfig, OutboundSinks)> {
-    use cpim_webhook::adapter::{AppConfig, WebhookConfig};
-    use cpim_webhook::client::{http_client, AppTarget, Outbox, RetryPolicy};
-    let apps: Vec<AppConfig> = w
-        .apps
-        .iter()
-        .map(|a| AppConfig {
-            name: a.name.clone(),
-            domains: a.domains.iter().map(|d| d.as_str().to_owned()).collect(),
-            token: a.token.expose().to_owned(),
-            url: a.url.as_ref().map(|u| u.as_str().to_owned()),
-        })
-        .collect();
-    let mut sinks = OutboundSinks::new();
-    if apps.iter().any(|a| a.url.is_some()) {
-        let client = http_client().map_err(std::io::Error::other)?;
-        for app in &apps {
-            if let Some(url) = &app.url {
-                let target = AppTarget {
-                    app: app.name.clone(),
-                    url: url.clone(),
-                    token: app.token.clone(),
-                };
-                let policy = RetryPolicy {
-                    give_up_after: std::time::Duration::from_secs(u64::from(w.give_up_secs)),
-                    ..RetryPolicy::default()
-                };
-                let outbox = Outbox::start(target, policy, client.clone());
-                sinks.insert(app.name.clone(), Arc::new(outbox));
-            }
-        }
-    }
-    let config = WebhookConfig {
-        name: name.to_owned(),
-        listen: w.listen,
-        apps,
-        body_limit: w.body_limit_bytes as usize,
-        rate_per_sec: f64::from(w.rate_per_sec),
-        burst: w.burst,
-        http_limits: cpim_webhook::listener::HttpLimits {
-            max_connections: w.max_connections as usize,
-            max_per_ip: w.max_connections_per_ip as usize,
-            header_timeout: std::time::Duration::from_secs(u64::from(w.header_timeout_secs)),
-            idle_timeout: std::time::Duration::from_secs(u64::from(w.idle_timeout_secs)),
-        },
-        ..WebhookConfig::default()
-    };
-    Ok((config, sinks))
-}
-
 /// `explain`: loads the configuration at `path` and writes to `out` how the gateway reads
 /// `address`: the adapter that owns it, the user it names and how that user is written on every
 /// adapter. An address that no adapter can route is explained too, and then reported as
@@ -444,13 +382,7 @@ pub fn summary(config: &Config) -> String {
                 let _ = write!(text, "  {}", xmpp.summary());
             }
             AdapterConfig::Webhook(webhook) => {
-                let apps = webhook
-                    .apps
-                    .iter()
-                    .map(|app| app.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let _ = write!(text, "  listen=http:{}  apps={apps}", webhook.listen);
+                let _ = write!(text, "  {}", webhook.summary());
             }
         }
         text.push('\n');
@@ -525,7 +457,7 @@ mod tests {
         w.burst = 9;
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let (converted, sinks) = runtime
-            .block_on(async { webhook_config("webhook", &w) })
+            .block_on(async { w.runtime("webhook") })
             .expect("converted");
         assert_eq!(converted.body_limit, 2048);
         assert_eq!(converted.rate_per_sec, 7.0);

@@ -25,13 +25,14 @@ use toml::Spanned;
 
 pub use adapters::{
     AdapterConfig, AdapterKind, PresenceAllow, PresenceAuthorization, SipConfig, SipListener,
-    SipTransport, UnregisteredUsers, WebhookApp, WebhookConfig,
+    SipTransport, UnregisteredUsers,
 };
 use cpim_broker::config::de;
 pub use cpim_broker::config::{
     expand, ConfigString, Domain, DomainError, ExpandError, HostPort, Secret,
 };
 use cpim_broker::config::{process_env, with_lookup, Lookup};
+pub use cpim_webhook::settings::{WebhookApp, WebhookSettings};
 pub use cpim_xmpp::settings::{XmppComponent, XmppMessageType, XmppSettings};
 pub use routing::{style_of, AliasRule, UserRule};
 pub use source::Location;
@@ -398,7 +399,7 @@ fn deserialize(document: &Spanned<DeTable<'_>>) -> Result<Config, toml::de::Erro
         let adapter = match kind {
             AdapterKind::Sip => AdapterConfig::Sip(SipConfig::deserialize(table)?),
             AdapterKind::Xmpp => AdapterConfig::Xmpp(XmppSettings::deserialize(table)?),
-            AdapterKind::Webhook => AdapterConfig::Webhook(WebhookConfig::deserialize(table)?),
+            AdapterKind::Webhook => AdapterConfig::Webhook(WebhookSettings::deserialize(table)?),
         };
         adapters.insert(name, adapter);
     }

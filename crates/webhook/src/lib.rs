@@ -24,6 +24,8 @@ pub mod config;
 pub mod events;
 pub mod listener;
 pub mod server;
+pub mod settings;
 pub mod translate;
 
 pub use adapter::{AppConfig, OutboundSink, WebhookAdapter, WebhookConfig};
+pub use settings::WebhookSettings;

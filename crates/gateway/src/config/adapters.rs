@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 
 use cpim_broker::config::de::int_in_range;
 use cpim_broker::config::{ConfigString, Domain, Secret};
+use cpim_webhook::WebhookSettings;
 use cpim_xmpp::XmppSettings;
 
 /// The protocol an adapter speaks: the `type` key of an `[adapters.<name>]` table.
@@ -47,7 +48,7 @@ pub enum AdapterConfig {
     /// `type = "xmpp"`.
     Xmpp(XmppSettings),
     /// `type = "webhook"`.
-    Webhook(WebhookConfig),
+    Webhook(WebhookSettings),
 }
 
 impl AdapterConfig {
@@ -65,9 +66,7 @@ impl AdapterConfig {
         match self {
             AdapterConfig::Sip(sip) => sip.domains.iter().collect(),
             AdapterConfig::Xmpp(xmpp) => xmpp.domains(),
-            AdapterConfig::Webhook(webhook) => {
-                webhook.apps.iter().flat_map(|app| &app.domains).collect()
-            }
+            AdapterConfig::Webhook(webhook) => webhook.domains(),
         }
     }
 }
@@ -318,144 +317,6 @@ impl fmt::Display for SipTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// `type = "webhook"`: the JSON webhook protocol for applications.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// The HTTP listener of the inbound API.
-    pub listen: SocketAddr,
-    /// Largest request body in bytes; larger requests get `413`.
-    #[serde(
-        default = "default_body_limit_bytes",
-        deserialize_with = "deserialize_body_limit_bytes"
-    )]
-    pub body_limit_bytes: u32,
-    /// Sustained requests per second per token; beyond it `429` with `Retry-After`.
-    #[serde(
-        default = "default_rate_per_sec",
-        deserialize_with = "deserialize_rate_per_sec"
-    )]
-    pub rate_per_sec: u32,
-    /// Requests per token in a burst.
-    #[serde(default = "default_burst", deserialize_with = "deserialize_burst")]
-    pub burst: u32,
-    /// Seconds after which an outbound transaction that keeps failing is given up; the
-    /// senders of its events then learn that delivery failed.
-    #[serde(
-        default = "default_give_up_secs",
-        deserialize_with = "deserialize_give_up_secs"
-    )]
-    pub give_up_secs: u32,
-    /// Open connections to the API at most; beyond it `503` and close.
-    #[serde(
-        default = "default_max_connections",
-        deserialize_with = "deserialize_max_connections"
-    )]
-    pub max_connections: u32,
-    /// Open connections to the API from one IP address at most.
-    #[serde(
-        default = "default_max_connections_per_ip",
-        deserialize_with = "deserialize_max_connections_per_ip"
-    )]
-    pub max_connections_per_ip: u32,
-    /// Seconds a client has from the first byte of a request to the end of its head.
-    #[serde(
-        default = "default_header_timeout_secs",
-        deserialize_with = "deserialize_header_timeout_secs"
-    )]
-    pub header_timeout_secs: u32,
-    /// Seconds without a byte either way after which a connection is closed.
-    #[serde(
-        default = "default_idle_timeout_secs",
-        deserialize_with = "deserialize_idle_timeout_secs"
-    )]
-    pub idle_timeout_secs: u32,
-    /// The applications allowed to use the API (at least one).
-    #[serde(default)]
-    pub apps: Vec<WebhookApp>,
-}
-
-fn default_max_connections() -> u32 {
-    128
-}
-
-fn deserialize_max_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    int_in_range(d, "max_connections", 1, 100_000, "connections")
-}
-
-fn default_max_connections_per_ip() -> u32 {
-    32
-}
-
-fn deserialize_max_connections_per_ip<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    int_in_range(d, "max_connections_per_ip", 1, 100_000, "connections")
-}
-
-fn default_header_timeout_secs() -> u32 {
-    10
-}
-
-fn deserialize_header_timeout_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    int_in_range(d, "header_timeout_secs", 1, 300, "seconds")
-}
-
-fn default_idle_timeout_secs() -> u32 {
-    75
-}
-
-fn deserialize_idle_timeout_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    // More than the 15 s keep-alive of `GET /v1/events`.
-    int_in_range(d, "idle_timeout_secs", 20, 3600, "seconds")
-}
-
-fn default_body_limit_bytes() -> u32 {
-    64 * 1024
-}
-
-fn deserialize_body_limit_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    int_in_range(d, "body_limit_bytes", 1024, 16 * 1024 * 1024, "bytes")
-}
-
-fn default_rate_per_sec() -> u32 {
-    20
-}
-
-fn deserialize_rate_per_sec<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    int_in_range(d, "rate_per_sec", 1, 1_000_000, "requests per second")
-}
-
-fn default_burst() -> u32 {
-    40
-}
-
-fn deserialize_burst<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    int_in_range(d, "burst", 1, 1_000_000, "requests")
-}
-
-fn default_give_up_secs() -> u32 {
-    600
-}
-
-fn deserialize_give_up_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    int_in_range(d, "give_up_secs", 1, 604_800, "seconds")
-}
-
-/// One `[[adapters.<name>.apps]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookApp {
-    /// The app's name (`[a-z0-9_-]+`, unique within the adapter).
-    pub name: String,
-    /// The domains whose addresses belong to this app (at least one).
-    #[serde(default)]
-    pub domains: Vec<Domain>,
-    /// The bearer token the app presents.
-    pub token: Secret,
-    /// Where outbound events for this app are sent; none means the app polls.
-    #[serde(default)]
-    pub url: Option<ConfigString>,
 }
 
 fn default_max_udp_message() -> u16 {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::config::adapters::{AdapterConfig, AdapterKind, SipConfig, SipTransport, WebhookConfig};
+use crate::config::adapters::{AdapterConfig, AdapterKind, SipConfig, SipTransport};
 use crate::config::routing;
 use crate::config::source::KeyPath;
 use crate::config::Config;
@@ -59,7 +59,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
         match adapter {
             AdapterConfig::Sip(sip) => check.sip(name, &path, sip),
             AdapterConfig::Xmpp(xmpp) => xmpp.check(name, &path, &mut check),
-            AdapterConfig::Webhook(webhook) => check.webhook(name, &path, webhook),
+            AdapterConfig::Webhook(webhook) => webhook.check(name, &path, &mut check),
         }
     }
     let earlier_findings = !check.findings.is_empty();
@@ -265,96 +265,6 @@ impl Checker {
                     "write a sip: or sips: URI, e.g. `outbound_proxy = \
                      \"sip:127.0.0.1:5070;transport=udp\"`, or remove the key",
                 );
-            }
-        }
-    }
-
-    fn webhook(&mut self, name: &str, path: &KeyPath, webhook: &WebhookConfig) {
-        self.bind(
-            path.key("listen"),
-            Socket::Tcp,
-            webhook.listen,
-            format!("the http listener of adapter `{name}`"),
-        );
-        self.require_some(
-            &webhook.apps,
-            path.key("apps"),
-            format!("`apps` of webhook adapter `{name}`"),
-            "add a `[[adapters.<name>.apps]]` table with `name`, `domains` and `token`",
-        );
-        let mut app_names: HashMap<&str, usize> = HashMap::new();
-        let mut app_tokens: HashMap<&str, usize> = HashMap::new();
-        for (index, app) in webhook.apps.iter().enumerate() {
-            let app_path = path.key("apps").index(index);
-            if !is_valid_name(&app.name) {
-                self.fail(
-                    app_path.key("name"),
-                    format!("app name `{}` is not allowed", app.name),
-                    "name apps with lowercase letters, digits, `_` and `-`",
-                );
-            }
-            if let Some(first) = app_names.insert(&app.name, index) {
-                self.fail(
-                    app_path.key("name"),
-                    format!(
-                        "app name `{}` is used twice in adapter `{name}` (first in apps[{first}])",
-                        app.name
-                    ),
-                    "give every app of an adapter its own name",
-                );
-            }
-            self.require_some(
-                &app.domains,
-                app_path.key("domains"),
-                format!("`domains` of webhook app `{}`", app.name),
-                "list the domains whose addresses belong to the app, e.g. \
-                 `domains = [\"app.example.com\"]`",
-            );
-            for (domain_index, domain) in app.domains.iter().enumerate() {
-                self.own(name, app_path.key("domains").index(domain_index), domain);
-            }
-            let min = cpim_webhook::config::MIN_TOKEN_LEN;
-            if app.token.is_empty() {
-                self.fail(
-                    app_path.key("token"),
-                    format!("webhook app `{}` has an empty token", app.name),
-                    "set a long random bearer token, e.g. `token = \"${CPIM_WEBHOOK_TOKEN}\"`",
-                );
-            } else if app.token.expose().len() < min {
-                self.fail(
-                    app_path.key("token"),
-                    format!(
-                        "the token of webhook app `{}` has {} characters; at least {min} are needed",
-                        app.name,
-                        app.token.expose().len()
-                    ),
-                    "set a long random bearer token, e.g. `openssl rand -hex 24`",
-                );
-            } else if let Some(first) = app_tokens.insert(app.token.expose(), index) {
-                self.fail(
-                    app_path.key("token"),
-                    format!(
-                        "webhook app `{}` has the same token as apps[{first}]",
-                        app.name
-                    ),
-                    "give every app its own token: the token says which app is calling",
-                );
-            }
-            if let Some(url) = &app.url {
-                let rest = url
-                    .as_str()
-                    .strip_prefix("http://")
-                    .or_else(|| url.as_str().strip_prefix("https://"));
-                if rest.is_none_or(str::is_empty) {
-                    self.fail(
-                        app_path.key("url"),
-                        format!(
-                            "url `{url}` of webhook app `{}` is not an http(s) URL",
-                            app.name
-                        ),
-                        "write e.g. `url = \"https://app.example.com/hooks\"`, or remove the key",
-                    );
-                }
             }
         }
     }
