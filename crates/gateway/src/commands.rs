@@ -6,11 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cpim::Address;
-use cpim_broker::config::AdapterSettings;
 use cpim_broker::map::{AddressMap, MapError};
 use cpim_broker::{Adapter, Broker, Identity};
 
-use crate::config::{AdapterConfig, AdapterKind, Config};
+use crate::config::{AdapterKind, Config};
 use crate::error::Error;
 use crate::serve;
 
@@ -116,167 +115,14 @@ async fn build_adapters(config: &Config, broker: &Broker) -> Result<Vec<Arc<dyn 
         .unwrap_or(Path::new(""))
         .to_path_buf();
     for (name, adapter) in &config.adapters {
-        match adapter {
-            AdapterConfig::Xmpp(x) => {
-                let adapter = x
-                    .build(name, broker.context(name), &base_dir)
-                    .await
-                    .map_err(Error::Runtime)?;
-                adapters.push(adapter);
-            }
-            AdapterConfig::Webhook(w) => {
-                let adapter = w
-                    .build(name, broker.context(name), &base_dir)
-                    .await
-                    .map_err(Error::Runtime)?;
-                adapters.push(adapter);
-            }
-            AdapterConfig::Sip(sip) => {
-                let settings = sip_config(name, sip, config)
-                    .await
-                    .map_err(Error::Runtime)?;
-                // The adapter logs where it listens.
-                let (adapter, _bound) = cpim_sip::SipAdapter::start(settings, broker.context(name))
-                    .await
-                    .map_err(Error::Runtime)?;
-                adapters.push(adapter);
-            }
-        }
+        let adapter = adapter
+            .settings()
+            .build(name, broker.context(name), &base_dir)
+            .await
+            .map_err(Error::Runtime)?;
+        adapters.push(adapter);
     }
     Ok(adapters)
-}
-
-/// Descriptors kept free of SIP stream connections for everything else: the admin and
-/// webhook listeners and their clients, the XMPP links, outbound SIP connections, the
-/// spool.
-const RESERVED_OPEN_FILES: usize = 256;
-
-/// `max_tcp_connections` as the process can honour it: at most the open-files limit less
-/// a reserve (half of a very low limit), so that SIP peers filling their cap never leave
-/// `/healthz`, the webhook API or outbound connections without a descriptor.
-fn within_open_files(adapter: &str, configured: usize) -> usize {
-    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
-        return configured;
-    };
-    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
-    let reserve = RESERVED_OPEN_FILES.min(soft / 2);
-    let room = soft.saturating_sub(reserve).max(1);
-    if configured > room {
-        tracing::warn!(
-            adapter,
-            configured,
-            open_files = soft,
-            used = room,
-            "max_tcp_connections lowered to leave descriptors for the other listeners"
-        );
-        room
-    } else {
-        configured
-    }
-}
-
-/// The SIP adapter's settings: listeners (with the TLS certificate and key read from
-/// their files, relative to the configuration file), the outbound proxy resolved to an
-/// address, credentials and registrar accounts.
-pub async fn sip_config(
-    name: &str,
-    s: &crate::config::SipConfig,
-    config: &Config,
-) -> std::io::Result<cpim_sip::SipConfig> {
-    use crate::config::SipTransport;
-    use cpim_sip::transport::{Listen, Transport};
-    let transport = |t: SipTransport| match t {
-        SipTransport::Udp => Transport::Udp,
-        SipTransport::Tcp => Transport::Tcp,
-        SipTransport::Tls => Transport::Tls,
-    };
-    let base = config
-        .source()
-        .parent()
-        .unwrap_or(Path::new(""))
-        .to_path_buf();
-    let mut settings = cpim_sip::SipConfig::new(
-        name,
-        &s.domains.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
-        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-    );
-    settings.listen = s
-        .listen
-        .iter()
-        .map(|l| Listen {
-            transport: transport(l.transport),
-            address: l.address,
-        })
-        .collect();
-    if let Some(l) = s.listen.iter().find(|l| l.transport == SipTransport::Tls) {
-        let read = |file: &Option<crate::config::ConfigString>, what: &str| {
-            let file = file
-                .as_ref()
-                .ok_or_else(|| std::io::Error::other(format!("the tls listener has no {what}")))?;
-            let path = base.join(file.as_str());
-            std::fs::read(&path).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
-            })
-        };
-        settings.tls = Some((
-            read(&l.certificate, "certificate")?,
-            read(&l.private_key, "private_key")?,
-        ));
-    }
-    if let Some(proxy) = &s.outbound_proxy {
-        let uri = cpim::address::SipUri::parse(proxy.as_str())
-            .map_err(|e| std::io::Error::other(format!("outbound_proxy: {e}")))?;
-        let peer = cpim_sip::transport::resolve(&uri)
-            .await
-            .map_err(|e| std::io::Error::other(format!("outbound_proxy: {e}")))?;
-        settings.outbound_proxy = Some(peer);
-    }
-    settings.max_udp_message = usize::from(s.max_udp_message);
-    settings.stream_limits = cpim_sip::transport::StreamLimits {
-        max_connections: within_open_files(name, s.max_tcp_connections as usize),
-        max_per_ip: s.max_tcp_connections_per_ip as usize,
-        idle_timeout: std::time::Duration::from_secs(u64::from(s.tcp_idle_timeout_secs)),
-        message_timeout: std::time::Duration::from_secs(u64::from(s.tcp_message_timeout_secs)),
-    };
-    settings.advertise = s.advertise.as_ref().map(|d| d.as_str().to_owned());
-    settings.cpim_domains = s
-        .cpim_domains
-        .iter()
-        .map(|d| d.as_str().to_owned())
-        .collect();
-    settings.credentials = s
-        .credentials
-        .iter()
-        .map(|c| cpim_sip::auth::Credential {
-            realm: c.realm.as_ref().map(|r| r.as_str().to_owned()),
-            username: c.username.as_str().to_owned(),
-            password: c.password.expose().to_owned(),
-        })
-        .collect();
-    let accounts: Vec<cpim_sip::auth::RegistrarUser> = s
-        .accounts
-        .iter()
-        .map(|a| cpim_sip::auth::RegistrarUser {
-            username: a.username.as_str().to_owned(),
-            password: a.password.expose().to_owned(),
-        })
-        .collect();
-    settings.registrar = s
-        .registrar_domains
-        .iter()
-        .map(|d| (d.as_str().to_owned(), accounts.clone()))
-        .collect();
-    settings.trusted_proxies = s.trusted_proxies.clone();
-    settings.unregistered_store = s.unregistered_users == crate::config::UnregisteredUsers::Store;
-    settings.presence_authorization = match s.presence_authorization {
-        crate::config::PresenceAuthorization::Open => cpim_sip::authorization::Policy::Open,
-        crate::config::PresenceAuthorization::Contacts => cpim_sip::authorization::Policy::Contacts,
-        crate::config::PresenceAuthorization::AllowList => {
-            cpim_sip::authorization::Policy::AllowList
-        }
-    };
-    settings.presence_allow = s.presence_allow.iter().map(|a| a.0.clone()).collect();
-    Ok(settings)
 }
 
 /// `explain`: loads the configuration at `path` and writes to `out` how the gateway reads
@@ -365,26 +211,7 @@ pub fn summary(config: &Config) -> String {
             .join(",");
         let kind = adapter.kind();
         let _ = write!(text, "  {name:width$}  type={kind:<7}  domains={domains}");
-        match adapter {
-            AdapterConfig::Sip(sip) => {
-                let listen = sip
-                    .listen
-                    .iter()
-                    .map(|listener| format!("{}:{}", listener.transport, listener.address))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let _ = write!(text, "  listen={listen}");
-                if let Some(proxy) = &sip.outbound_proxy {
-                    let _ = write!(text, "  outbound_proxy={proxy}");
-                }
-            }
-            AdapterConfig::Xmpp(xmpp) => {
-                let _ = write!(text, "  {}", xmpp.summary());
-            }
-            AdapterConfig::Webhook(webhook) => {
-                let _ = write!(text, "  {}", webhook.summary());
-            }
-        }
+        let _ = write!(text, "  {}", adapter.settings().summary());
         text.push('\n');
     }
     match config.address_map() {
@@ -443,6 +270,7 @@ fn routing_summary(map: &AddressMap, text: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AdapterConfig;
 
     #[test]
     fn webhook_limits_come_from_the_configuration() {

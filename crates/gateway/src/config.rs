@@ -23,15 +23,15 @@ use serde::{Deserialize, Deserializer};
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-pub use adapters::{
-    AdapterConfig, AdapterKind, PresenceAllow, PresenceAuthorization, SipConfig, SipListener,
-    SipTransport, UnregisteredUsers,
-};
+pub use adapters::{AdapterConfig, AdapterKind};
 use cpim_broker::config::de;
 pub use cpim_broker::config::{
     expand, ConfigString, Domain, DomainError, ExpandError, HostPort, Secret,
 };
 use cpim_broker::config::{process_env, with_lookup, Lookup};
+pub use cpim_sip::settings::{
+    PresenceAllow, PresenceAuthorization, SipListener, SipSettings, SipTransport, UnregisteredUsers,
+};
 pub use cpim_webhook::settings::{WebhookApp, WebhookSettings};
 pub use cpim_xmpp::settings::{XmppComponent, XmppMessageType, XmppSettings};
 pub use routing::{style_of, AliasRule, UserRule};
@@ -397,7 +397,7 @@ fn deserialize(document: &Spanned<DeTable<'_>>) -> Result<Config, toml::de::Erro
         }
         let table = ValueDeserializer::from(table);
         let adapter = match kind {
-            AdapterKind::Sip => AdapterConfig::Sip(SipConfig::deserialize(table)?),
+            AdapterKind::Sip => AdapterConfig::Sip(SipSettings::deserialize(table)?),
             AdapterKind::Xmpp => AdapterConfig::Xmpp(XmppSettings::deserialize(table)?),
             AdapterKind::Webhook => AdapterConfig::Webhook(WebhookSettings::deserialize(table)?),
         };

@@ -23,6 +23,7 @@ pub mod dialog;
 pub mod driver;
 pub mod encoding;
 pub mod headers;
+pub mod settings;
 pub mod subscription;
 pub mod transaction;
 pub mod translate;
@@ -31,3 +32,4 @@ pub mod winfo;
 pub mod wire;
 
 pub use driver::{SipAdapter, SipConfig};
+pub use settings::SipSettings;

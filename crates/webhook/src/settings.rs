@@ -13,7 +13,7 @@ use cpim_broker::config::de::int_in_range;
 use cpim_broker::config::{
     is_valid_name, AdapterSettings, Checks, ConfigString, Domain, KeyPath, Secret, Socket,
 };
-use cpim_broker::{Adapter, AdapterContext};
+use cpim_broker::{Adapter, AdapterContext, AddressStyle};
 
 use crate::adapter::{AppConfig, OutboundSink, WebhookAdapter, WebhookConfig};
 use crate::client::{http_client, AppTarget, Outbox, RetryPolicy};
@@ -147,7 +147,11 @@ impl WebhookSettings {
 
 #[async_trait]
 impl AdapterSettings for WebhookSettings {
-    fn domains(&self) -> Vec<&Domain> {
+    fn style(&self) -> AddressStyle {
+        AddressStyle::Im
+    }
+
+    fn home_domains(&self) -> Vec<&Domain> {
         self.apps.iter().flat_map(|app| &app.domains).collect()
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer};
 
 use cpim_broker::config::de::int_in_range;
 use cpim_broker::config::{AdapterSettings, Checks, Domain, HostPort, KeyPath, Secret};
-use cpim_broker::{Adapter, AdapterContext};
+use cpim_broker::{Adapter, AdapterContext, AddressStyle};
 
 use crate::translate::{OutboundMessageType, OutboundOptions};
 use crate::{XmppAdapter, XmppConfig};
@@ -113,11 +113,18 @@ impl XmppSettings {
 
 #[async_trait]
 impl AdapterSettings for XmppSettings {
-    fn domains(&self) -> Vec<&Domain> {
+    fn style(&self) -> AddressStyle {
+        AddressStyle::Xmpp
+    }
+
+    fn home_domains(&self) -> Vec<&Domain> {
+        self.user_domains.iter().collect()
+    }
+
+    fn component_domains(&self) -> Vec<&Domain> {
         self.components
             .iter()
             .map(|component| &component.domain)
-            .chain(&self.user_domains)
             .collect()
     }
 

@@ -8,13 +8,33 @@ use async_trait::async_trait;
 
 use crate::adapter::{Adapter, AdapterContext};
 use crate::config::{Checks, Domain, KeyPath};
+use crate::identity::AddressStyle;
 
 /// An adapter's `[adapters.NAME]` table, deserialized (strictly, with `${VAR}`
 /// expansion) by its own crate's serde type.
 #[async_trait]
 pub trait AdapterSettings: Send + Sync {
-    /// Every domain the adapter owns: messages to users of these domains go to it.
-    fn domains(&self) -> Vec<&Domain>;
+    /// How addresses are written on this adapter's network.
+    fn style(&self) -> AddressStyle;
+
+    /// The domains whose users live on this adapter's network (its home domains in the
+    /// address map).
+    fn home_domains(&self) -> Vec<&Domain>;
+
+    /// The domains at which the adapter's network reaches users of other networks (an
+    /// XMPP server's component domains): escape domains in the address map unless an
+    /// alias takes them, and the only domains an alias on this adapter may use. None by
+    /// default.
+    fn component_domains(&self) -> Vec<&Domain> {
+        Vec::new()
+    }
+
+    /// Every domain the adapter owns: its component domains, then its home domains.
+    fn domains(&self) -> Vec<&Domain> {
+        let mut all = self.component_domains();
+        all.extend(self.home_domains());
+        all
+    }
 
     /// Reports every broken rule of these settings, and the domains and sockets they
     /// claim, to `checks`, in file order (`path` is the table's key path). `check` and

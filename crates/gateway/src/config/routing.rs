@@ -7,7 +7,7 @@ use cpim::Address;
 use cpim_broker::map::{AdapterMapConfig, AddressMap, DomainRole, MapConfig, MapError, UserEntry};
 use cpim_broker::{AddressStyle, Identity};
 
-use crate::config::adapters::{AdapterConfig, AdapterKind};
+use crate::config::adapters::AdapterKind;
 use crate::config::source::{Finding, KeyPath};
 use crate::config::Config;
 use cpim_broker::config::de::parse_str;
@@ -67,30 +67,21 @@ impl Config {
                     .filter(|alias| alias.on == *name)
                     .map(|alias| (alias.alias.to_string(), alias.domain.to_string()))
                     .collect();
-                let (home_domains, escape_domains) = match adapter {
-                    AdapterConfig::Sip(sip) => (strings(&sip.domains), Vec::new()),
-                    AdapterConfig::Xmpp(xmpp) => (
-                        strings(&xmpp.user_domains),
-                        xmpp.components
-                            .iter()
-                            .map(|component| component.domain.to_string())
-                            .filter(|domain| {
-                                !alias_domains.iter().any(|(alias, _)| alias == domain)
-                            })
-                            .collect(),
-                    ),
-                    AdapterConfig::Webhook(webhook) => (
-                        webhook
-                            .apps
-                            .iter()
-                            .flat_map(|app| strings(&app.domains))
-                            .collect(),
-                        Vec::new(),
-                    ),
-                };
+                let settings = adapter.settings();
+                let home_domains = settings
+                    .home_domains()
+                    .into_iter()
+                    .map(Domain::to_string)
+                    .collect();
+                let escape_domains = settings
+                    .component_domains()
+                    .into_iter()
+                    .map(Domain::to_string)
+                    .filter(|domain| !alias_domains.iter().any(|(alias, _)| alias == domain))
+                    .collect();
                 AdapterMapConfig {
                     name: name.clone(),
-                    style: style_of(adapter.kind()),
+                    style: settings.style(),
                     home_domains,
                     alias_domains,
                     escape_domains,
@@ -115,10 +106,6 @@ impl Config {
     }
 }
 
-fn strings(domains: &[Domain]) -> Vec<String> {
-    domains.iter().map(Domain::to_string).collect()
-}
-
 /// The checks of `[[aliases]]` and `[[users]]` that need the adapters: `on` names an adapter, an
 /// XMPP alias domain is a component domain; then, when the file has no other problem, the
 /// address map is built and its first error reported at the entry it comes from.
@@ -140,14 +127,20 @@ pub(crate) fn validate(config: &Config, earlier_findings: bool) -> Vec<Finding> 
         let path = root.key("aliases").index(index);
         match config.adapters.get(&alias.on) {
             None => findings.push(unknown_adapter(path.key("on"), &alias.on)),
-            Some(AdapterConfig::Xmpp(xmpp))
-                if !xmpp.components.iter().any(|c| c.domain == alias.alias) =>
+            Some(adapter)
+                if !adapter.settings().component_domains().is_empty()
+                    && !adapter
+                        .settings()
+                        .component_domains()
+                        .contains(&&alias.alias) =>
             {
                 findings.push(Finding {
                     path: path.key("as"),
                     message: format!(
-                        "alias domain `{}` is not a component domain of xmpp adapter `{}`",
-                        alias.alias, alias.on
+                        "alias domain `{}` is not a component domain of {} adapter `{}`",
+                        alias.alias,
+                        adapter.kind(),
+                        alias.on
                     ),
                     hint: "on an xmpp adapter the alias domain must be one of its \
                            `[[adapters.<name>.components]]` domains, so that the XMPP server \

@@ -4,11 +4,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::config::adapters::{AdapterConfig, AdapterKind, SipConfig, SipTransport};
+use crate::config::adapters::AdapterKind;
 use crate::config::routing;
 use crate::config::source::KeyPath;
 use crate::config::Config;
-use cpim_broker::config::{is_valid_name, AdapterSettings, Checks, Domain, Socket};
+use cpim_broker::config::{is_valid_name, Checks, Domain, Socket};
 
 pub(crate) use crate::config::source::Finding;
 
@@ -56,11 +56,7 @@ pub(crate) fn validate(config: &Config) -> Vec<Finding> {
                 "name adapters with lowercase letters, digits, `_` and `-`, e.g. `[adapters.sip]`",
             );
         }
-        match adapter {
-            AdapterConfig::Sip(sip) => check.sip(name, &path, sip),
-            AdapterConfig::Xmpp(xmpp) => xmpp.check(name, &path, &mut check),
-            AdapterConfig::Webhook(webhook) => webhook.check(name, &path, &mut check),
-        }
+        adapter.settings().check(name, &path, &mut check);
     }
     let earlier_findings = !check.findings.is_empty();
     check
@@ -132,140 +128,6 @@ impl Checks for Checker {
                  specific addresses); change one of them",
             ),
             None => self.sockets.push((socket, address, owner, path)),
-        }
-    }
-}
-
-impl Checker {
-    fn require_some<T>(&mut self, items: &[T], path: KeyPath, what: String, example: &str) {
-        Checks::require_some(self, items.is_empty(), path, what, example);
-    }
-
-    fn sip(&mut self, name: &str, path: &KeyPath, sip: &SipConfig) {
-        self.require_some(
-            &sip.domains,
-            path.key("domains"),
-            format!("`domains` of sip adapter `{name}`"),
-            "add the SIP domains this adapter serves, e.g. `domains = [\"sip.example.com\"]`",
-        );
-        for (index, domain) in sip.domains.iter().enumerate() {
-            self.own(name, path.key("domains").index(index), domain);
-        }
-        self.require_some(
-            &sip.listen,
-            path.key("listen"),
-            format!("`listen` of sip adapter `{name}`"),
-            "add a listener, e.g. `listen = [{ transport = \"udp\", address = \"127.0.0.1:5060\" }]`",
-        );
-        for (index, listener) in sip.listen.iter().enumerate() {
-            let listener_path = path.key("listen").index(index);
-            let is_tls = listener.transport == SipTransport::Tls;
-            for (key, value) in [
-                ("certificate", &listener.certificate),
-                ("private_key", &listener.private_key),
-            ] {
-                match (is_tls, value) {
-                    (true, None) => self.fail(
-                        listener_path.clone(),
-                        format!(
-                            "tls listener {} of sip adapter `{name}` has no `{key}`",
-                            listener.address
-                        ),
-                        "a tls listener needs `certificate = \"cert.pem\"` and \
-                         `private_key = \"key.pem\"` (PEM files)",
-                    ),
-                    (false, Some(_)) => self.fail(
-                        listener_path.key(key),
-                        format!(
-                            "`{key}` is only used by tls listeners, but this one is {}",
-                            listener.transport
-                        ),
-                        "set `transport = \"tls\"`, or remove the key",
-                    ),
-                    _ => {}
-                }
-            }
-            let socket = match listener.transport {
-                SipTransport::Udp => Socket::Udp,
-                SipTransport::Tcp | SipTransport::Tls => Socket::Tcp,
-            };
-            self.bind(
-                listener_path.key("address"),
-                socket,
-                listener.address,
-                format!("{} listener of adapter `{name}`", listener.transport),
-            );
-        }
-        for (index, domain) in sip.registrar_domains.iter().enumerate() {
-            if !sip.domains.iter().any(|d| d.as_str() == domain.as_str()) {
-                self.fail(
-                    path.key("registrar_domains").index(index),
-                    format!(
-                        "registrar domain `{}` is not one of the `domains` of `{name}`",
-                        domain.as_str()
-                    ),
-                    "list only domains this adapter serves",
-                );
-            }
-        }
-        if !sip.accounts.is_empty() && sip.registrar_domains.is_empty() {
-            self.fail(
-                path.key("accounts"),
-                format!("sip adapter `{name}` has `accounts` but no `registrar_domains`"),
-                "add `registrar_domains = [\"sip.example.com\"]`, or remove the accounts",
-            );
-        }
-        if !sip.trusted_proxies.is_empty() && sip.registrar_domains.is_empty() {
-            self.fail(
-                path.key("trusted_proxies"),
-                format!("sip adapter `{name}` has `trusted_proxies` but no `registrar_domains`"),
-                "trusted proxies only skip the registrar's challenge: add `registrar_domains`, or remove them",
-            );
-        }
-        for (index, account) in sip.accounts.iter().enumerate() {
-            if account.password.is_empty() {
-                self.fail(
-                    path.key("accounts").index(index).key("password"),
-                    format!(
-                        "account `{}` of `{name}` has an empty password",
-                        account.username
-                    ),
-                    "set a password (e.g. from an environment variable)",
-                );
-            }
-        }
-        for (index, credential) in sip.credentials.iter().enumerate() {
-            if credential.password.is_empty() {
-                self.fail(
-                    path.key("credentials").index(index).key("password"),
-                    format!(
-                        "credentials `{}` of `{name}` have an empty password",
-                        credential.username
-                    ),
-                    "set a password (e.g. from an environment variable)",
-                );
-            }
-        }
-        if let Some(proxy) = &sip.outbound_proxy {
-            let lower = proxy.as_str().to_ascii_lowercase();
-            if lower.starts_with("sips:") || lower.contains(";transport=tls") {
-                self.fail(
-                    path.key("outbound_proxy"),
-                    format!("outbound_proxy `{proxy}` needs outbound TLS, which this version does not have"),
-                    "use a udp or tcp proxy URI, e.g. `sip:127.0.0.1:5070;transport=tcp`",
-                );
-            }
-        }
-        if let Some(proxy) = &sip.outbound_proxy {
-            let proxy = proxy.as_str();
-            if !(proxy.starts_with("sip:") || proxy.starts_with("sips:")) || proxy.len() < 5 {
-                self.fail(
-                    path.key("outbound_proxy"),
-                    format!("outbound_proxy `{proxy}` is not a SIP URI"),
-                    "write a sip: or sips: URI, e.g. `outbound_proxy = \
-                     \"sip:127.0.0.1:5070;transport=udp\"`, or remove the key",
-                );
-            }
         }
     }
 }

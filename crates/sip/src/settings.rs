@@ -1,0 +1,567 @@
+//! The SIP adapter's `[adapters.NAME]` table (`type = "sip"`): its serde type, its checks
+//! and how it starts the adapter. See `docs/configuration.md`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Deserializer};
+
+use cpim_broker::config::de::int_in_range;
+use cpim_broker::config::{AdapterSettings, Checks, ConfigString, Domain, KeyPath, Secret, Socket};
+use cpim_broker::{Adapter, AdapterContext, AddressStyle};
+
+use crate::transport::{Listen, Transport};
+use crate::{SipAdapter, SipConfig};
+
+/// `type = "sip"`: a SIP/SIMPLE endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipSettings {
+    /// The SIP domains served by this adapter (at least one).
+    #[serde(default)]
+    pub domains: Vec<Domain>,
+    /// The sockets to listen on (at least one).
+    #[serde(default)]
+    pub listen: Vec<SipListener>,
+    /// Where to send out-of-dialog requests, as a SIP URI; direct (RFC 3263) when absent.
+    #[serde(default)]
+    pub outbound_proxy: Option<ConfigString>,
+    /// The largest MESSAGE sent over UDP, in bytes; larger ones need a congestion-controlled
+    /// transport (RFC 3428 §8).
+    #[serde(
+        default = "default_max_udp_message",
+        deserialize_with = "deserialize_max_udp_message"
+    )]
+    pub max_udp_message: u16,
+    /// The host peers reach the gateway at (behind NAT, in a container, or with a
+    /// listener on 0.0.0.0), written in Via and Contact; the listener address otherwise.
+    #[serde(default)]
+    pub advertise: Option<Domain>,
+    /// Destination domains whose users get messages as `message/cpim` (RFC 3862)
+    /// instead of `text/plain`.
+    #[serde(default)]
+    pub cpim_domains: Vec<Domain>,
+    /// Credentials for challenges (401/407) from upstream proxies and servers.
+    #[serde(default)]
+    pub credentials: Vec<SipCredential>,
+    /// Domains (of `domains`) where the gateway itself is the registrar, so that SIP
+    /// user agents can REGISTER to it with digest authentication.
+    #[serde(default)]
+    pub registrar_domains: Vec<Domain>,
+    /// The accounts that may register in `registrar_domains`.
+    #[serde(default)]
+    pub accounts: Vec<SipAccount>,
+    /// IP addresses of proxies in front of the gateway that authenticate the users of
+    /// `registrar_domains` themselves: their MESSAGE, PUBLISH and SUBSCRIBE requests
+    /// are not challenged again.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// What happens to a message for a user of `registrar_domains` who is not
+    /// registered: it waits for the registration, or fails at once.
+    #[serde(default)]
+    pub unregistered_users: UnregisteredUsers,
+    /// Who may see a SIP user's presence where no SIP presence server of its own asks
+    /// the user.
+    #[serde(default)]
+    pub presence_authorization: PresenceAuthorization,
+    /// Watchers (`user@domain` or `*@domain`) always allowed to see SIP users' presence.
+    #[serde(default)]
+    pub presence_allow: Vec<PresenceAllow>,
+    /// Accepted TCP/TLS connections open at once, over all stream listeners.
+    #[serde(
+        default = "default_max_tcp_connections",
+        deserialize_with = "deserialize_max_tcp_connections"
+    )]
+    pub max_tcp_connections: u32,
+    /// Accepted TCP/TLS connections open at once from one IP address.
+    #[serde(
+        default = "default_max_tcp_connections_per_ip",
+        deserialize_with = "deserialize_max_tcp_connections_per_ip"
+    )]
+    pub max_tcp_connections_per_ip: u32,
+    /// Seconds without traffic after which a stream connection is closed.
+    #[serde(
+        default = "default_tcp_idle_timeout_secs",
+        deserialize_with = "deserialize_tcp_idle_timeout_secs"
+    )]
+    pub tcp_idle_timeout_secs: u32,
+    /// Seconds within which a message begun on a stream must be complete.
+    #[serde(
+        default = "default_tcp_message_timeout_secs",
+        deserialize_with = "deserialize_tcp_message_timeout_secs"
+    )]
+    pub tcp_message_timeout_secs: u32,
+}
+
+fn default_max_tcp_connections() -> u32 {
+    1024
+}
+
+fn deserialize_max_tcp_connections<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    int_in_range(
+        deserializer,
+        "max_tcp_connections",
+        1,
+        1_000_000,
+        "connections",
+    )
+}
+
+fn default_max_tcp_connections_per_ip() -> u32 {
+    64
+}
+
+fn deserialize_max_tcp_connections_per_ip<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    int_in_range(
+        deserializer,
+        "max_tcp_connections_per_ip",
+        1,
+        1_000_000,
+        "connections",
+    )
+}
+
+fn default_tcp_idle_timeout_secs() -> u32 {
+    600
+}
+
+fn deserialize_tcp_idle_timeout_secs<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    int_in_range(deserializer, "tcp_idle_timeout_secs", 1, 86_400, "seconds")
+}
+
+fn default_tcp_message_timeout_secs() -> u32 {
+    10
+}
+
+fn deserialize_tcp_message_timeout_secs<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u32, D::Error> {
+    int_in_range(deserializer, "tcp_message_timeout_secs", 1, 3600, "seconds")
+}
+
+/// One `[[adapters.<name>.credentials]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipCredential {
+    /// The realm these credentials answer; any realm when absent.
+    #[serde(default)]
+    pub realm: Option<ConfigString>,
+    /// The user name.
+    pub username: ConfigString,
+    /// The password.
+    pub password: Secret,
+}
+
+/// One `[[adapters.<name>.accounts]]` entry: a user who may register.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipAccount {
+    /// The user part of the address of record (`alice` for `sip:alice@domain`).
+    pub username: ConfigString,
+    /// The password.
+    pub password: Secret,
+}
+
+/// One `listen = [...]` entry of a SIP adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipListener {
+    /// The transport protocol.
+    pub transport: SipTransport,
+    /// The local address and port.
+    pub address: SocketAddr,
+    /// PEM certificate chain file (`tls` only).
+    #[serde(default)]
+    pub certificate: Option<ConfigString>,
+    /// PEM private key file (`tls` only).
+    #[serde(default)]
+    pub private_key: Option<ConfigString>,
+}
+
+/// `presence_authorization`: who may see a SIP user's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceAuthorization {
+    /// Every watcher.
+    Open,
+    /// The watchers the SIP user subscribes to itself, and `presence_allow`.
+    #[default]
+    Contacts,
+    /// `presence_allow` only.
+    AllowList,
+}
+
+/// One `presence_allow` entry: `user@domain` or `*@domain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceAllow(pub String);
+
+impl<'de> Deserialize<'de> for PresenceAllow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let valid = text.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty()
+                && !domain.is_empty()
+                && (user == "*" || !user.contains('*'))
+                && !domain.contains(['*', '@', ':', '/', ' '])
+                && !user.contains([':', '/', ' '])
+        });
+        if valid {
+            Ok(PresenceAllow(text))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "presence_allow entry `{text}` is not `user@domain` or `*@domain`"
+            )))
+        }
+    }
+}
+
+/// `unregistered_users`: a message for a registrar account with no binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnregisteredUsers {
+    /// It waits in the spool until the user registers (or the message expires).
+    #[default]
+    Store,
+    /// It fails at once with `recipient-unavailable` (SIP 480).
+    Refuse,
+}
+
+/// A SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SipTransport {
+    /// SIP over UDP.
+    Udp,
+    /// SIP over TCP.
+    Tcp,
+    /// SIP over TLS (over TCP).
+    Tls,
+}
+
+impl SipTransport {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SipTransport::Udp => "udp",
+            SipTransport::Tcp => "tcp",
+            SipTransport::Tls => "tls",
+        }
+    }
+}
+
+impl fmt::Display for SipTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn default_max_udp_message() -> u16 {
+    1300
+}
+
+fn deserialize_max_udp_message<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u16, D::Error> {
+    int_in_range(deserializer, "max_udp_message", 512, 65507, "bytes")
+}
+
+impl SipSettings {
+    /// The driver's configuration for adapter `name`: listeners (with the TLS certificate
+    /// and key read from their files, relative to `base_dir`), the outbound proxy resolved
+    /// to an address, credentials and registrar accounts.
+    pub async fn runtime(&self, name: &str, base_dir: &Path) -> std::io::Result<SipConfig> {
+        let transport = |t: SipTransport| match t {
+            SipTransport::Udp => Transport::Udp,
+            SipTransport::Tcp => Transport::Tcp,
+            SipTransport::Tls => Transport::Tls,
+        };
+        let mut settings = crate::SipConfig::new(
+            name,
+            &self.domains.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        );
+        settings.listen = self
+            .listen
+            .iter()
+            .map(|l| Listen {
+                transport: transport(l.transport),
+                address: l.address,
+            })
+            .collect();
+        if let Some(l) = self
+            .listen
+            .iter()
+            .find(|l| l.transport == SipTransport::Tls)
+        {
+            let read = |file: &Option<ConfigString>, what: &str| {
+                let file = file.as_ref().ok_or_else(|| {
+                    std::io::Error::other(format!("the tls listener has no {what}"))
+                })?;
+                let path = base_dir.join(file.as_str());
+                std::fs::read(&path).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+                })
+            };
+            settings.tls = Some((
+                read(&l.certificate, "certificate")?,
+                read(&l.private_key, "private_key")?,
+            ));
+        }
+        if let Some(proxy) = &self.outbound_proxy {
+            let uri = cpim::address::SipUri::parse(proxy.as_str())
+                .map_err(|e| std::io::Error::other(format!("outbound_proxy: {e}")))?;
+            let peer = crate::transport::resolve(&uri)
+                .await
+                .map_err(|e| std::io::Error::other(format!("outbound_proxy: {e}")))?;
+            settings.outbound_proxy = Some(peer);
+        }
+        settings.max_udp_message = usize::from(self.max_udp_message);
+        settings.stream_limits = crate::transport::StreamLimits {
+            max_connections: within_open_files(name, self.max_tcp_connections as usize),
+            max_per_ip: self.max_tcp_connections_per_ip as usize,
+            idle_timeout: std::time::Duration::from_secs(u64::from(self.tcp_idle_timeout_secs)),
+            message_timeout: std::time::Duration::from_secs(u64::from(
+                self.tcp_message_timeout_secs,
+            )),
+        };
+        settings.advertise = self.advertise.as_ref().map(|d| d.as_str().to_owned());
+        settings.cpim_domains = self
+            .cpim_domains
+            .iter()
+            .map(|d| d.as_str().to_owned())
+            .collect();
+        settings.credentials = self
+            .credentials
+            .iter()
+            .map(|c| crate::auth::Credential {
+                realm: c.realm.as_ref().map(|r| r.as_str().to_owned()),
+                username: c.username.as_str().to_owned(),
+                password: c.password.expose().to_owned(),
+            })
+            .collect();
+        let accounts: Vec<crate::auth::RegistrarUser> = self
+            .accounts
+            .iter()
+            .map(|a| crate::auth::RegistrarUser {
+                username: a.username.as_str().to_owned(),
+                password: a.password.expose().to_owned(),
+            })
+            .collect();
+        settings.registrar = self
+            .registrar_domains
+            .iter()
+            .map(|d| (d.as_str().to_owned(), accounts.clone()))
+            .collect();
+        settings.trusted_proxies = self.trusted_proxies.clone();
+        settings.unregistered_store = self.unregistered_users == UnregisteredUsers::Store;
+        settings.presence_authorization = match self.presence_authorization {
+            PresenceAuthorization::Open => crate::authorization::Policy::Open,
+            PresenceAuthorization::Contacts => crate::authorization::Policy::Contacts,
+            PresenceAuthorization::AllowList => crate::authorization::Policy::AllowList,
+        };
+        settings.presence_allow = self.presence_allow.iter().map(|a| a.0.clone()).collect();
+        Ok(settings)
+    }
+}
+
+#[async_trait]
+impl AdapterSettings for SipSettings {
+    fn style(&self) -> AddressStyle {
+        AddressStyle::Sip
+    }
+
+    fn home_domains(&self) -> Vec<&Domain> {
+        self.domains.iter().collect()
+    }
+
+    fn check(&self, name: &str, path: &KeyPath, checks: &mut dyn Checks) {
+        checks.require_some(
+            self.domains.is_empty(),
+            path.key("domains"),
+            format!("`domains` of sip adapter `{name}`"),
+            "add the SIP domains this adapter serves, e.g. `domains = [\"sip.example.com\"]`",
+        );
+        for (index, domain) in self.domains.iter().enumerate() {
+            checks.own(name, path.key("domains").index(index), domain);
+        }
+        checks.require_some(
+            self.listen.is_empty(),
+            path.key("listen"),
+            format!("`listen` of sip adapter `{name}`"),
+            "add a listener, e.g. `listen = [{ transport = \"udp\", address = \"127.0.0.1:5060\" }]`",
+        );
+        for (index, listener) in self.listen.iter().enumerate() {
+            let listener_path = path.key("listen").index(index);
+            let is_tls = listener.transport == SipTransport::Tls;
+            for (key, value) in [
+                ("certificate", &listener.certificate),
+                ("private_key", &listener.private_key),
+            ] {
+                match (is_tls, value) {
+                    (true, None) => checks.fail(
+                        listener_path.clone(),
+                        format!(
+                            "tls listener {} of sip adapter `{name}` has no `{key}`",
+                            listener.address
+                        ),
+                        "a tls listener needs `certificate = \"cert.pem\"` and \
+                         `private_key = \"key.pem\"` (PEM files)",
+                    ),
+                    (false, Some(_)) => checks.fail(
+                        listener_path.key(key),
+                        format!(
+                            "`{key}` is only used by tls listeners, but this one is {}",
+                            listener.transport
+                        ),
+                        "set `transport = \"tls\"`, or remove the key",
+                    ),
+                    _ => {}
+                }
+            }
+            let socket = match listener.transport {
+                SipTransport::Udp => Socket::Udp,
+                SipTransport::Tcp | SipTransport::Tls => Socket::Tcp,
+            };
+            checks.bind(
+                listener_path.key("address"),
+                socket,
+                listener.address,
+                format!("{} listener of adapter `{name}`", listener.transport),
+            );
+        }
+        for (index, domain) in self.registrar_domains.iter().enumerate() {
+            if !self.domains.iter().any(|d| d.as_str() == domain.as_str()) {
+                checks.fail(
+                    path.key("registrar_domains").index(index),
+                    format!(
+                        "registrar domain `{}` is not one of the `domains` of `{name}`",
+                        domain.as_str()
+                    ),
+                    "list only domains this adapter serves",
+                );
+            }
+        }
+        if !self.accounts.is_empty() && self.registrar_domains.is_empty() {
+            checks.fail(
+                path.key("accounts"),
+                format!("sip adapter `{name}` has `accounts` but no `registrar_domains`"),
+                "add `registrar_domains = [\"sip.example.com\"]`, or remove the accounts",
+            );
+        }
+        if !self.trusted_proxies.is_empty() && self.registrar_domains.is_empty() {
+            checks.fail(
+                path.key("trusted_proxies"),
+                format!("sip adapter `{name}` has `trusted_proxies` but no `registrar_domains`"),
+                "trusted proxies only skip the registrar's challenge: add `registrar_domains`, or remove them",
+            );
+        }
+        for (index, account) in self.accounts.iter().enumerate() {
+            if account.password.is_empty() {
+                checks.fail(
+                    path.key("accounts").index(index).key("password"),
+                    format!(
+                        "account `{}` of `{name}` has an empty password",
+                        account.username
+                    ),
+                    "set a password (e.g. from an environment variable)",
+                );
+            }
+        }
+        for (index, credential) in self.credentials.iter().enumerate() {
+            if credential.password.is_empty() {
+                checks.fail(
+                    path.key("credentials").index(index).key("password"),
+                    format!(
+                        "credentials `{}` of `{name}` have an empty password",
+                        credential.username
+                    ),
+                    "set a password (e.g. from an environment variable)",
+                );
+            }
+        }
+        if let Some(proxy) = &self.outbound_proxy {
+            let lower = proxy.as_str().to_ascii_lowercase();
+            if lower.starts_with("sips:") || lower.contains(";transport=tls") {
+                checks.fail(
+                    path.key("outbound_proxy"),
+                    format!("outbound_proxy `{proxy}` needs outbound TLS, which this version does not have"),
+                    "use a udp or tcp proxy URI, e.g. `sip:127.0.0.1:5070;transport=tcp`",
+                );
+            }
+        }
+        if let Some(proxy) = &self.outbound_proxy {
+            let proxy = proxy.as_str();
+            if !(proxy.starts_with("sip:") || proxy.starts_with("sips:")) || proxy.len() < 5 {
+                checks.fail(
+                    path.key("outbound_proxy"),
+                    format!("outbound_proxy `{proxy}` is not a SIP URI"),
+                    "write a sip: or sips: URI, e.g. `outbound_proxy = \
+                     \"sip:127.0.0.1:5070;transport=udp\"`, or remove the key",
+                );
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        let listen = self
+            .listen
+            .iter()
+            .map(|listener| format!("{}:{}", listener.transport, listener.address))
+            .collect::<Vec<_>>()
+            .join(",");
+        match &self.outbound_proxy {
+            Some(proxy) => format!("listen={listen}  outbound_proxy={proxy}"),
+            None => format!("listen={listen}"),
+        }
+    }
+
+    async fn build(
+        &self,
+        name: &str,
+        context: AdapterContext,
+        base_dir: &Path,
+    ) -> std::io::Result<Arc<dyn Adapter>> {
+        let config = self.runtime(name, base_dir).await?;
+        // The adapter logs where it listens.
+        let (adapter, _bound) = SipAdapter::start(config, context).await?;
+        Ok(adapter)
+    }
+}
+
+/// Descriptors kept free of SIP stream connections for everything else: the admin and
+/// webhook listeners and their clients, the XMPP links, outbound SIP connections, the
+/// spool.
+const RESERVED_OPEN_FILES: usize = 256;
+
+/// `max_tcp_connections` as the process can honour it: at most the open-files limit less
+/// a reserve (half of a very low limit), so that SIP peers filling their cap never leave
+/// `/healthz`, the webhook API or outbound connections without a descriptor.
+fn within_open_files(adapter: &str, configured: usize) -> usize {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return configured;
+    };
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    let reserve = RESERVED_OPEN_FILES.min(soft / 2);
+    let room = soft.saturating_sub(reserve).max(1);
+    if configured > room {
+        tracing::warn!(
+            adapter,
+            configured,
+            open_files = soft,
+            used = room,
+            "max_tcp_connections lowered to leave descriptors for the other listeners"
+        );
+        room
+    } else {
+        configured
+    }
+}
