@@ -23,6 +23,7 @@ pub mod dialog;
 pub mod driver;
 pub mod encoding;
 pub mod headers;
+pub mod presence;
 pub mod settings;
 pub mod subscription;
 pub mod transaction;

@@ -33,6 +33,7 @@ use cpim_broker::runtime::{StateStore, Submitter};
 use crate::auth::{self, Credential, Registrar, RegistrarUser};
 use crate::dialog;
 use crate::headers::{self, EventHeader, NameAddr, SubState};
+use crate::presence::{self, Outbound};
 use crate::subscription::{
     Authorize, DialogKey, Notifier, NotifyEffect, Policy, Publications, PublishOutcome,
     SubscribeOutcome, SubscribeRequest, Subscriber, SubscriberEvent, WatcherDialog,
@@ -130,7 +131,7 @@ impl SipConfig {
 
 /// The SIP adapter.
 pub struct SipAdapter {
-    core: Arc<Core>,
+    core: Arc<Endpoint>,
 }
 
 impl std::fmt::Debug for SipAdapter {
@@ -149,7 +150,7 @@ mod timers;
 mod watcherinfo;
 mod watchers;
 
-struct Core {
+struct Endpoint {
     config: SipConfig,
     transports: Transports,
     submitter: Submitter,
@@ -296,7 +297,7 @@ impl SipAdapter {
             .map_err(|_| std::io::Error::other("no random bytes for the registrar's nonces"))?;
         let registrar = Registrar::new(config.registrar.clone(), &secret)
             .with_trusted(config.trusted_proxies.clone());
-        let core = Arc::new(Core {
+        let core = Arc::new(Endpoint {
             transports,
             submitter: context.submitter.clone(),
             metrics: context.metrics.clone(),
@@ -363,7 +364,7 @@ fn tls_setup(
     Ok((acceptor, None))
 }
 
-impl Core {
+impl Endpoint {
     pub(super) fn now(&self) -> Duration {
         self.epoch.elapsed()
     }
@@ -763,29 +764,21 @@ impl Adapter for SipAdapter {
 
     async fn deliver(&self, envelope: Envelope) -> DeliveryOutcome {
         let core = &self.core;
-        match &envelope.event {
-            Event::Message(_) | Event::Composing(_) | Event::Notification(_) => {
-                core.send_message(&envelope).await
+        match presence::outbound(&envelope) {
+            Outbound::Message => core.send_message(&envelope).await,
+            Outbound::Notify { pidf } => {
+                core.deliver_to_watchers(&envelope, Some(pidf), None).await
             }
-            Event::Presence(p) => {
-                let body = translate::pidf_for_watcher(&p.presence, aor_key(&envelope.from));
-                core.deliver_to_watchers(&envelope, Some(body), None).await
+            Outbound::SubscribeUpstream => core.subscribe_upstream(&envelope).await,
+            Outbound::UnsubscribeUpstream => core.unsubscribe_upstream(&envelope).await,
+            Outbound::Authorize => core.authorize_watcher(&envelope).await,
+            Outbound::Withdraw => core.withdraw_watcher(&envelope).await,
+            Outbound::Activate => core.deliver_to_watchers(&envelope, None, None).await,
+            Outbound::Terminate { reason } => {
+                core.deliver_to_watchers(&envelope, None, Some(reason))
+                    .await
             }
-            Event::Subscription(s) => match (s.op, s.aggregate) {
-                (SubscriptionOp::Subscribe, true) => core.subscribe_upstream(&envelope).await,
-                (SubscriptionOp::Unsubscribe, true) => core.unsubscribe_upstream(&envelope).await,
-                (SubscriptionOp::Subscribe, false) => core.authorize_watcher(&envelope).await,
-                (SubscriptionOp::Unsubscribe, false) => core.withdraw_watcher(&envelope).await,
-                (SubscriptionOp::Approve, _) => {
-                    core.deliver_to_watchers(&envelope, None, None).await
-                }
-                (SubscriptionOp::Deny, _) => {
-                    let reason = s.reason.clone().unwrap_or_else(|| "rejected".to_owned());
-                    core.deliver_to_watchers(&envelope, None, Some(reason))
-                        .await
-                }
-                (SubscriptionOp::Probe, _) => DeliveryOutcome::Accepted,
-            },
+            Outbound::Nothing => DeliveryOutcome::Accepted,
         }
     }
 }

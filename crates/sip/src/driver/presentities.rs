@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Core {
+impl Endpoint {
     pub(super) async fn on_notify(
         self: &Arc<Self>,
         m: &RawMessage,

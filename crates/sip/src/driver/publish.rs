@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Core {
+impl Endpoint {
     pub(super) async fn on_publish(&self, m: &RawMessage, view: &RequestView, peer: Peer) {
         match self.publish_inner(view).await {
             Ok((etag, expires)) => {

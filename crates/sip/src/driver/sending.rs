@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Core {
+impl Endpoint {
     /// Where a request for `uri` goes: a registered contact, the outbound proxy, or
     /// the URI's host (RFC 3263 without DNS SRV: the host's address records). A user of
     /// a registrar domain is reached only where it registered: never through DNS.

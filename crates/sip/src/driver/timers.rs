@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl Core {
+impl Endpoint {
     /// Keeps the watcher dialogs in the spool when they changed (at most once a tick):
     /// after a restart they are ended cleanly instead of being left to a 481.
     pub(super) fn keep_watchers(&self) {

@@ -21,9 +21,9 @@ use crate::winfo::{self, WATCHERINFO};
 use crate::wire::{Fault, RawMessage, RequestView};
 
 use super::watchers::{subscribe_parties, subscribe_request};
-use super::{lock, Core};
+use super::{lock, Endpoint};
 
-impl Core {
+impl Endpoint {
     /// Handles a SUBSCRIBE to `presence.winfo`.
     pub(super) async fn winfo_subscribe(
         self: &Arc<Self>,

@@ -51,7 +51,7 @@ pub(super) fn subscribe_request(
     })
 }
 
-impl Core {
+impl Endpoint {
     /// The 200 to a SUBSCRIBE: `Expires`, the gateway's `Contact`, and (RFC 3261
     /// §12.1.1: a dialog-creating 2xx copies them) the `Record-Route` values, so the
     /// subscriber's in-dialog requests keep going through its proxies.
