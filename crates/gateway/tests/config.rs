@@ -702,6 +702,33 @@ fn rule_outbound_proxy_must_be_a_sip_uri() {
 }
 
 #[test]
+fn sse_retention_is_configurable_within_its_range() {
+    let text = base_with(
+        "listen = \"127.0.0.1:8080\"\n",
+        "listen = \"127.0.0.1:8080\"\nsse_retention = 500\n",
+    );
+    let config = parse(&text).expect("valid");
+    let Some(AdapterConfig::Webhook(webhook)) = config.adapters.get("webhook") else {
+        panic!("webhook adapter");
+    };
+    assert_eq!(webhook.sse_retention, 500);
+    let text = base_with(
+        "listen = \"127.0.0.1:8080\"\n",
+        "listen = \"127.0.0.1:8080\"\nsse_retention = 5\n",
+    );
+    assert_contains(
+        &error(&text),
+        &["sse_retention = 5 is out of range; use 10 to 10000000 events"],
+    );
+    let Some(AdapterConfig::Webhook(webhook)) =
+        parse(BASE).expect("valid").adapters.get("webhook").cloned()
+    else {
+        panic!("webhook adapter");
+    };
+    assert_eq!(webhook.sse_retention, 10_000, "the default");
+}
+
+#[test]
 fn rule_numbers_must_be_in_range() {
     let text = format!("[gateway]\nmax_hops = 0\n{BASE}");
     assert_contains(

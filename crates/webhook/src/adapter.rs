@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -133,7 +134,14 @@ impl Adapter for WebhookAdapter {
             };
         };
         let event = event_json(&envelope);
-        let seq = app.log.push(event.to_string());
+        let Some(seq) = app.log.push(event.to_string()) else {
+            // An SSE-only application's log is full of events it has not read: this one
+            // waits in the broker's queue (and fails to its sender only on expiry).
+            tracing::debug!(app = %app.name, msg_id = %envelope.id, "event log full of unread events");
+            return DeliveryOutcome::Waiting {
+                after: Duration::from_secs(1),
+            };
+        };
         tracing::debug!(app = %app.name, msg_id = %envelope.id, seq, "event queued for the application");
         match &app.sink {
             None => DeliveryOutcome::Accepted,

@@ -69,7 +69,8 @@ impl App {
                 .map(|d| d.to_ascii_lowercase())
                 .collect(),
             token_hash: sha256(config.token.as_bytes()),
-            log: EventLog::new(retention, SSE_MAX_AGE),
+            // Without a URL the log is the only delivery: it holds what no reader has had.
+            log: EventLog::new(retention, SSE_MAX_AGE, sink.is_none()),
             sink,
             bucket: Mutex::new(Bucket {
                 tokens: None,
@@ -495,6 +496,7 @@ async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
         loop {
             if let Some(e) = st.pending.pop_front() {
                 st.last = e.seq;
+                st.log.mark_read(e.seq);
                 let event = SseEvent::default().id(e.seq.to_string()).data(&*e.data);
                 return Some((Ok::<_, Infallible>(event), st));
             }
@@ -503,8 +505,16 @@ async fn events(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respon
             }
             st.changed.borrow_and_update();
             let batch = st.log.after(st.last, 256);
-            if !batch.is_empty() {
-                st.pending.extend(batch);
+            if let Some((after, first)) = batch.gap {
+                // Events the log no longer has: the reader is told, never cut silently.
+                st.last = first - 1;
+                let gap = serde_json::json!({"type": "gap", "after": after, "next": first});
+                let event = SseEvent::default().event("gap").data(gap.to_string());
+                st.pending.extend(batch.events);
+                return Some((Ok::<_, Infallible>(event), st));
+            }
+            if !batch.events.is_empty() {
+                st.pending.extend(batch.events);
                 continue;
             }
             tokio::select! {

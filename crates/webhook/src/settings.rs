@@ -42,6 +42,13 @@ pub struct WebhookSettings {
     /// Requests per token in a burst.
     #[serde(default = "default_burst", deserialize_with = "deserialize_burst")]
     pub burst: u32,
+    /// Events kept per application for `GET /v1/events`; an app without a URL is never
+    /// dropped an event it has not read (the next wait in the broker's queue instead).
+    #[serde(
+        default = "default_sse_retention",
+        deserialize_with = "deserialize_sse_retention"
+    )]
+    pub sse_retention: u32,
     /// Seconds after which an outbound transaction that keeps failing is given up; the
     /// senders of its events then learn that delivery failed.
     #[serde(
@@ -131,6 +138,7 @@ impl WebhookSettings {
             listen: self.listen,
             apps,
             body_limit: self.body_limit_bytes as usize,
+            sse_retention: self.sse_retention as usize,
             rate_per_sec: f64::from(self.rate_per_sec),
             burst: self.burst,
             http_limits: crate::listener::HttpLimits {
@@ -331,4 +339,12 @@ fn default_give_up_secs() -> u32 {
 
 fn deserialize_give_up_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     int_in_range(d, "give_up_secs", 1, 604_800, "seconds")
+}
+
+fn default_sse_retention() -> u32 {
+    10_000
+}
+
+fn deserialize_sse_retention<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    int_in_range(d, "sse_retention", 10, 10_000_000, "events")
 }
