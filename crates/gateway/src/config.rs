@@ -95,6 +95,13 @@ pub struct GatewaySection {
         deserialize_with = "deserialize_presence_interval_secs"
     )]
     pub presence_interval_secs: u32,
+    /// Presence subscriptions the hub holds at most (watchers of all presentities on
+    /// every network); a new one beyond it is refused with `resource-constraint`.
+    #[serde(
+        default = "default_max_subscriptions",
+        deserialize_with = "deserialize_max_subscriptions"
+    )]
+    pub max_subscriptions: u32,
     /// Store and forward: accepted messages are kept in `data_dir/spool.log` until
     /// their final outcome, and delivered again after a restart.
     #[serde(default = "default_spool")]
@@ -132,6 +139,7 @@ impl Default for GatewaySection {
             queue_total: default_queue_total(),
             dedup_window_secs: default_dedup_window_secs(),
             presence_interval_secs: default_presence_interval_secs(),
+            max_subscriptions: default_max_subscriptions(),
             spool: default_spool(),
             message_expiry_secs: default_message_expiry_secs(),
             max_delivery_attempts: default_max_delivery_attempts(),
@@ -455,6 +463,14 @@ fn default_presence_interval_secs() -> u32 {
 
 fn deserialize_presence_interval_secs<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     de::int_in_range(d, "presence_interval_secs", 0, 3_600, "seconds")
+}
+
+fn default_max_subscriptions() -> u32 {
+    100_000
+}
+
+fn deserialize_max_subscriptions<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    de::int_in_range(d, "max_subscriptions", 1, 100_000_000, "subscriptions")
 }
 
 fn default_spool() -> bool {

@@ -32,6 +32,7 @@ pub fn core_config(config: &Config) -> CoreConfig {
         max_queued_total: g.queue_total as usize,
         hub: HubConfig {
             coalesce_interval: Duration::from_secs(u64::from(g.presence_interval_secs)),
+            max_subscriptions: g.max_subscriptions as usize,
             ..HubConfig::default()
         },
         message_expiry: Some(Duration::from_secs(u64::from(g.message_expiry_secs))),

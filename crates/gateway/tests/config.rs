@@ -742,6 +742,15 @@ fn rule_numbers_must_be_in_range() {
         &error(&text),
         &["max_delivery_attempts = 0 is out of range"],
     );
+    let text = format!("[gateway]\nmax_subscriptions = 0\n{BASE}");
+    assert_contains(&error(&text), &["max_subscriptions = 0 is out of range"]);
+    let text = format!("[gateway]\nmax_subscriptions = 250000\n{BASE}");
+    assert_eq!(
+        cpim_gateway::serve::core_config(&parse(&text).expect("valid"))
+            .hub
+            .max_subscriptions,
+        250_000
+    );
     let text = format!("[gateway]\nmax_delivery_attempts = 7\n{BASE}");
     assert_eq!(
         parse(&text).expect("valid").gateway.max_delivery_attempts,
