@@ -78,6 +78,41 @@ impl Submitter {
         let sent = self.tx.send(command).await.is_ok();
         PendingAnswer {
             answer: sent.then_some(answer),
+            refused: None,
+        }
+    }
+
+    /// [`Submitter::submit`] that does not wait for room in the broker's queue (see
+    /// [`Submitter::try_submit_pipelined`]): refused at once when it is full.
+    pub async fn try_submit(&self, inbound: Inbound) -> Result<Accepted, Rejected> {
+        self.try_submit_pipelined(inbound).answer().await
+    }
+
+    /// Like [`Submitter::submit_pipelined`], but never waits: when the broker's
+    /// submission queue is full, the answer is at once a temporary refusal
+    /// (`resource-constraint` with a retry hint: SIP 503 + Retry-After). For an adapter
+    /// whose peers are not held back by waiting (UDP: the kernel would drop what is not
+    /// read), so that every request is answered under overload instead of lost unread.
+    pub fn try_submit_pipelined(&self, inbound: Inbound) -> PendingAnswer {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Submit {
+            origin: self.origin.clone(),
+            inbound: Box::new(inbound),
+            reply,
+        };
+        match self.tx.try_send(command) {
+            Ok(()) => PendingAnswer {
+                answer: Some(answer),
+                refused: None,
+            },
+            Err(mpsc::error::TrySendError::Full(_)) => PendingAnswer {
+                answer: None,
+                refused: Some(overload_rejection()),
+            },
+            Err(mpsc::error::TrySendError::Closed(_)) => PendingAnswer {
+                answer: None,
+                refused: None,
+            },
         }
     }
 
@@ -119,15 +154,30 @@ impl StateStore {
 #[derive(Debug)]
 pub struct PendingAnswer {
     pub(crate) answer: Option<oneshot::Receiver<Result<Accepted, Rejected>>>,
+    /// Refused before it reached the broker (its queue was full).
+    pub(crate) refused: Option<Rejected>,
 }
 
 impl PendingAnswer {
     /// Waits for the answer: accepted (durable, with a spool) or refused.
     pub async fn answer(self) -> Result<Accepted, Rejected> {
+        if let Some(refused) = self.refused {
+            return Err(refused);
+        }
         match self.answer {
             Some(answer) => answer.await.map_err(|_| stopping_rejection())?,
             None => Err(stopping_rejection()),
         }
+    }
+}
+
+/// What a submission gets when the broker's submission queue is full and the adapter
+/// may not wait: a temporary refusal with a short retry hint.
+pub(crate) fn overload_rejection() -> Rejected {
+    Rejected {
+        condition: Condition::ResourceConstraint,
+        text: "the gateway is overloaded; try again shortly".to_owned(),
+        retry_after: Some(Duration::from_secs(1)),
     }
 }
 

@@ -33,10 +33,6 @@ use crate::map::Router;
 use crate::metrics::{AdapterMetrics, Metrics};
 use crate::spool::{Recovered, Spool, SpoolError, SpoolOp};
 
-/// Capacity of the submission channel; beyond it submitters wait (their own peers then
-/// wait too), which bounds memory.
-const SUBMIT_CHANNEL: usize = 1024;
-
 /// Submissions and outcomes handled per turn of the loop, at most.
 const BATCH: usize = 512;
 
@@ -113,7 +109,8 @@ impl Broker {
         if config.id_seed == CoreConfig::default().id_seed {
             config.id_seed = crate::envelope::unix_now_ms() << 16;
         }
-        let (tx, rx) = mpsc::channel(SUBMIT_CHANNEL);
+        // Beyond it submitters wait (their own peers then wait too), which bounds memory.
+        let (tx, rx) = mpsc::channel(config.submit_queue.max(1));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let handle = BrokerHandle {
             tx,

@@ -94,6 +94,20 @@ pub struct SipSettings {
         deserialize_with = "deserialize_tcp_message_timeout_secs"
     )]
     pub tcp_message_timeout_secs: u32,
+    /// Bytes of receive and send buffer asked for each UDP socket.
+    #[serde(
+        default = "default_udp_buffer_bytes",
+        deserialize_with = "deserialize_udp_buffer_bytes"
+    )]
+    pub udp_buffer_bytes: u32,
+}
+
+fn default_udp_buffer_bytes() -> u32 {
+    crate::driver::DEFAULT_UDP_BUFFER_BYTES as u32
+}
+
+fn deserialize_udp_buffer_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    int_in_range(d, "udp_buffer_bytes", 65_536, 268_435_456, "bytes")
 }
 
 fn default_max_tcp_connections() -> u32 {
@@ -333,6 +347,7 @@ impl SipSettings {
                 self.tcp_message_timeout_secs,
             )),
         };
+        settings.udp_buffer_bytes = self.udp_buffer_bytes as usize;
         settings.advertise = self.advertise.as_ref().map(|d| d.as_str().to_owned());
         settings.cpim_domains = self
             .cpim_domains

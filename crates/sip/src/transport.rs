@@ -180,6 +180,27 @@ impl Drop for Slot {
     }
 }
 
+/// Asks for `bytes` of receive and send buffer on `socket` and logs what the kernel
+/// granted (it caps the request at `net.core.rmem_max`/`wmem_max`); a refusal is logged,
+/// not fatal.
+fn set_udp_buffers(socket: &UdpSocket, bytes: usize) {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(error) = sock.set_recv_buffer_size(bytes) {
+        tracing::warn!(%error, bytes, "the UDP receive buffer could not be set");
+    }
+    if let Err(error) = sock.set_send_buffer_size(bytes) {
+        tracing::warn!(%error, bytes, "the UDP send buffer could not be set");
+    }
+    let granted = sock.recv_buffer_size().unwrap_or(0);
+    if granted < bytes {
+        tracing::info!(
+            asked = bytes,
+            granted,
+            "UDP receive buffer capped by the kernel (raise net.core.rmem_max)"
+        );
+    }
+}
+
 impl Transports {
     /// Binds every listener and starts reading. Returns the transports and the bound
     /// addresses in the order given. They keep reading until the process ends, so that
@@ -187,6 +208,7 @@ impl Transports {
     pub async fn bind(
         listen: &[Listen],
         limits: StreamLimits,
+        udp_buffer_bytes: usize,
         tls_acceptor: Option<TlsAcceptor>,
         tls_client: Option<TlsConnector>,
         sink: Sink,
@@ -200,6 +222,7 @@ impl Transports {
             match l.transport {
                 Transport::Udp => {
                     let socket = Arc::new(UdpSocket::bind(l.address).await?);
+                    set_udp_buffers(&socket, udp_buffer_bytes);
                     let local = socket.local_addr()?;
                     bound.push((Transport::Udp, local));
                     udp.push(socket);

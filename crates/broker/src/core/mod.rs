@@ -126,6 +126,9 @@ pub struct CoreConfig {
     /// The wall clock (ms since the Unix epoch) at `now` = 0: the spool keeps wall-clock
     /// times, the core counts from its start.
     pub clock_origin_ms: u64,
+    /// Submissions the runtime's channel into the core holds (read by the runtime):
+    /// beyond it `Submitter::submit` waits and `Submitter::try_submit` is refused.
+    pub submit_queue: usize,
 }
 
 impl Default for CoreConfig {
@@ -146,6 +149,7 @@ impl Default for CoreConfig {
             max_retry_backoff: Duration::from_secs(60),
             head_of_line_limit: None,
             clock_origin_ms: 0,
+            submit_queue: 1024,
         }
     }
 }

@@ -92,6 +92,10 @@ pub struct SipConfig {
     pub advertise: Option<String>,
     /// Limits on the stream connections peers open.
     pub stream_limits: StreamLimits,
+    /// The receive and send buffer asked for each UDP socket (`SO_RCVBUF`/`SO_SNDBUF`;
+    /// the kernel caps it at `net.core.rmem_max`/`wmem_max`). A burst beyond what the
+    /// buffer holds is dropped by the kernel before the gateway can answer it.
+    pub udp_buffer_bytes: usize,
 }
 
 impl SipConfig {
@@ -125,9 +129,13 @@ impl SipConfig {
             tick: Duration::from_secs(1),
             advertise: None,
             stream_limits: StreamLimits::default(),
+            udp_buffer_bytes: DEFAULT_UDP_BUFFER_BYTES,
         }
     }
 }
+
+/// [`SipConfig::udp_buffer_bytes`] unless configured: 4 MiB, about 10 000 MESSAGEs.
+pub const DEFAULT_UDP_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 
 /// The SIP adapter.
 pub struct SipAdapter {
@@ -283,6 +291,7 @@ impl SipAdapter {
         let (transports, bound) = Transports::bind(
             &config.listen,
             config.stream_limits,
+            config.udp_buffer_bytes,
             acceptor,
             connector,
             sink,
@@ -575,7 +584,8 @@ impl Endpoint {
 
     /// A MESSAGE is submitted in arrival order, and answered when the broker has taken
     /// it (made it durable): meanwhile the next requests are read and submitted, so that
-    /// one commit of the spool covers many of them.
+    /// one commit of the spool covers many of them. When the broker's submission queue is
+    /// full it is answered 503 with `Retry-After` at once.
     pub(super) async fn on_message(self: Arc<Self>, m: RawMessage, view: &RequestView, peer: Peer) {
         let inbound = match translate::message_inbound(view, unix_now_ms()) {
             Ok(i) => i,
@@ -588,7 +598,9 @@ impl Endpoint {
         if view.content_type.as_deref().is_some_and(is_cpim_type) {
             self.remember_cpim(&aor_key(&inbound.from), true);
         }
-        let pending = self.submitter.submit_pipelined(inbound).await;
+        // Never waits for room in the broker's queue: a UDP socket not read drops what
+        // follows unanswered; a full queue is a 503 + Retry-After at once instead.
+        let pending = self.submitter.try_submit_pipelined(inbound);
         tokio::spawn(async move {
             let fault = match pending.answer().await {
                 // RFC 3428 §4: accepted for relay without end-to-end confirmation.

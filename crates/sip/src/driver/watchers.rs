@@ -171,7 +171,8 @@ impl Endpoint {
         let submitted = if leave_broker {
             Ok(())
         } else {
-            self.submitter.submit(inbound).await.map(|_| ())
+            // A SUBSCRIBE is answered with the broker's verdict: never wait for room.
+            self.submitter.try_submit(inbound).await.map(|_| ())
         };
         if let Err(rejected) = submitted {
             if matches!(outcome, SubscribeOutcome::Created { .. }) {

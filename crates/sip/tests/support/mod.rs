@@ -89,6 +89,17 @@ pub async fn gateway_with_core(
     build(extra_sip_domains, core, configure, None).await
 }
 
+/// [`gateway`] whose broker has not started: up to `submit_queue` submissions wait in
+/// its queue until the test calls `Broker::start` on the broker returned.
+pub async fn gateway_paused(submit_queue: usize) -> (Gateway, Broker) {
+    let core = CoreConfig {
+        submit_queue,
+        ..CoreConfig::default()
+    };
+    let (gateway, broker) = build_with(&[], core, |_| {}, None).await;
+    (gateway, broker.expect("not started"))
+}
+
 /// A gateway whose broker keeps its spool in the file `spool` (a restart on the same
 /// file sees what the last one kept).
 pub async fn gateway_on_spool(spool: &std::path::Path) -> Gateway {
@@ -109,6 +120,20 @@ async fn build(
     configure: impl FnOnce(&mut SipConfig),
     spool: Option<Box<dyn cpim_broker::spool::Spool>>,
 ) -> Gateway {
+    let (gateway, mut broker) = build_with(extra_sip_domains, core, configure, spool).await;
+    if let Some(broker) = broker.take() {
+        broker.start();
+    }
+    gateway
+}
+
+/// The gateway and its broker, not started yet.
+async fn build_with(
+    extra_sip_domains: &[&str],
+    core: CoreConfig,
+    configure: impl FnOnce(&mut SipConfig),
+    spool: Option<Box<dyn cpim_broker::spool::Spool>>,
+) -> (Gateway, Option<Broker>) {
     let (mut broker, handle) = Broker::new(core, Arc::new(map(extra_sip_domains)));
     if let Some(spool) = spool {
         broker = broker.with_spool(spool).expect("the spool is read");
@@ -126,7 +151,6 @@ async fn build(
     let from_mem = broker.context("mem").submitter;
     broker.add_adapter(sip.clone());
     broker.add_adapter(Arc::new(mem.clone()));
-    broker.start();
     let find = |t: Transport| {
         bound
             .iter()
@@ -134,14 +158,15 @@ async fn build(
             .map(|(_, a)| *a)
             .unwrap()
     };
-    Gateway {
+    let gateway = Gateway {
         udp: find(Transport::Udp),
         tcp: find(Transport::Tcp),
         sip,
         mem,
         from_mem,
         broker: handle,
-    }
+    };
+    (gateway, Some(broker))
 }
 
 /// Reads one SIP message framed by Content-Length from a stream buffer; `None` when
