@@ -70,27 +70,8 @@ mod tests {
         Composing, Message, Notification, NotificationStatus, PresenceUpdate, Subscription,
     };
     use cpim::iscomposing::ComposingState;
-    use cpim::Address;
-    use cpim_broker::envelope::MessageId;
-    use cpim_broker::Identity;
 
-    fn envelope(event: Event) -> Envelope {
-        Envelope {
-            id: MessageId(1),
-            event,
-            from: Address::parse("sip:juliet@gw.test").unwrap(),
-            to: Address::parse("sip:romeo@sip.test").unwrap(),
-            sender: Identity::new("juliet", "xmpp.test"),
-            recipient: Identity::new("romeo", "sip.test"),
-            origin: "xmpp".into(),
-            destination: "sip".into(),
-            origin_from: Address::parse("juliet@xmpp.test").unwrap(),
-            origin_to: Address::parse("romeo@gw.test").unwrap(),
-            protocol_ids: Vec::new(),
-            hops: 69,
-            received_at_ms: 0,
-        }
-    }
+    use crate::translate::tests::envelope;
 
     fn subscription(op: SubscriptionOp, aggregate: bool, reason: Option<&str>) -> Event {
         Event::Subscription(Subscription {

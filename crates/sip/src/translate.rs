@@ -663,7 +663,7 @@ fn one_line(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::wire::{check_request, frame, Framed};
@@ -690,7 +690,23 @@ mod tests {
         }
     }
 
-    fn envelope(event: Event) -> Envelope {
+    /// The protocol ids of a message whose sender asked `disposition` (IMDN id
+    /// `34jk324j`).
+    fn imdn_ids(disposition: &str) -> Vec<ProtocolId> {
+        vec![
+            ProtocolId {
+                kind: IMDN_MESSAGE_ID.into(),
+                value: "34jk324j".into(),
+            },
+            ProtocolId {
+                kind: IMDN_DISPOSITION.into(),
+                value: disposition.into(),
+            },
+        ]
+    }
+
+    /// An envelope from an XMPP user (`sip:juliet@gw.test`) to SIP user romeo.
+    pub(crate) fn envelope(event: Event) -> Envelope {
         Envelope {
             id: MessageId(0xab),
             event,
@@ -975,16 +991,7 @@ mod tests {
             message_id: "gw-1".into(),
             status: NotificationStatus::DisplayUnknown,
         }));
-        env.protocol_ids = vec![
-            ProtocolId {
-                kind: IMDN_MESSAGE_ID.into(),
-                value: "34jk324j".into(),
-            },
-            ProtocolId {
-                kind: IMDN_DISPOSITION.into(),
-                value: "positive-delivery".into(),
-            },
-        ];
+        env.protocol_ids = imdn_ids("positive-delivery");
         assert_eq!(
             message_out(&env, &OutboundOptions::default()).unwrap(),
             None
@@ -1015,16 +1022,7 @@ mod tests {
             message_out(&env, &OutboundOptions::default()).unwrap(),
             None
         );
-        env.protocol_ids = vec![
-            ProtocolId {
-                kind: IMDN_MESSAGE_ID.into(),
-                value: "34jk324j".into(),
-            },
-            ProtocolId {
-                kind: IMDN_DISPOSITION.into(),
-                value: "positive-delivery".into(),
-            },
-        ];
+        env.protocol_ids = imdn_ids("positive-delivery");
         assert_eq!(
             message_out(&env, &OutboundOptions::default()).unwrap(),
             None

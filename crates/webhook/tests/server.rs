@@ -103,6 +103,18 @@ impl Gateway {
             .post(format!("{}{path}", self.base))
             .bearer_auth(TOKEN)
     }
+
+    /// `GET /v1/events` as the first app, resuming after `last` if given.
+    async fn events(&self, last: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .get(format!("{}/v1/events", self.base))
+            .bearer_auth(TOKEN);
+        if let Some(id) = last {
+            request = request.header("Last-Event-ID", id);
+        }
+        request.send().await.unwrap()
+    }
 }
 
 fn hello() -> Value {
@@ -354,13 +366,7 @@ async fn an_sse_only_app_that_falls_behind_loses_nothing() {
     }
     // Nobody reads yet: the log holds 3, the other 4 wait.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let live = gw
-        .http
-        .get(format!("{}/v1/events", gw.base))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let live = gw.events(None).await;
     let seen = read_events(live, 7).await;
     let texts: Vec<String> = seen
         .iter()
@@ -387,14 +393,7 @@ async fn a_reader_resuming_after_events_no_longer_kept_is_told_of_the_gap() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let resumed = gw
-        .http
-        .get(format!("{}/v1/events", gw.base))
-        .bearer_auth(TOKEN)
-        .header("Last-Event-ID", "1")
-        .send()
-        .await
-        .unwrap();
+    let resumed = gw.events(Some("1")).await;
     let seen = read_events(resumed, 4).await;
     assert_eq!(seen[0].0, 0, "a gap notice first: {seen:?}");
     assert_eq!(seen[0].1["type"], "gap");
@@ -627,13 +626,7 @@ async fn authorization_request_and_approval_over_http() {
         Address::parse("sip:bot@app.test").unwrap(),
     );
     gw.from_sip.submit(ask).await.expect("accepted");
-    let events = gw
-        .http
-        .get(format!("{}/v1/events", gw.base))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let events = gw.events(None).await;
     let seen = read_events(events, 1).await;
     assert_eq!(seen[0].1["type"], "subscription");
     assert_eq!(seen[0].1["op"], "subscribe");
