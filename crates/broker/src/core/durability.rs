@@ -160,9 +160,7 @@ impl Core {
             self.dedup.insert(entry.clone(), (d.id, until));
             self.dedup_order.push_back((until, entry));
         }
-        if let Some(bytes) = state.get(SUBSCRIPTIONS_KEY) {
-            self.restore_subscriptions(now, bytes);
-        }
+        self.restore_subscriptions(now, &state);
         queued
     }
 

@@ -262,6 +262,12 @@ pub struct Core {
     /// they changed), and the hub's change counter at the last write.
     hub_check_at: Option<Duration>,
     hub_saved_changes: u64,
+    /// Each presence subscription as the spool has it (active, expiry in wall-clock ms),
+    /// so that a save writes only what changed.
+    hub_saved: HashMap<(Identity, Identity), (bool, Option<u64>)>,
+    /// The spool still holds the whole-table record of an older version: removed with
+    /// the next save.
+    hub_saved_legacy: bool,
     next_id: u64,
     queued_total: usize,
     reports: VecDeque<Report>,
@@ -308,6 +314,8 @@ impl Core {
             not_durable: HashMap::new(),
             hub_check_at: None,
             hub_saved_changes: 0,
+            hub_saved: HashMap::new(),
+            hub_saved_legacy: false,
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
             next_id,
@@ -593,7 +601,19 @@ fn dedup_entry(record: &str) -> Option<(AdapterName, String)> {
 }
 
 /// The spool's state key of the presence subscriptions.
+/// The whole subscription table as one record, as versions before 2026-12-07 wrote it
+/// (read at start, then removed).
 const SUBSCRIPTIONS_KEY: &str = "presence/subscriptions";
+
+/// Each presence subscription is its own spool record under this prefix, so that a
+/// change writes one record, not the whole table.
+const SUBSCRIPTION_PREFIX: &str = "presence/sub/";
+
+/// The spool key of the subscription of `watcher` to `presentity`.
+fn subscription_key(watcher: &Identity, presentity: &Identity) -> String {
+    let pair = serde_json::to_string(&(watcher, presentity)).unwrap_or_default();
+    format!("{SUBSCRIPTION_PREFIX}{pair}")
+}
 
 /// How long changed subscriptions wait before they are compared and written.
 const SUBSCRIPTIONS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -1536,13 +1556,24 @@ pub(crate) mod tests {
         first.handle_timeout(SUBSCRIPTIONS_SAVE_INTERVAL);
         let mut spool = MemorySpool::default();
         let ops = commit(&mut first);
-        assert_eq!(
+        // One record per subscription (issue 15: not the whole table per change).
+        let states = |ops: &[SpoolOp]| -> Vec<(String, bool)> {
             ops.iter()
-                .filter(|op| matches!(op, SpoolOp::State { .. }))
-                .count(),
-            1,
-            "{ops:?}"
-        );
+                .filter_map(|op| match op {
+                    SpoolOp::State { key, value } => Some((key.clone(), value.is_some())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let written = states(&ops);
+        assert_eq!(written.len(), 2, "{ops:?}");
+        assert!(written
+            .iter()
+            .all(|(k, put)| *put && k.starts_with(SUBSCRIPTION_PREFIX)));
+        // Nothing changed: the next save writes nothing.
+        first.schedule_subscriptions_save(T0);
+        first.handle_timeout(SUBSCRIPTIONS_SAVE_INTERVAL * 2);
+        assert!(states(&commit(&mut first)).is_empty());
         spool.commit(&ops, first.next_id(), 1_001_000).unwrap();
 
         let mut second = start(1_100_000);
@@ -1570,14 +1601,66 @@ pub(crate) mod tests {
             hub.cached(&id("dave@sip.test")).is_none(),
             "no state invented"
         );
-        // The dropped SIP watcher is written out of the spool at the next save.
+        // The dropped SIP watcher is written out of the spool at the next save, and
+        // only it: the restored one is as the spool has it.
         second.handle_timeout(SUBSCRIPTIONS_SAVE_INTERVAL);
         let ops = commit(&mut second);
+        let written = states(&ops);
+        assert_eq!(written.len(), 1, "{ops:?}");
+        assert!(!written[0].1, "a removal: {ops:?}");
+        assert!(written[0].0.contains("alice"), "{ops:?}");
+    }
+
+    #[test]
+    fn subscriptions_kept_as_one_table_by_an_older_version_are_restored_and_rewritten() {
+        let mut core = core_with(CoreConfig {
+            spool: true,
+            ..CoreConfig::default()
+        });
+        core.register_adapter(
+            "xmpp",
+            DeliveryPolicy {
+                resumes_subscriptions: true,
+                ..DeliveryPolicy::default()
+            },
+        );
+        let table = serde_json::to_vec(&vec![KeptSubscription {
+            watcher: Identity::new("carol", "xmpp.test"),
+            presentity: Identity::new("dave", "sip.test"),
+            active: true,
+            expires_ms: None,
+        }])
+        .unwrap();
+        let mut state = std::collections::BTreeMap::new();
+        state.insert(SUBSCRIPTIONS_KEY.to_owned(), table);
+        core.restore(
+            T0,
+            crate::spool::Recovered {
+                state,
+                ..crate::spool::Recovered::default()
+            },
+        );
         assert_eq!(
-            ops.iter()
-                .filter(|op| matches!(op, SpoolOp::State { .. }))
-                .count(),
-            1,
+            core.presence().subscription_state(
+                &Identity::new("carol", "xmpp.test"),
+                &Identity::new("dave", "sip.test")
+            ),
+            Some(SubscriptionState::Active)
+        );
+        core.handle_timeout(SUBSCRIPTIONS_SAVE_INTERVAL);
+        let ops = core.take_ops();
+        let states: Vec<(&str, bool)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                SpoolOp::State { key, value } => Some((key.as_str(), value.is_some())),
+                _ => None,
+            })
+            .collect();
+        assert!(states.contains(&(SUBSCRIPTIONS_KEY, false)), "{ops:?}");
+        assert!(
+            states
+                .iter()
+                .any(|(k, put)| *put && k.starts_with(SUBSCRIPTION_PREFIX)),
             "{ops:?}"
         );
     }

@@ -235,49 +235,100 @@ impl Core {
         }
     }
 
-    /// Records the hub's subscriptions for the spool.
+    /// Records for the spool what changed in the hub's subscriptions since the last
+    /// save: one record per subscription created or changed, a removal per one gone.
     pub(super) fn save_subscriptions(&mut self, _now: Duration) {
         self.hub_check_at = None;
         self.hub_saved_changes = self.hub.subscription_changes();
-        let kept: Vec<KeptSubscription> = self
+        let current: HashMap<(Identity, Identity), (bool, Option<u64>)> = self
             .hub
             .subscriptions()
             .into_iter()
-            .map(
-                |(watcher, presentity, active, expires_at)| KeptSubscription {
-                    watcher,
-                    presentity,
-                    active,
-                    expires_ms: expires_at.map(|t| self.wall_ms(t)),
-                },
-            )
+            .map(|(watcher, presentity, active, expires_at)| {
+                let expires_ms = expires_at.map(|t| self.wall_ms(t));
+                ((watcher, presentity), (active, expires_ms))
+            })
             .collect();
-        let bytes = match serde_json::to_vec(&kept) {
-            Ok(b) => b,
-            Err(error) => {
-                tracing::error!(%error, "presence subscriptions cannot be encoded for the spool");
-                return;
+        for (pair, state) in &current {
+            if self.hub_saved.get(pair) == Some(state) {
+                continue;
             }
-        };
-        self.ops.push(SpoolOp::State {
-            key: SUBSCRIPTIONS_KEY.to_owned(),
-            value: (!kept.is_empty()).then_some(bytes),
-        });
+            let kept = KeptSubscription {
+                watcher: pair.0.clone(),
+                presentity: pair.1.clone(),
+                active: state.0,
+                expires_ms: state.1,
+            };
+            match serde_json::to_vec(&kept) {
+                Ok(bytes) => self.ops.push(SpoolOp::State {
+                    key: subscription_key(&pair.0, &pair.1),
+                    value: Some(bytes),
+                }),
+                Err(error) => {
+                    tracing::error!(%error, "a presence subscription cannot be encoded for the spool");
+                }
+            }
+        }
+        for pair in self.hub_saved.keys() {
+            if !current.contains_key(pair) {
+                self.ops.push(SpoolOp::State {
+                    key: subscription_key(&pair.0, &pair.1),
+                    value: None,
+                });
+            }
+        }
+        if std::mem::take(&mut self.hub_saved_legacy) {
+            self.ops.push(SpoolOp::State {
+                key: SUBSCRIPTIONS_KEY.to_owned(),
+                value: None,
+            });
+        }
+        self.hub_saved = current;
     }
 
-    /// Presence subscriptions kept by the last run: those of watchers whose network
-    /// keeps them ([`DeliveryPolicy::resumes_subscriptions`]) and that have not expired
-    /// are re-created, and the gateway subscribes upstream again; no presence state is
-    /// restored (the presentities' networks send it again).
-    pub(super) fn restore_subscriptions(&mut self, now: Duration, bytes: &[u8]) {
-        let kept: Vec<KeptSubscription> = match serde_json::from_slice(bytes) {
-            Ok(k) => k,
-            Err(error) => {
-                tracing::error!(%error, "the kept presence subscriptions cannot be read; they are dropped");
-                self.schedule_subscriptions_save(now);
-                return;
+    /// Presence subscriptions kept by the last run (`state`: the spool's records): those
+    /// of watchers whose network keeps them ([`DeliveryPolicy::resumes_subscriptions`])
+    /// and that have not expired are re-created, and the gateway subscribes upstream
+    /// again; no presence state is restored (the presentities' networks send it again).
+    pub(super) fn restore_subscriptions(
+        &mut self,
+        now: Duration,
+        state: &std::collections::BTreeMap<String, Vec<u8>>,
+    ) {
+        let mut kept: Vec<KeptSubscription> = Vec::new();
+        if let Some(bytes) = state.get(SUBSCRIPTIONS_KEY) {
+            self.hub_saved_legacy = true;
+            match serde_json::from_slice::<Vec<KeptSubscription>>(bytes) {
+                Ok(all) => kept.extend(all),
+                Err(error) => {
+                    tracing::error!(%error, "the kept presence subscriptions cannot be read; they are dropped");
+                }
             }
-        };
+        }
+        for (key, bytes) in state.range(SUBSCRIPTION_PREFIX.to_owned()..) {
+            if !key.starts_with(SUBSCRIPTION_PREFIX) {
+                break;
+            }
+            match serde_json::from_slice::<KeptSubscription>(bytes) {
+                Ok(k) => {
+                    // As the spool has it: only a change is written again.
+                    let saved = (k.active, k.expires_ms);
+                    self.hub_saved
+                        .insert((k.watcher.clone(), k.presentity.clone()), saved);
+                    kept.push(k);
+                }
+                Err(error) => {
+                    tracing::error!(%error, %key, "a kept presence subscription cannot be read; it is dropped");
+                    self.ops.push(SpoolOp::State {
+                        key: key.clone(),
+                        value: None,
+                    });
+                }
+            }
+        }
+        if kept.is_empty() && !self.hub_saved_legacy {
+            return;
+        }
         let (mut restored, mut dropped) = (0usize, 0usize);
         for k in kept {
             let expires_at = k.expires_ms.map(|ms| self.core_time(ms));

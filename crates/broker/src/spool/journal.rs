@@ -38,7 +38,57 @@ struct Remembered {
 #[derive(Serialize, Deserialize)]
 struct StateRecord {
     key: String,
+    #[serde(with = "state_value")]
     value: Option<Vec<u8>>,
+}
+
+/// A state value in a journal frame: a JSON string when it is UTF-8 (the common case,
+/// JSON itself: a fraction of the size), else the array of byte values older versions
+/// wrote for every value, which is still read.
+mod state_value {
+    use std::fmt;
+
+    use serde::de::{self, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => s.serialize_str(text),
+                Err(_) => s.collect_seq(bytes),
+            },
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        struct Value;
+        impl<'de> Visitor<'de> for Value {
+            type Value = Option<Vec<u8>>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("null, a string or an array of bytes")
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Some(v.as_bytes().to_vec()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    bytes.push(b);
+                }
+                Ok(Some(bytes))
+            }
+        }
+        d.deserialize_any(Value)
+    }
 }
 
 /// The embedded file spool: an append-only journal (`spool.log`) of checksummed
@@ -527,5 +577,33 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert!(read_frame(&flipped).is_none(), "corrupt");
+    }
+
+    #[test]
+    fn state_values_are_written_as_text_and_the_old_byte_arrays_are_still_read() {
+        let text = StateRecord {
+            key: "k".into(),
+            value: Some(br#"{"a":1}"#.to_vec()),
+        };
+        let written = serde_json::to_string(&text).unwrap();
+        assert_eq!(written, r#"{"key":"k","value":"{\"a\":1}"}"#);
+        let back: StateRecord = serde_json::from_str(&written).unwrap();
+        assert_eq!(back.value, text.value);
+        // Not UTF-8: the byte array, as before.
+        let binary = StateRecord {
+            key: "k".into(),
+            value: Some(vec![0xff, 0]),
+        };
+        let written = serde_json::to_string(&binary).unwrap();
+        assert_eq!(written, r#"{"key":"k","value":[255,0]}"#);
+        assert_eq!(
+            serde_json::from_str::<StateRecord>(&written).unwrap().value,
+            binary.value
+        );
+        // What older versions wrote for every value, and a removal.
+        let old: StateRecord = serde_json::from_str(r#"{"key":"k","value":[123,125]}"#).unwrap();
+        assert_eq!(old.value, Some(b"{}".to_vec()));
+        let gone: StateRecord = serde_json::from_str(r#"{"key":"k","value":null}"#).unwrap();
+        assert_eq!(gone.value, None);
     }
 }
