@@ -264,6 +264,7 @@ where
                 timers: BTreeSet::new(),
                 subscriptions: 0,
                 changes: 0,
+                changed: BTreeSet::new(),
                 pre_approvals: 0,
                 probes: 0,
             },
@@ -554,7 +555,7 @@ where
         let watchers = std::mem::take(&mut entry.watchers);
         for (watcher, watch) in watchers {
             sh.subscriptions -= 1;
-            sh.changes += 1;
+            sh.touched(&watcher, &presentity);
             if let Some(at) = watch.expires_at {
                 sh.timers.remove(&(
                     at,
@@ -640,6 +641,30 @@ where
     /// A counter that changes whenever the set of [`PresenceHub::subscriptions`] does.
     pub fn subscription_changes(&self) -> u64 {
         self.shared.changes
+    }
+
+    /// The subscriptions changed (added, removed, activated, given another expiry) since
+    /// the last call, each with its state now — `None` when it is gone: what the broker
+    /// writes to its spool, without going over the others.
+    #[allow(clippy::type_complexity)] // (watcher, presentity, (active, expiry) or gone)
+    pub fn take_changed(&mut self) -> Vec<(Id, Id, Option<(bool, Option<Duration>)>)> {
+        let changed = std::mem::take(&mut self.shared.changed);
+        changed
+            .into_iter()
+            .map(|(watcher, presentity)| {
+                let now = self
+                    .presentities
+                    .get(&presentity)
+                    .and_then(|e| e.watchers.get(&watcher))
+                    .map(|w| (w.active, w.expires_at));
+                (watcher, presentity, now)
+            })
+            .collect()
+    }
+
+    /// Forgets which subscriptions changed (they are as the spool has them).
+    pub fn forget_changes(&mut self) {
+        self.shared.changed.clear();
     }
 
     /// Every subscription as (watcher, presentity, active, expiry), in `Id` order: what
@@ -777,8 +802,18 @@ struct Shared<Id> {
     subscriptions: usize,
     /// Bumped whenever a subscription is added, removed, activated or its expiry changes.
     changes: u64,
+    /// The (watcher, presentity) pairs changed since [`PresenceHub::take_changed`].
+    changed: BTreeSet<(Id, Id)>,
     pre_approvals: usize,
     probes: usize,
+}
+
+impl<Id: Clone + Ord> Shared<Id> {
+    /// A subscription was added, removed, activated or given another expiry.
+    fn touched(&mut self, watcher: &Id, presentity: &Id) {
+        self.changes += 1;
+        self.changed.insert((watcher.clone(), presentity.clone()));
+    }
 }
 
 /// A deadline's purpose. The variant order matters: at one instant, expiries fire before
@@ -881,7 +916,7 @@ where
             },
         );
         sh.subscriptions += 1;
-        sh.changes += 1;
+        sh.touched(watcher, presentity);
         if let Some(at) = expires_at {
             sh.timers.insert((
                 at,
@@ -900,7 +935,7 @@ where
             return;
         };
         watch.active = true;
-        sh.changes += 1;
+        sh.touched(watcher, presentity);
         watch.seen = version;
         self.active += 1;
         let notify = self.active_notify(presentity, watcher);
@@ -960,7 +995,7 @@ where
                 ));
             }
             watch.expires_at = expires_at;
-            sh.changes += 1;
+            sh.touched(watcher, presentity);
         }
         if watch.active {
             watch.seen = version;
@@ -989,7 +1024,7 @@ where
             return;
         };
         sh.subscriptions -= 1;
-        sh.changes += 1;
+        sh.touched(watcher, presentity);
         if let Some(at) = watch.expires_at {
             sh.timers.remove(&(
                 at,

@@ -224,6 +224,11 @@ impl Core {
     /// If the hub's subscriptions changed since they were last written, writes them
     /// within [`SUBSCRIPTIONS_SAVE_INTERVAL`] (a burst of changes is written once).
     pub(super) fn note_hub_changes(&mut self, now: Duration) {
+        if !self.config.spool {
+            // Nothing is written: the hub need not remember what changed.
+            self.hub.forget_changes();
+            return;
+        }
         if self.hub.subscription_changes() != self.hub_saved_changes {
             self.schedule_subscriptions_save(now);
         }
@@ -237,44 +242,30 @@ impl Core {
 
     /// Records for the spool what changed in the hub's subscriptions since the last
     /// save: one record per subscription created or changed, a removal per one gone.
+    /// Only the changed ones are looked at, whatever the number held.
     pub(super) fn save_subscriptions(&mut self, _now: Duration) {
         self.hub_check_at = None;
         self.hub_saved_changes = self.hub.subscription_changes();
-        let current: HashMap<(Identity, Identity), (bool, Option<u64>)> = self
-            .hub
-            .subscriptions()
-            .into_iter()
-            .map(|(watcher, presentity, active, expires_at)| {
-                let expires_ms = expires_at.map(|t| self.wall_ms(t));
-                ((watcher, presentity), (active, expires_ms))
-            })
-            .collect();
-        for (pair, state) in &current {
-            if self.hub_saved.get(pair) == Some(state) {
+        for (watcher, presentity, state) in self.hub.take_changed() {
+            let key = subscription_key(&watcher, &presentity);
+            let Some((active, expires_at)) = state else {
+                self.ops.push(SpoolOp::State { key, value: None });
                 continue;
-            }
+            };
             let kept = KeptSubscription {
-                watcher: pair.0.clone(),
-                presentity: pair.1.clone(),
-                active: state.0,
-                expires_ms: state.1,
+                watcher,
+                presentity,
+                active,
+                expires_ms: expires_at.map(|t| self.wall_ms(t)),
             };
             match serde_json::to_vec(&kept) {
                 Ok(bytes) => self.ops.push(SpoolOp::State {
-                    key: subscription_key(&pair.0, &pair.1),
+                    key,
                     value: Some(bytes),
                 }),
                 Err(error) => {
                     tracing::error!(%error, "a presence subscription cannot be encoded for the spool");
                 }
-            }
-        }
-        for pair in self.hub_saved.keys() {
-            if !current.contains_key(pair) {
-                self.ops.push(SpoolOp::State {
-                    key: subscription_key(&pair.0, &pair.1),
-                    value: None,
-                });
             }
         }
         if std::mem::take(&mut self.hub_saved_legacy) {
@@ -283,7 +274,6 @@ impl Core {
                 value: None,
             });
         }
-        self.hub_saved = current;
     }
 
     /// Presence subscriptions kept by the last run (`state`: the spool's records): those
@@ -295,11 +285,12 @@ impl Core {
         now: Duration,
         state: &std::collections::BTreeMap<String, Vec<u8>>,
     ) {
-        let mut kept: Vec<KeptSubscription> = Vec::new();
+        // Each with its own record's key; `None`: from an older version's table.
+        let mut kept: Vec<(Option<String>, KeptSubscription)> = Vec::new();
         if let Some(bytes) = state.get(SUBSCRIPTIONS_KEY) {
             self.hub_saved_legacy = true;
             match serde_json::from_slice::<Vec<KeptSubscription>>(bytes) {
-                Ok(all) => kept.extend(all),
+                Ok(all) => kept.extend(all.into_iter().map(|k| (None, k))),
                 Err(error) => {
                     tracing::error!(%error, "the kept presence subscriptions cannot be read; they are dropped");
                 }
@@ -310,13 +301,7 @@ impl Core {
                 break;
             }
             match serde_json::from_slice::<KeptSubscription>(bytes) {
-                Ok(k) => {
-                    // As the spool has it: only a change is written again.
-                    let saved = (k.active, k.expires_ms);
-                    self.hub_saved
-                        .insert((k.watcher.clone(), k.presentity.clone()), saved);
-                    kept.push(k);
-                }
+                Ok(k) => kept.push((Some(key.clone()), k)),
                 Err(error) => {
                     tracing::error!(%error, %key, "a kept presence subscription cannot be read; it is dropped");
                     self.ops.push(SpoolOp::State {
@@ -330,7 +315,7 @@ impl Core {
             return;
         }
         let (mut restored, mut dropped) = (0usize, 0usize);
-        for k in kept {
+        for (key, k) in kept {
             let expires_at = k.expires_ms.map(|ms| self.core_time(ms));
             let resumes = self
                 .router
@@ -339,6 +324,10 @@ impl Core {
                 .is_some_and(|a| a.policy.resumes_subscriptions);
             if !resumes || expires_at.is_some_and(|t| t <= now) {
                 dropped += 1;
+                // It leaves the spool with the next write.
+                if let Some(key) = key {
+                    self.ops.push(SpoolOp::State { key, value: None });
+                }
                 continue;
             }
             self.hub
@@ -346,7 +335,10 @@ impl Core {
             restored += 1;
         }
         tracing::info!(restored, dropped, "presence subscriptions restored");
-        // What was dropped leaves the spool with the next write.
+        if !self.hub_saved_legacy {
+            // As the spool has them: nothing to write again.
+            self.hub.forget_changes();
+        }
         self.schedule_subscriptions_save(now);
         self.drain_hub(now, None);
     }
