@@ -1553,15 +1553,7 @@ pub(crate) mod tests {
         let mut spool = MemorySpool::default();
         let ops = commit(&mut first);
         // One record per subscription (issue 15: not the whole table per change).
-        let states = |ops: &[SpoolOp]| -> Vec<(String, bool)> {
-            ops.iter()
-                .filter_map(|op| match op {
-                    SpoolOp::State { key, value } => Some((key.clone(), value.is_some())),
-                    _ => None,
-                })
-                .collect()
-        };
-        let written = states(&ops);
+        let written = state_ops(&ops);
         assert_eq!(written.len(), 2, "{ops:?}");
         assert!(written
             .iter()
@@ -1569,7 +1561,7 @@ pub(crate) mod tests {
         // Nothing changed: the next save writes nothing.
         first.schedule_subscriptions_save(T0);
         first.handle_timeout(SUBSCRIPTIONS_SAVE_INTERVAL * 2);
-        assert!(states(&commit(&mut first)).is_empty());
+        assert!(state_ops(&commit(&mut first)).is_empty());
         spool.commit(&ops, first.next_id(), 1_001_000).unwrap();
 
         let mut second = start(1_100_000);
@@ -1577,7 +1569,7 @@ pub(crate) mod tests {
         // The dropped SIP watcher leaves the spool with the first commit, and only it:
         // the restored one is as the spool has it.
         let ops = commit(&mut second);
-        let written = states(&ops);
+        let written = state_ops(&ops);
         assert_eq!(written.len(), 1, "{ops:?}");
         assert!(!written[0].1, "a removal: {ops:?}");
         assert!(written[0].0.contains("alice"), "{ops:?}");
@@ -1605,7 +1597,7 @@ pub(crate) mod tests {
         );
         // Nothing changed since: the next save writes nothing.
         second.handle_timeout(SUBSCRIPTIONS_SAVE_INTERVAL);
-        assert!(states(&commit(&mut second)).is_empty());
+        assert!(state_ops(&commit(&mut second)).is_empty());
     }
 
     #[test]
@@ -1646,14 +1638,11 @@ pub(crate) mod tests {
         );
         core.handle_timeout(SUBSCRIPTIONS_SAVE_INTERVAL);
         let ops = core.take_ops();
-        let states: Vec<(&str, bool)> = ops
-            .iter()
-            .filter_map(|op| match op {
-                SpoolOp::State { key, value } => Some((key.as_str(), value.is_some())),
-                _ => None,
-            })
-            .collect();
-        assert!(states.contains(&(SUBSCRIPTIONS_KEY, false)), "{ops:?}");
+        let states = state_ops(&ops);
+        assert!(
+            states.contains(&(SUBSCRIPTIONS_KEY.to_owned(), false)),
+            "{ops:?}"
+        );
         assert!(
             states
                 .iter()
@@ -1845,6 +1834,16 @@ pub(crate) mod tests {
     }
 
     /// What a commit does for the core: takes its operations and marks the puts durable.
+    /// The state records among `ops`: key, and whether it is written (or removed).
+    fn state_ops(ops: &[SpoolOp]) -> Vec<(String, bool)> {
+        ops.iter()
+            .filter_map(|op| match op {
+                SpoolOp::State { key, value } => Some((key.clone(), value.is_some())),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn commit(c: &mut Core) -> Vec<SpoolOp> {
         let ops = c.take_ops();
         c.mark_durable(&SpoolOp::put_ids(&ops));

@@ -154,12 +154,9 @@ impl Endpoint {
         self: &Arc<Self>,
         envelope: &Envelope,
     ) -> DeliveryOutcome {
-        let (watcher, presentity) = match (
-            translate::sip_text(&envelope.from),
-            translate::sip_uri(&envelope.to),
-        ) {
-            (Ok(w), Ok(p)) => (w, p),
-            (Err(e), _) | (_, Err(e)) => return failed(Condition::JidMalformed, e.to_string()),
+        let (watcher, presentity) = match subscription_parties(envelope) {
+            Ok(parties) => parties,
+            Err(outcome) => return outcome,
         };
         let presentity_text = aor_key(&envelope.to);
         let watcher_text = envelope.from.to_string();
@@ -262,12 +259,9 @@ impl Endpoint {
         self: &Arc<Self>,
         envelope: &Envelope,
     ) -> DeliveryOutcome {
-        let (watcher, presentity) = match (
-            translate::sip_text(&envelope.from),
-            translate::sip_uri(&envelope.to),
-        ) {
-            (Ok(w), Ok(p)) => (w, p),
-            (Err(e), _) | (_, Err(e)) => return failed(Condition::JidMalformed, e.to_string()),
+        let (watcher, presentity) = match subscription_parties(envelope) {
+            Ok(parties) => parties,
+            Err(outcome) => return outcome,
         };
         let presentity_text = aor_key(&envelope.to);
         // A SIP user who publishes to the gateway has the gateway as presence server:
@@ -464,5 +458,19 @@ impl Endpoint {
             return translate::presence_outcome_for(final_.status, &final_.reason);
         }
         DeliveryOutcome::Accepted
+    }
+}
+
+/// The watcher (SIP text) and the presentity (SIP URI) of a subscription envelope, or the
+/// failure to report when either is not a SIP address.
+fn subscription_parties(
+    envelope: &Envelope,
+) -> Result<(String, cpim::address::SipUri), DeliveryOutcome> {
+    match (
+        translate::sip_text(&envelope.from),
+        translate::sip_uri(&envelope.to),
+    ) {
+        (Ok(w), Ok(p)) => Ok((w, p)),
+        (Err(e), _) | (_, Err(e)) => Err(failed(Condition::JidMalformed, e.to_string())),
     }
 }

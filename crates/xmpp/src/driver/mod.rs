@@ -246,6 +246,33 @@ impl XmppAdapter {
     }
 }
 
+impl XmppAdapter {
+    /// What the envelope's sender (a bridged user, by its bare JID as written on the
+    /// wire, as disco#info queries name it) can do, after what a notification from it
+    /// says: a text-only phone (no display notification will come) announces receipts
+    /// only from now on; one that sends a displayed marker after all takes them.
+    fn sender_profile(&self, envelope: &Envelope) -> Profile {
+        let cpim::Address::Xmpp(jid) = &envelope.from else {
+            return Profile::Full;
+        };
+        let text = jid.to_string();
+        let bare = text.split('/').next().unwrap_or_default();
+        let mut profiles = self.profiles.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Event::Notification(n) = &envelope.event {
+            match n.status {
+                NotificationStatus::DisplayUnknown => {
+                    profiles.set(bare, Profile::TextOnly);
+                }
+                NotificationStatus::Displayed => {
+                    profiles.set(bare, Profile::Full);
+                }
+                _ => {}
+            }
+        }
+        profiles.get(bare)
+    }
+}
+
 #[async_trait]
 impl Adapter for XmppAdapter {
     fn name(&self) -> &str {
@@ -265,25 +292,11 @@ impl Adapter for XmppAdapter {
     }
 
     async fn deliver(&self, envelope: Envelope) -> DeliveryOutcome {
-        let sender = envelope.from.to_string();
-        let sender = sender.strip_prefix("xmpp:").unwrap_or(&sender);
-        let profile = {
-            let mut profiles = self.profiles.lock().unwrap_or_else(PoisonError::into_inner);
-            // What the sender's network says of its client: a text-only phone (no
-            // display notification will come) announces receipts only from now on; one
-            // that sends a displayed marker after all takes them.
-            if let Event::Notification(n) = &envelope.event {
-                match n.status {
-                    NotificationStatus::DisplayUnknown => {
-                        profiles.set(sender, Profile::TextOnly);
-                    }
-                    NotificationStatus::Displayed => {
-                        profiles.set(sender, Profile::Full);
-                    }
-                    _ => {}
-                }
-            }
-            profiles.get(sender)
+        // Only presence carries capabilities; only notifications say what the sender's
+        // client can do: other deliveries leave the profiles alone.
+        let profile = match &envelope.event {
+            Event::Presence(_) | Event::Notification(_) => self.sender_profile(&envelope),
+            _ => Profile::Full,
         };
         let options = OutboundOptions {
             profile,
