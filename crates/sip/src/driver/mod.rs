@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,6 +46,8 @@ use crate::transport::{
     Framing, Listen, Peer, StreamLimits, TlsAcceptor, TlsConnector, Transport, Transports,
 };
 use crate::wire::{self, Fault, Framed, OutRequest, RawMessage, RequestView};
+
+use owner::{Machines, Owner};
 
 const PIDF: &str = "application/pidf+xml";
 
@@ -151,6 +153,7 @@ impl std::fmt::Debug for SipAdapter {
     }
 }
 
+mod owner;
 mod presentities;
 mod publish;
 mod sending;
@@ -163,35 +166,13 @@ struct Endpoint {
     transports: Transports,
     submitter: Submitter,
     metrics: AdapterMetrics,
-    /// Where the watcher dialogs are kept across a restart, and which were last kept.
+    /// Where the watcher dialogs are kept across a restart.
     state: StateStore,
-    kept_watchers: Mutex<Vec<DialogKey>>,
     epoch: Instant,
     seed: u64,
     counter: AtomicU64,
-    clients: Mutex<HashMap<String, mpsc::Sender<RawMessage>>>,
-    server: Mutex<ServerTransactions>,
-    notifier: Mutex<Notifier>,
-    watchers: Mutex<HashMap<DialogKey, WatcherSide>>,
-    subscriber: Mutex<Subscriber>,
-    upstream_peers: Mutex<HashMap<String, Peer>>,
-    publications: Mutex<Publications>,
-    /// The state SIP users published here, by AOR (the gateway is their presence
-    /// server, RFC 3903).
-    published: Mutex<HashMap<String, Presence>>,
-    registrar: Mutex<Registrar>,
-    /// What each SIP contact (by AOR) has shown about `message/cpim`: `true` when it
-    /// sent CPIM itself, `false` when it answered CPIM with 415 and an `Accept` without
-    /// it. Contacts not here take CPIM only when `cpim_domains` says so.
-    takes_cpim: Mutex<HashMap<String, bool>>,
-    /// The presence authorization policy and the requests waiting under it.
-    authorization: Mutex<crate::authorization::Authorization>,
-    /// The messages held for an unregistered user whose senders were told so (`stored`).
-    told_stored: Mutex<std::collections::HashSet<cpim_broker::envelope::MessageId>>,
-    /// SIP users' subscriptions to their own watcher information (RFC 3857), and where
-    /// each dialog's NOTIFYs go.
-    winfo: Mutex<Notifier>,
-    winfo_peers: Mutex<HashMap<DialogKey, Peer>>,
+    /// The task that owns the SIP machines.
+    owner: Owner,
 }
 
 /// Where a request goes, and what is known of the transports it may take.
@@ -268,10 +249,6 @@ struct KeptWatcher {
     peer: SocketAddr,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The final response of a client transaction.
 #[derive(Debug)]
 struct Final {
@@ -306,32 +283,35 @@ impl SipAdapter {
             .map_err(|_| std::io::Error::other("no random bytes for the registrar's nonces"))?;
         let registrar = Registrar::new(config.registrar.clone(), &secret)
             .with_trusted(config.trusted_proxies.clone());
+        let owner = Owner::spawn(Machines {
+            clients: HashMap::new(),
+            server: ServerTransactions::default(),
+            notifier: Notifier::new(config.policy),
+            watchers: HashMap::new(),
+            subscriber: Subscriber::new(config.timers.timeout()),
+            upstream_peers: HashMap::new(),
+            publications: Publications::new(config.policy),
+            published: HashMap::new(),
+            registrar,
+            takes_cpim: HashMap::new(),
+            authorization: crate::authorization::Authorization::new(
+                config.presence_authorization,
+                &config.presence_allow,
+            ),
+            told_stored: std::collections::HashSet::new(),
+            winfo: Notifier::new(config.policy),
+            winfo_peers: HashMap::new(),
+            kept_watchers: Vec::new(),
+        });
         let core = Arc::new(Endpoint {
             transports,
             submitter: context.submitter.clone(),
             metrics: context.metrics.clone(),
             state: context.state.clone(),
-            kept_watchers: Mutex::new(Vec::new()),
             epoch: Instant::now(),
             seed,
             counter: AtomicU64::new(0),
-            clients: Mutex::new(HashMap::new()),
-            server: Mutex::new(ServerTransactions::default()),
-            notifier: Mutex::new(Notifier::new(config.policy)),
-            watchers: Mutex::new(HashMap::new()),
-            subscriber: Mutex::new(Subscriber::new(config.timers.timeout())),
-            upstream_peers: Mutex::new(HashMap::new()),
-            publications: Mutex::new(Publications::new(config.policy)),
-            published: Mutex::new(HashMap::new()),
-            registrar: Mutex::new(registrar),
-            takes_cpim: Mutex::new(HashMap::new()),
-            told_stored: Mutex::new(std::collections::HashSet::new()),
-            winfo: Mutex::new(Notifier::new(config.policy)),
-            winfo_peers: Mutex::new(HashMap::new()),
-            authorization: Mutex::new(crate::authorization::Authorization::new(
-                config.presence_authorization,
-                &config.presence_allow,
-            )),
+            owner,
             config,
         });
         core.metrics.set_connected(true);
@@ -473,22 +453,24 @@ impl Endpoint {
             .and_then(|v| headers::Via::parse_first(v).ok())
             .and_then(|v| v.branch().map(str::to_owned));
         let Some(branch) = branch else { return };
-        let tx = lock(&self.clients).get(&branch).cloned();
-        if let Some(tx) = tx {
-            let _ = tx.try_send(m);
-        }
+        self.owner.tell(move |machines| {
+            if let Some(tx) = machines.clients.get(&branch) {
+                let _ = tx.try_send(m);
+            }
+        });
     }
 
     /// Sends a response and records it in the server transaction.
     pub(super) async fn send_response(&self, request: &RawMessage, peer: Peer, bytes: Vec<u8>) {
         if let Some(key) = server_key(request) {
-            lock(&self.server).on_final(
-                &key,
+            let (kept, reliable, now, timers) = (
                 bytes.clone(),
                 peer.transport.reliable(),
                 self.now(),
-                &self.config.timers,
+                self.config.timers,
             );
+            self.owner
+                .tell(move |m| m.server.on_final(&key, kept, reliable, now, &timers));
         }
         if let Err(e) = self.transports.send(peer, bytes).await {
             tracing::debug!(peer = %peer.addr, error = %e, "sending a response failed");
@@ -520,7 +502,7 @@ impl Endpoint {
             return; // ends an INVITE server transaction we answered with a failure
         }
         if let Some(key) = server_key(&m) {
-            let decision = lock(&self.server).on_request(&key);
+            let decision = self.owner.with(move |s| s.server.on_request(&key)).await;
             match decision {
                 ServerDecision::New => {}
                 ServerDecision::Absorb => return,
@@ -530,7 +512,7 @@ impl Endpoint {
                 }
             }
         }
-        let view = match wire::check_request(&m, self.registrar_on()) {
+        let mut view = match wire::check_request(&m, self.registrar_on()) {
             Ok(v) => v,
             Err(fault) => {
                 self.metrics.rejected(Condition::BadRequest);
@@ -545,7 +527,15 @@ impl Endpoint {
             && matches!(view.method.as_str(), "MESSAGE" | "PUBLISH" | "SUBSCRIBE")
             && view.to.tag().is_none()
         {
-            let checked = lock(&self.registrar).authorize(self.now(), &view, peer);
+            let now = self.now();
+            let (view_back, checked) = self
+                .owner
+                .with(move |s| {
+                    let checked = s.registrar.authorize(now, &view, peer);
+                    (view, checked)
+                })
+                .await;
+            view = view_back;
             if let Err(fault) = checked {
                 if fault.status == 403 {
                     self.metrics.rejected(Condition::Forbidden);

@@ -28,24 +28,33 @@ impl Endpoint {
         // RFC 6665 §8.1.2: a NOTIFY's extensions the gateway does not understand are
         // dropped, not refused.
         let presence = pidf_body(view, true)?;
-        let effect = lock(&self.subscriber).on_notify(
-            self.now(),
-            &view.call_id,
-            view.to.tag(),
-            view.from.tag(),
-            &state,
+        let now = self.now();
+        let call_id = view.call_id.clone();
+        let (to_tag, from_tag) = (
+            view.to.tag().map(str::to_owned),
+            view.from.tag().map(str::to_owned),
         );
+        // A NOTIFY is a target refresh request, and may establish the dialog before
+        // the 2xx (RFC 6665 §4.1.2.4).
+        let contact = dialog::contact_uri(view.header("Contact"));
+        let routes = dialog::record_route(&view.headers);
+        let effect = self
+            .owner
+            .with(move |m| {
+                let effect = m.subscriber.on_notify(
+                    now,
+                    &call_id,
+                    to_tag.as_deref(),
+                    from_tag.as_deref(),
+                    &state,
+                )?;
+                m.subscriber.learn_route(&call_id, contact, routes, false);
+                Some(effect)
+            })
+            .await;
         let Some(effect) = effect else {
             return Err(Fault::new(481, "Subscription Does Not Exist"));
         };
-        // A NOTIFY is a target refresh request, and may establish the dialog before
-        // the 2xx (RFC 6665 §4.1.2.4).
-        lock(&self.subscriber).learn_route(
-            &view.call_id,
-            dialog::contact_uri(view.header("Contact")),
-            dialog::record_route(&view.headers),
-            false,
-        );
         match effect {
             NotifyEffect::State {
                 presentity,
@@ -88,7 +97,7 @@ impl Endpoint {
                 pending,
                 ..
             } => {
-                lock(&self.upstream_peers).remove(&presentity);
+                self.forget_upstream_peer(&presentity);
                 self.submit_deny(&presentity, &watcher, &reason).await;
                 self.deny_pending(&presentity, pending, &reason).await;
             }
@@ -131,19 +140,38 @@ impl Endpoint {
     /// The gateway is the presence server of `presentity` (a SIP user who publishes to
     /// it, or a registrar user the gateway cannot subscribe to): its published state, if
     /// any. `None`: the presentity's own side is subscribed to.
-    pub(super) fn local_presentity(
+    pub(super) async fn local_presentity(
         &self,
         presentity_text: &str,
         presentity: &cpim::address::SipUri,
     ) -> Option<Option<Presence>> {
-        let published = lock(&self.published).get(presentity_text).cloned();
-        let local = published.is_some()
-            || (self.config.outbound_proxy.is_none()
-                && self.serves(presentity.host().as_str())
-                && lock(&self.registrar)
-                    .lookup(self.now(), presentity_text)
-                    .is_none());
-        local.then_some(published)
+        let may_be_local =
+            self.config.outbound_proxy.is_none() && self.serves(presentity.host().as_str());
+        let (now, key) = (self.now(), presentity_text.to_owned());
+        self.owner
+            .with(move |m| {
+                let published = m.published.get(&key).cloned();
+                let local = published.is_some()
+                    || (may_be_local && m.registrar.lookup(now, &key).is_none());
+                local.then_some(published)
+            })
+            .await
+    }
+
+    /// Where the gateway's subscription to `presentity` goes.
+    pub(super) async fn upstream_peer(&self, presentity: &str) -> Option<Peer> {
+        let key = presentity.to_owned();
+        self.owner
+            .with(move |m| m.upstream_peers.get(&key).copied())
+            .await
+    }
+
+    /// The gateway's subscription to `presentity` ended.
+    pub(super) fn forget_upstream_peer(&self, presentity: &str) {
+        let key = presentity.to_owned();
+        self.owner.tell(move |m| {
+            m.upstream_peers.remove(&key);
+        });
     }
 
     /// A watcher of another network asks to follow a SIP user (RFC 7248 §4.1). The SIP
@@ -162,13 +190,19 @@ impl Endpoint {
         let watcher_text = envelope.from.to_string();
         if self
             .local_presentity(&presentity_text, &presentity)
+            .await
             .is_some()
         {
             // The gateway is the user's presence server: its policy decides.
             self.apply_policy(&presentity_text, &watcher_text).await;
             return DeliveryOutcome::Delivered;
         }
-        let decision = lock(&self.subscriber).authorize(&presentity_text, &watcher_text);
+        let decision = {
+            let (p, w) = (presentity_text.clone(), watcher_text.clone());
+            self.owner
+                .with(move |m| m.subscriber.authorize(&p, &w))
+                .await
+        };
         match decision {
             // The SIP side authorized the gateway's subscription for its first watcher,
             // not for this one: the policy decides.
@@ -188,11 +222,16 @@ impl Endpoint {
     /// as the presence authorization policy says (the user follows the watcher itself:
     /// a live SUBSCRIBE of it to the watcher's presence).
     pub(super) async fn apply_policy(self: &Arc<Self>, user: &str, watcher: &str) {
-        let followed = Address::parse(watcher)
-            .map(|w| !lock(&self.notifier).find(user, &aor_key(&w)).is_empty())
-            .unwrap_or(false);
-        let verdict = lock(&self.authorization).decide(user, watcher, followed);
-        self.winfo_changed(user);
+        let followed = Address::parse(watcher).ok().map(|w| aor_key(&w));
+        let (u, w) = (user.to_owned(), watcher.to_owned());
+        let verdict = self
+            .owner
+            .with(move |m| {
+                let followed = followed.is_some_and(|f| !m.notifier.find(&u, &f).is_empty());
+                m.authorization.decide(&u, &w, followed)
+            })
+            .await;
+        self.winfo_changed(user).await;
         let op = match verdict {
             crate::authorization::Verdict::Approve => SubscriptionOp::Approve,
             crate::authorization::Verdict::Wait => return,
@@ -209,9 +248,15 @@ impl Endpoint {
     /// ends if it served only such watchers.
     pub(super) async fn withdraw_watcher(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
         let presentity = aor_key(&envelope.to);
-        lock(&self.authorization).withdraw(&presentity, &envelope.from.to_string());
-        self.winfo_changed(&presentity);
-        let unused = lock(&self.subscriber).withdraw(&presentity, &envelope.from.to_string());
+        let (p, w) = (presentity.clone(), envelope.from.to_string());
+        let unused = self
+            .owner
+            .with(move |m| {
+                m.authorization.withdraw(&p, &w);
+                m.subscriber.withdraw(&p, &w)
+            })
+            .await;
+        self.winfo_changed(&presentity).await;
         if unused {
             return self.stop_upstream(&presentity).await;
         }
@@ -231,9 +276,18 @@ impl Endpoint {
         let peer = match self.target_for(presentity, 0, false).await {
             Ok(t) => t.peer,
             Err(outcome) => {
-                let pending = lock(&self.subscriber).abandon(&presentity_text);
+                let pending = {
+                    let (p, forget) = (presentity_text.clone(), lost);
+                    self.owner
+                        .with(move |m| {
+                            if forget {
+                                m.upstream_peers.remove(&p);
+                            }
+                            m.subscriber.abandon(&p)
+                        })
+                        .await
+                };
                 let reason = if lost {
-                    lock(&self.upstream_peers).remove(&presentity_text);
                     self.submit_deny(&presentity_text, &watcher, "giveup").await;
                     "giveup"
                 } else {
@@ -243,15 +297,16 @@ impl Endpoint {
                 return outcome;
             }
         };
-        lock(&self.upstream_peers).insert(presentity_text.clone(), peer);
-        let sub = lock(&self.subscriber).start(
-            self.now(),
-            watcher,
-            presentity_text,
-            self.config.policy.max_expires,
-            format!("{}@gw", self.unique()),
-            self.unique(),
-        );
+        let (now, max_expires) = (self.now(), self.config.policy.max_expires);
+        let (call_id, tag) = (format!("{}@gw", self.unique()), self.unique());
+        let sub = self
+            .owner
+            .with(move |m| {
+                m.upstream_peers.insert(presentity_text.clone(), peer);
+                m.subscriber
+                    .start(now, watcher, presentity_text, max_expires, call_id, tag)
+            })
+            .await;
         self.run_subscribe(sub, peer).await
     }
 
@@ -266,7 +321,7 @@ impl Endpoint {
         let presentity_text = aor_key(&envelope.to);
         // A SIP user who publishes to the gateway has the gateway as presence server:
         // nothing to subscribe to; the watchers get the published state.
-        if let Some(published) = self.local_presentity(&presentity_text, &presentity) {
+        if let Some(published) = self.local_presentity(&presentity_text, &presentity).await {
             if let Some(presence) = published {
                 let watcher_text = envelope.from.to_string();
                 self.submit_from(
@@ -279,7 +334,12 @@ impl Endpoint {
             return DeliveryOutcome::Delivered;
         }
         // The subscription started for the first watcher's approval serves them all.
-        if lock(&self.subscriber).mark_aggregate(&presentity_text) {
+        let p = presentity_text.clone();
+        if self
+            .owner
+            .with(move |m| m.subscriber.mark_aggregate(&p))
+            .await
+        {
             return DeliveryOutcome::Delivered;
         }
         self.start_upstream(watcher, presentity_text, &presentity, false)
@@ -302,22 +362,24 @@ impl Endpoint {
                 header("Expires").and_then(|e| headers::parse_delta_seconds("Expires", e).ok());
             let min = header("Min-Expires")
                 .and_then(|e| headers::parse_delta_seconds("Min-Expires", e).ok());
-            if let (Some(r), true) = (response, (200..300).contains(&final_.status)) {
-                lock(&self.subscriber).learn_route(
-                    &sub.call_id,
+            let route = match (response, (200..300).contains(&final_.status)) {
+                (Some(r), true) => Some((
                     dialog::contact_uri(r.header("Contact")),
                     dialog::record_route(&r.headers),
-                    true,
-                );
-            }
-            let next = lock(&self.subscriber).on_response(
-                self.now(),
-                &sub.call_id,
-                final_.status,
-                to_tag.as_deref(),
-                granted,
-                min,
-            );
+                )),
+                _ => None,
+            };
+            let (now, call_id, status) = (self.now(), sub.call_id.clone(), final_.status);
+            let next = self
+                .owner
+                .with(move |m| {
+                    if let Some((contact, routes)) = route {
+                        m.subscriber.learn_route(&call_id, contact, routes, true);
+                    }
+                    m.subscriber
+                        .on_response(now, &call_id, status, to_tag.as_deref(), granted, min)
+                })
+                .await;
             match next {
                 None => return translate::presence_outcome_for(final_.status, &final_.reason),
                 Some(SubscriberEvent::Subscribe(retry)) => sub = retry,
@@ -327,7 +389,7 @@ impl Endpoint {
                     reason,
                     pending,
                 }) => {
-                    lock(&self.upstream_peers).remove(&presentity);
+                    self.forget_upstream_peer(&presentity);
                     self.submit_deny(&presentity, &watcher, &reason).await;
                     self.deny_pending(&presentity, pending, &reason).await;
                     return translate::presence_outcome_for(final_.status, &final_.reason);
@@ -451,8 +513,11 @@ impl Endpoint {
     }
 
     pub(super) async fn stop_upstream(self: &Arc<Self>, presentity: &str) -> DeliveryOutcome {
-        let sub = lock(&self.subscriber).stop(self.now(), presentity);
-        let peer = lock(&self.upstream_peers).remove(presentity);
+        let (now, key) = (self.now(), presentity.to_owned());
+        let (sub, peer) = self
+            .owner
+            .with(move |m| (m.subscriber.stop(now, &key), m.upstream_peers.remove(&key)))
+            .await;
         if let (Some(sub), Some(peer)) = (sub, peer) {
             let final_ = self.send_subscribe(&sub, peer).await;
             return translate::presence_outcome_for(final_.status, &final_.reason);

@@ -28,19 +28,31 @@ impl Endpoint {
             .map(|e| headers::parse_delta_seconds("Expires", e))
             .transpose()?;
         let presence = pidf_body(view, false)?;
-        let outcome = lock(&self.publications).on_publish(
-            self.now(),
-            &aor,
-            view.header("SIP-If-Match").map(str::trim),
-            expires,
-            presence.is_some(),
-            || self.unique(),
-        )?;
+        let (now, etag, published) = (self.now(), self.unique(), presence.is_some());
+        let if_match = view.header("SIP-If-Match").map(|v| v.trim().to_owned());
+        let (aor, outcome) = self
+            .owner
+            .with(move |m| {
+                let outcome = m.publications.on_publish(
+                    now,
+                    &aor,
+                    if_match.as_deref(),
+                    expires,
+                    published,
+                    || etag,
+                );
+                (aor, outcome)
+            })
+            .await;
+        let outcome = outcome?;
         match outcome {
             PublishOutcome::Published { etag, expires } => {
                 if let Some(mut p) = presence {
                     p.entity = aor.clone();
-                    lock(&self.published).insert(aor.clone(), p.clone());
+                    let (key, kept) = (aor.clone(), p.clone());
+                    self.owner.tell(move |m| {
+                        m.published.insert(key, kept);
+                    });
                     self.submit_from(&aor, &aor, Event::Presence(PresenceUpdate { presence: p }))
                         .await;
                 }
@@ -56,7 +68,10 @@ impl Endpoint {
 
     /// The presentity withdrew its published state: its watchers see it offline.
     pub(super) async fn submit_closed(&self, aor: &str) {
-        lock(&self.published).remove(aor);
+        let key = aor.to_owned();
+        self.owner.tell(move |m| {
+            m.published.remove(&key);
+        });
         let presence = Presence::one_tuple(
             aor,
             cpim::presence::Tuple::new("gw", cpim::presence::Basic::Closed, None),
@@ -66,7 +81,11 @@ impl Endpoint {
     }
 
     pub(super) async fn on_register(&self, m: &RawMessage, view: &RequestView, peer: Peer) {
-        let result = lock(&self.registrar).on_register(self.now(), view, peer);
+        let (now, view) = (self.now(), view.clone());
+        let result = self
+            .owner
+            .with(move |m| m.registrar.on_register(now, &view, peer))
+            .await;
         match result {
             Ok(ok) => {
                 let mut fault = Fault::new(200, "OK");

@@ -16,16 +16,25 @@ impl Endpoint {
         may_wait: bool,
     ) -> Result<Target, DeliveryOutcome> {
         let aor = aor_key(&Address::Sip(uri.clone()));
-        let registered = {
-            let registrar = lock(&self.registrar);
-            match registrar.lookup_contact(self.now(), &aor) {
-                Some((peer, contact)) => Some((peer, contact_transport(contact))),
-                None if registrar.serves(uri.host().as_str()) => {
-                    drop(registrar);
-                    return Err(self.unregistered(&aor, may_wait));
-                }
-                None => None,
+        let registered = if self.registrar_on() {
+            let (now, host) = (self.now(), uri.host().as_str().to_owned());
+            let (aor, found) = self
+                .owner
+                .with(move |m| {
+                    let found = match m.registrar.lookup_contact(now, &aor) {
+                        Some((peer, contact)) => Some(Some((peer, contact_transport(contact)))),
+                        None if m.registrar.serves(&host) => None,
+                        None => Some(None),
+                    };
+                    (aor, found)
+                })
+                .await;
+            match found {
+                Some(registered) => registered,
+                None => return Err(self.unregistered(&aor, may_wait)),
             }
+        } else {
+            None
         };
         let explicit = uri
             .param("transport")
@@ -108,14 +117,18 @@ impl Endpoint {
         if !m.receipts.any() {
             return;
         }
-        {
-            let mut told = lock(&self.told_stored);
-            if told.len() >= MAX_TOLD_STORED {
-                told.clear();
-            }
-            if !told.insert(envelope.id) {
-                return;
-            }
+        let id = envelope.id;
+        let first = self
+            .owner
+            .with(move |m| {
+                if m.told_stored.len() >= MAX_TOLD_STORED {
+                    m.told_stored.clear();
+                }
+                m.told_stored.insert(id)
+            })
+            .await;
+        if !first {
+            return;
         }
         let event = Event::Notification(cpim::event::Notification {
             message_id: envelope.id.to_string(),
@@ -126,16 +139,27 @@ impl Endpoint {
     }
 
     pub(super) fn remember_cpim(&self, aor: &str, takes: bool) {
-        let mut known = lock(&self.takes_cpim);
-        if known.len() >= MAX_REMEMBERED_CONTACTS && !known.contains_key(aor) {
-            known.clear();
-        }
-        known.insert(aor.to_owned(), takes);
+        let aor = aor.to_owned();
+        self.owner.tell(move |m| {
+            let known = &mut m.takes_cpim;
+            if known.len() >= MAX_REMEMBERED_CONTACTS && !known.contains_key(&aor) {
+                known.clear();
+            }
+            known.insert(aor, takes);
+        });
     }
 
     pub(super) async fn send_message(self: &Arc<Self>, envelope: &Envelope) -> DeliveryOutcome {
-        let aor = aor_key(&envelope.to);
-        let known = lock(&self.takes_cpim).get(&aor).copied();
+        let (aor, known) = self
+            .owner
+            .with({
+                let aor = aor_key(&envelope.to);
+                move |m| {
+                    let known = m.takes_cpim.get(&aor).copied();
+                    (aor, known)
+                }
+            })
+            .await;
         let cpim = known.unwrap_or_else(|| {
             self.config
                 .cpim_domains
@@ -309,7 +333,10 @@ impl Endpoint {
         let sent_by = self.sent_by(peer.transport);
         let bytes = build(&branch, &sent_by);
         let (tx, mut rx) = mpsc::channel(8);
-        lock(&self.clients).insert(branch.clone(), tx);
+        let key = branch.clone();
+        self.owner.tell(move |m| {
+            m.clients.insert(key, tx);
+        });
         let result = async {
             if let Err(e) = self.transports.send(peer, bytes.clone()).await {
                 return Final {
@@ -343,7 +370,9 @@ impl Endpoint {
             }
         }
         .await;
-        lock(&self.clients).remove(&branch);
+        self.owner.tell(move |m| {
+            m.clients.remove(&branch);
+        });
         result
     }
 }

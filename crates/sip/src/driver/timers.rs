@@ -6,54 +6,55 @@ use super::*;
 impl Endpoint {
     /// Keeps the watcher dialogs in the spool when they changed (at most once a tick):
     /// after a restart they are ended cleanly instead of being left to a 481.
-    pub(super) fn keep_watchers(&self) {
-        let sides: Vec<(DialogKey, Peer)> = {
-            let watchers = lock(&self.watchers);
-            let mut sides: Vec<(DialogKey, Peer)> =
-                watchers.iter().map(|(k, s)| (k.clone(), s.peer)).collect();
-            sides.sort_by(|a, b| a.0.cmp(&b.0));
-            sides
-        };
-        let keys: Vec<DialogKey> = sides.iter().map(|(k, _)| k.clone()).collect();
-        if *lock(&self.kept_watchers) == keys {
-            return;
-        }
-        let kept: Vec<KeptWatcher> = {
-            let notifier = lock(&self.notifier);
-            sides
-                .iter()
-                .filter_map(|(key, peer)| {
-                    let d = notifier.get(key)?;
-                    Some(KeptWatcher {
-                        call_id: d.call_id.clone(),
-                        local_tag: d.local_tag.clone(),
-                        remote_tag: d.remote_tag.clone(),
-                        remote_target: d.remote_target.clone(),
-                        route_set: d.route_set.clone(),
-                        watcher: d.watcher.clone(),
-                        presentity: d.presentity.clone(),
-                        event_id: d.event_id.clone(),
-                        next_cseq: d.next_cseq,
-                        transport: peer.transport.token().to_owned(),
-                        peer: peer.addr,
-                    })
-                })
-                .collect()
-        };
-        let value = if kept.is_empty() {
-            None
-        } else {
-            match serde_json::to_vec(&kept) {
-                Ok(v) => Some(v),
-                Err(error) => {
-                    tracing::warn!(%error, "watcher dialogs cannot be kept");
+    pub(super) async fn keep_watchers(&self) {
+        let state = self.state.clone();
+        self.owner
+            .with(move |m| {
+                let mut sides: Vec<(DialogKey, Peer)> = m
+                    .watchers
+                    .iter()
+                    .map(|(k, s)| (k.clone(), s.peer))
+                    .collect();
+                sides.sort_by(|a, b| a.0.cmp(&b.0));
+                let keys: Vec<DialogKey> = sides.iter().map(|(k, _)| k.clone()).collect();
+                if m.kept_watchers == keys {
                     return;
                 }
-            }
-        };
-        if self.state.put(KEPT_WATCHERS, value) {
-            *lock(&self.kept_watchers) = keys;
-        }
+                let kept: Vec<KeptWatcher> = sides
+                    .iter()
+                    .filter_map(|(key, peer)| {
+                        let d = m.notifier.get(key)?;
+                        Some(KeptWatcher {
+                            call_id: d.call_id.clone(),
+                            local_tag: d.local_tag.clone(),
+                            remote_tag: d.remote_tag.clone(),
+                            remote_target: d.remote_target.clone(),
+                            route_set: d.route_set.clone(),
+                            watcher: d.watcher.clone(),
+                            presentity: d.presentity.clone(),
+                            event_id: d.event_id.clone(),
+                            next_cseq: d.next_cseq,
+                            transport: peer.transport.token().to_owned(),
+                            peer: peer.addr,
+                        })
+                    })
+                    .collect();
+                let value = if kept.is_empty() {
+                    None
+                } else {
+                    match serde_json::to_vec(&kept) {
+                        Ok(v) => Some(v),
+                        Err(error) => {
+                            tracing::warn!(%error, "watcher dialogs cannot be kept");
+                            return;
+                        }
+                    }
+                };
+                if state.put(KEPT_WATCHERS, value) {
+                    m.kept_watchers = keys;
+                }
+            })
+            .await;
     }
 
     /// After a restart: the watcher dialogs of the last run are gone with it, so each
@@ -115,7 +116,8 @@ impl Endpoint {
         }
         // The next tick writes the dialogs of this run over the old ones (no key is
         // empty, so this never equals a real set).
-        *lock(&self.kept_watchers) = vec![(String::new(), String::new())];
+        self.owner
+            .tell(|m| m.kept_watchers = vec![(String::new(), String::new())]);
     }
 
     pub(super) async fn ticker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
@@ -130,13 +132,24 @@ impl Endpoint {
                 }
             }
             let now = self.now();
-            self.keep_watchers();
-            lock(&self.server).expire(now);
+            self.keep_watchers().await;
+            self.owner.tell(move |m| m.server.expire(now));
             self.winfo_expire(now).await;
-            let expired = lock(&self.notifier).expire(now);
-            for dialog in expired {
-                let key = (dialog.call_id.clone(), dialog.local_tag.clone());
-                let side = lock(&self.watchers).remove(&key);
+            let expired = self
+                .owner
+                .with(move |m| {
+                    let dialogs = m.notifier.expire(now);
+                    dialogs
+                        .into_iter()
+                        .map(|dialog| {
+                            let key = (dialog.call_id.clone(), dialog.local_tag.clone());
+                            let side = m.watchers.remove(&key);
+                            (dialog, side)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+            for (dialog, side) in expired {
                 // A fetch was never a subscription at the broker (it was a probe).
                 if !dialog.fetch {
                     self.submit_unsubscribe(&dialog).await;
@@ -152,11 +165,11 @@ impl Endpoint {
                     });
                 }
             }
-            let due = lock(&self.subscriber).due(now);
+            let due = self.owner.with(move |m| m.subscriber.due(now)).await;
             for event in due {
                 match event {
                     SubscriberEvent::Subscribe(sub) => {
-                        let peer = lock(&self.upstream_peers).get(&sub.presentity).copied();
+                        let peer = self.upstream_peer(&sub.presentity).await;
                         if let Some(peer) = peer {
                             // RFC 7248 §7: before refreshing a watcher's long-lived
                             // subscription, probe that watcher (its XMPP server must
@@ -179,7 +192,7 @@ impl Endpoint {
                         reason,
                         pending,
                     } => {
-                        lock(&self.upstream_peers).remove(&presentity);
+                        self.forget_upstream_peer(&presentity);
                         self.submit_deny(&presentity, &watcher, &reason).await;
                         self.deny_pending(&presentity, pending, &reason).await;
                     }
@@ -194,11 +207,11 @@ impl Endpoint {
                     }
                 }
             }
-            let gone = lock(&self.publications).expire(now);
+            let gone = self.owner.with(move |m| m.publications.expire(now)).await;
             for aor in gone {
                 self.submit_closed(&aor).await;
             }
-            lock(&self.registrar).expire(now);
+            self.owner.tell(move |m| m.registrar.expire(now));
         }
     }
 }

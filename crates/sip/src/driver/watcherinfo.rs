@@ -21,7 +21,7 @@ use crate::winfo::{self, WATCHERINFO};
 use crate::wire::{Fault, RawMessage, RequestView};
 
 use super::watchers::{subscribe_parties, subscribe_request};
-use super::{lock, Endpoint};
+use super::Endpoint;
 
 impl Endpoint {
     /// Handles a SUBSCRIBE to `presence.winfo`.
@@ -57,23 +57,36 @@ impl Endpoint {
             ));
         }
         let request = subscribe_request(view, from_tag, &subscriber_key, &resource_key)?;
-        let outcome = lock(&self.winfo).on_subscribe(self.now(), request, || self.unique())?;
+        let (now, tag) = (self.now(), self.unique());
+        let outcome = self
+            .owner
+            .with(move |m| {
+                let outcome = m.winfo.on_subscribe(now, request, || tag)?;
+                let key = match &outcome {
+                    SubscribeOutcome::Created { key, .. }
+                    | SubscribeOutcome::Refreshed { key, .. } => key.clone(),
+                    SubscribeOutcome::Ended(d) => (d.call_id.clone(), d.local_tag.clone()),
+                };
+                if !matches!(outcome, SubscribeOutcome::Ended(_)) {
+                    m.winfo_peers.insert(key, peer);
+                }
+                Ok::<_, Fault>(outcome)
+            })
+            .await?;
         let (key, expires) = match &outcome {
             SubscribeOutcome::Created { key, expires }
             | SubscribeOutcome::Refreshed { key, expires } => (key.clone(), *expires),
             SubscribeOutcome::Ended(d) => ((d.call_id.clone(), d.local_tag.clone()), 0),
         };
-        lock(&self.winfo_peers).insert(key.clone(), peer);
         let ok = self.subscribe_ok(view, peer, expires);
         self.reply(m, peer, &ok, Some(&key.1)).await;
         match outcome {
             SubscribeOutcome::Ended(dialog) => {
-                lock(&self.winfo_peers).remove(&key);
                 let state = SubState::Terminated {
                     reason: Some("timeout".to_owned()),
                     retry_after: None,
                 };
-                let body = self.winfo_document(&dialog);
+                let body = self.winfo_document(&dialog).await;
                 self.send_winfo(&dialog, peer, state, body).await;
             }
             _ => self.winfo_notify(&key).await,
@@ -83,8 +96,9 @@ impl Endpoint {
 
     /// The watchers of `user` changed: each of its watcher-information subscriptions
     /// hears the new list.
-    pub(super) fn winfo_changed(self: &Arc<Self>, user: &str) {
-        let keys = lock(&self.winfo).find(user, user);
+    pub(super) async fn winfo_changed(self: &Arc<Self>, user: &str) {
+        let user = user.to_owned();
+        let keys = self.owner.with(move |m| m.winfo.find(&user, &user)).await;
         for key in keys {
             let this = self.clone();
             tokio::spawn(async move { this.winfo_notify(&key).await });
@@ -93,19 +107,28 @@ impl Endpoint {
 
     /// Ends the watcher-information subscriptions that expired.
     pub(super) async fn winfo_expire(self: &Arc<Self>, now: Duration) {
-        let expired = lock(&self.winfo).expire(now);
-        for dialog in expired {
-            let key = (dialog.call_id.clone(), dialog.local_tag.clone());
-            let Some(peer) = lock(&self.winfo_peers).remove(&key) else {
-                continue;
-            };
+        let expired = self
+            .owner
+            .with(move |m| {
+                let dialogs = m.winfo.expire(now);
+                dialogs
+                    .into_iter()
+                    .filter_map(|dialog| {
+                        let key = (dialog.call_id.clone(), dialog.local_tag.clone());
+                        let peer = m.winfo_peers.remove(&key)?;
+                        Some((dialog, peer))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        for (dialog, peer) in expired {
             let this = self.clone();
             tokio::spawn(async move {
                 let state = SubState::Terminated {
                     reason: Some("timeout".to_owned()),
                     retry_after: None,
                 };
-                let body = this.winfo_document(&dialog);
+                let body = this.winfo_document(&dialog).await;
                 this.send_winfo(&dialog, peer, state, body).await;
             });
         }
@@ -114,26 +137,42 @@ impl Endpoint {
     /// Sends the next NOTIFY of the watcher-information dialog `key`: active (the user
     /// is authorized for its own list) with the full list.
     async fn winfo_notify(self: &Arc<Self>, key: &DialogKey) {
-        let next = lock(&self.winfo).next_notify(key, self.now(), true);
-        let Some((dialog, state)) = next else {
+        let now = self.now();
+        let next = {
+            let key = key.clone();
+            self.owner
+                .with(move |m| {
+                    let (dialog, state) = m.winfo.next_notify(&key, now, true)?;
+                    let peer = m.winfo_peers.get(&key).copied()?;
+                    if matches!(state, SubState::Terminated { .. }) {
+                        m.winfo_peers.remove(&key);
+                    }
+                    Some((dialog, state, peer))
+                })
+                .await
+        };
+        let Some((dialog, state, peer)) = next else {
             return;
         };
-        let Some(peer) = lock(&self.winfo_peers).get(key).copied() else {
-            return;
-        };
-        if matches!(state, SubState::Terminated { .. }) {
-            lock(&self.winfo_peers).remove(key);
-        }
-        let body = self.winfo_document(&dialog);
+        let body = self.winfo_document(&dialog).await;
         let status = self.send_winfo(&dialog, peer, state, body).await;
-        if status >= 300 && lock(&self.winfo).on_notify_failure(key, status).is_some() {
-            lock(&self.winfo_peers).remove(key);
+        if status >= 300 {
+            let key = key.clone();
+            self.owner.tell(move |m| {
+                if m.winfo.on_notify_failure(&key, status).is_some() {
+                    m.winfo_peers.remove(&key);
+                }
+            });
         }
     }
 
     /// The document for `dialog`'s NOTIFY (its version: how many came before).
-    fn winfo_document(&self, dialog: &WatcherDialog) -> Vec<u8> {
-        let watchers = lock(&self.authorization).watchers(&dialog.presentity);
+    async fn winfo_document(&self, dialog: &WatcherDialog) -> Vec<u8> {
+        let presentity = dialog.presentity.clone();
+        let watchers = self
+            .owner
+            .with(move |m| m.authorization.watchers(&presentity))
+            .await;
         winfo::document(
             &dialog.presentity,
             dialog.next_cseq.saturating_sub(1),

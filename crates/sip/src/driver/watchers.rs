@@ -98,7 +98,11 @@ impl Endpoint {
         let (from_tag, watcher, presentity) = subscribe_parties(view)?;
         let (watcher_key, presentity_key) = (aor_key(&watcher), aor_key(&presentity));
         let request = subscribe_request(view, from_tag, &watcher_key, &presentity_key)?;
-        let outcome = lock(&self.notifier).on_subscribe(self.now(), request, || self.unique())?;
+        let (now, tag) = (self.now(), self.unique());
+        let outcome = self
+            .owner
+            .with(move |m| m.notifier.on_subscribe(now, request, || tag))
+            .await?;
         let (key, expires, op) = match &outcome {
             SubscribeOutcome::Created { key, expires }
             | SubscribeOutcome::Refreshed { key, expires } => {
@@ -113,13 +117,17 @@ impl Endpoint {
         // The watcher's other dialogs with this presentity (another device, or the
         // dialog a fetch is made beside): the broker knows the pair once, so a fetch
         // or the end of one dialog must not touch it while another dialog lives.
-        let sibling = self.sibling_of(&key, &watcher_key, &presentity_key);
+        let sibling = self.sibling_of(&key, &watcher_key, &presentity_key).await;
         if matches!(outcome, SubscribeOutcome::Created { .. }) && expires > 0 {
             // The SIP user follows this contact now: the contact's waiting request to
             // see the user passes the `contacts` policy.
-            let waiting = lock(&self.authorization).on_follow(&watcher_key, &presentity_key);
+            let (w, p) = (watcher_key.clone(), presentity_key.clone());
+            let waiting = self
+                .owner
+                .with(move |m| m.authorization.on_follow(&w, &p))
+                .await;
             if let Some(contact) = waiting {
-                self.winfo_changed(&watcher_key);
+                self.winfo_changed(&watcher_key).await;
                 self.submit_from(
                     &watcher_key,
                     &contact,
@@ -128,26 +136,32 @@ impl Endpoint {
                 .await;
             }
         }
-        match &outcome {
-            SubscribeOutcome::Created { .. } => {
-                lock(&self.watchers).insert(
-                    key.clone(),
-                    WatcherSide {
-                        peer,
-                        // The state the other dialog shows is this one's first state.
-                        last_body: sibling.as_ref().and_then(|s| s.1.clone()),
-                        lock: Arc::new(tokio::sync::Mutex::new(())),
-                    },
-                );
-            }
-            SubscribeOutcome::Refreshed { .. } => {
-                if let Some(w) = lock(&self.watchers).get_mut(&key) {
-                    w.peer = peer;
-                }
-            }
-            SubscribeOutcome::Ended(_) => {}
-        }
-        let side = lock(&self.watchers).get(&key).cloned();
+        let created = matches!(outcome, SubscribeOutcome::Created { .. });
+        let refreshed = matches!(outcome, SubscribeOutcome::Refreshed { .. });
+        // The state the other dialog shows is this one's first state.
+        let first_body = sibling.as_ref().and_then(|s| s.1.clone());
+        let side = {
+            let key = key.clone();
+            self.owner
+                .with(move |m| {
+                    if created {
+                        m.watchers.insert(
+                            key.clone(),
+                            WatcherSide {
+                                peer,
+                                last_body: first_body,
+                                lock: Arc::new(tokio::sync::Mutex::new(())),
+                            },
+                        );
+                    } else if refreshed {
+                        if let Some(w) = m.watchers.get_mut(&key) {
+                            w.peer = peer;
+                        }
+                    }
+                    m.watchers.get(&key).cloned()
+                })
+                .await
+        };
         let Some(side) = side else {
             return Err(Fault::new(481, "Subscription Does Not Exist"));
         };
@@ -175,9 +189,8 @@ impl Endpoint {
             self.submitter.try_submit(inbound).await.map(|_| ())
         };
         if let Err(rejected) = submitted {
-            if matches!(outcome, SubscribeOutcome::Created { .. }) {
-                lock(&self.notifier).remove(&key);
-                lock(&self.watchers).remove(&key);
+            if created {
+                self.forget_watcher(&key, true);
             }
             return Err(translate::fault_for(&rejected));
         }
@@ -185,7 +198,7 @@ impl Endpoint {
         self.reply(m, peer, &ok, Some(&key.1)).await;
         match outcome {
             SubscribeOutcome::Ended(dialog) => {
-                lock(&self.watchers).remove(&key);
+                self.forget_watcher(&key, false);
                 let state = SubState::Terminated {
                     reason: Some("timeout".to_owned()),
                     retry_after: None,
@@ -211,33 +224,44 @@ impl Endpoint {
 
     /// Another live dialog of `watcher` with `presentity` than `key`: whether it is
     /// active, and the last state it was sent (the most informed one when several).
-    pub(super) fn sibling_of(
+    pub(super) async fn sibling_of(
         &self,
         key: &DialogKey,
         watcher: &str,
         presentity: &str,
     ) -> Option<(bool, Option<Vec<u8>>)> {
-        let others: Vec<(DialogKey, bool)> = {
-            let notifier = lock(&self.notifier);
-            notifier
-                .find(watcher, presentity)
-                .into_iter()
-                .filter(|k| k != key)
-                .filter_map(|k| {
-                    let d = notifier.get(&k)?;
-                    // A fetch's dialog ends with its one NOTIFY: it is no one's sibling.
-                    (!d.fetch && d.expires_at > self.now()).then_some((k, d.active))
-                })
-                .collect()
-        };
-        let watchers = lock(&self.watchers);
-        others
-            .into_iter()
-            .filter_map(|(k, active)| {
-                let side = watchers.get(&k)?;
-                Some((active, side.last_body.clone()))
+        let now = self.now();
+        let (key, watcher, presentity) = (key.clone(), watcher.to_owned(), presentity.to_owned());
+        self.owner
+            .with(move |m| {
+                m.notifier
+                    .find(&watcher, &presentity)
+                    .into_iter()
+                    .filter(|k| *k != key)
+                    .filter_map(|k| {
+                        let d = m.notifier.get(&k)?;
+                        // A fetch's dialog ends with its one NOTIFY: it is no one's sibling.
+                        if d.fetch || d.expires_at <= now {
+                            return None;
+                        }
+                        let side = m.watchers.get(&k)?;
+                        Some((d.active, side.last_body.clone()))
+                    })
+                    .max_by_key(|(active, body)| (*active, body.is_some()))
             })
-            .max_by_key(|(active, body)| (*active, body.is_some()))
+            .await
+    }
+
+    /// Forgets the driver's side of the watcher dialog `key`, and the dialog itself
+    /// when `dialog`.
+    pub(super) fn forget_watcher(&self, key: &DialogKey, dialog: bool) {
+        let key = key.clone();
+        self.owner.tell(move |m| {
+            if dialog {
+                m.notifier.remove(&key);
+            }
+            m.watchers.remove(&key);
+        });
     }
 
     /// Sends the next NOTIFY of `key` (the dialog lock is held by the caller).
@@ -247,26 +271,44 @@ impl Endpoint {
         activate: bool,
         body: Option<Vec<u8>>,
     ) -> u16 {
-        let next = lock(&self.notifier).next_notify(key, self.now(), activate);
-        let Some((dialog, state)) = next else {
+        let now = self.now();
+        let next = {
+            let key = key.clone();
+            self.owner
+                .with(move |m| {
+                    let (dialog, state) = m.notifier.next_notify(&key, now, activate)?;
+                    let peer = m.watchers.get(&key).map(|w| w.peer);
+                    Some((dialog, state, peer))
+                })
+                .await
+        };
+        let Some((dialog, state, peer)) = next else {
             return 481;
         };
-        let Some(peer) = lock(&self.watchers).get(key).map(|w| w.peer) else {
+        let Some(peer) = peer else {
             return 481;
         };
         let terminated = matches!(state, SubState::Terminated { .. });
         let body = if dialog.active { body } else { None };
         let status = self.send_notify(&dialog, peer, state, body).await;
         if terminated {
-            lock(&self.watchers).remove(key);
-        } else if status >= 300
-            && lock(&self.notifier)
-                .on_notify_failure(key, status)
-                .is_some()
-        {
-            // RFC 6665 §4.2.2: the watcher is gone; so is its subscription.
-            lock(&self.watchers).remove(key);
-            self.submit_unsubscribe(&dialog).await;
+            self.forget_watcher(key, false);
+        } else if status >= 300 {
+            let key = key.clone();
+            let gone = self
+                .owner
+                .with(move |m| {
+                    let gone = m.notifier.on_notify_failure(&key, status).is_some();
+                    if gone {
+                        m.watchers.remove(&key);
+                    }
+                    gone
+                })
+                .await;
+            if gone {
+                // RFC 6665 §4.2.2: the watcher is gone; so is its subscription.
+                self.submit_unsubscribe(&dialog).await;
+            }
         }
         status
     }
@@ -274,10 +316,12 @@ impl Endpoint {
     /// Tells the broker that `dialog` (already removed) ended — unless the watcher has
     /// another dialog with that presentity, which keeps the pair.
     pub(super) async fn submit_unsubscribe(&self, dialog: &WatcherDialog) {
-        if !lock(&self.notifier)
-            .find(&dialog.watcher, &dialog.presentity)
-            .is_empty()
-        {
+        let (w, p) = (dialog.watcher.clone(), dialog.presentity.clone());
+        let others = self
+            .owner
+            .with(move |m| !m.notifier.find(&w, &p).is_empty())
+            .await;
+        if others {
             return;
         }
         let (Ok(watcher), Ok(presentity)) = (
@@ -375,19 +419,34 @@ impl Endpoint {
     ) -> DeliveryOutcome {
         let watcher = aor_key(&envelope.to);
         let presentity = aor_key(&envelope.from);
-        let keys = lock(&self.notifier).find(&watcher, &presentity);
+        let keys = self
+            .owner
+            .with(move |m| m.notifier.find(&watcher, &presentity))
+            .await;
         if keys.is_empty() {
             // The watcher went away in the meantime: nothing to tell.
             return DeliveryOutcome::Accepted;
         }
         let mut worst = 200;
         for key in keys {
-            let side = lock(&self.watchers).get(&key).cloned();
+            let side = {
+                let key = key.clone();
+                self.owner
+                    .with(move |m| m.watchers.get(&key).cloned())
+                    .await
+            };
             let Some(side) = side else { continue };
             let _guard = side.lock.clone().lock_owned().await;
             if let Some(reason) = &terminate {
-                let dialog = lock(&self.notifier).remove(&key);
-                lock(&self.watchers).remove(&key);
+                let dialog = {
+                    let key = key.clone();
+                    self.owner
+                        .with(move |m| {
+                            m.watchers.remove(&key);
+                            m.notifier.remove(&key)
+                        })
+                        .await
+                };
                 if let Some(dialog) = dialog {
                     let state = SubState::Terminated {
                         reason: Some(reason.clone()),
@@ -397,10 +456,13 @@ impl Endpoint {
                 }
                 continue;
             }
-            if body.is_some() {
-                if let Some(w) = lock(&self.watchers).get_mut(&key) {
-                    w.last_body = body.clone();
-                }
+            if let Some(body) = &body {
+                let (key, body) = (key.clone(), body.clone());
+                self.owner.tell(move |m| {
+                    if let Some(w) = m.watchers.get_mut(&key) {
+                        w.last_body = Some(body);
+                    }
+                });
             }
             let body = body.clone().or(side.last_body.clone());
             worst = worst.max(self.notify_locked(&key, true, body).await);
