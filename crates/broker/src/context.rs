@@ -116,6 +116,34 @@ impl Submitter {
         }
     }
 
+    /// Like [`Submitter::submit_pipelined`], but waits at most `wait` for room in the
+    /// broker's queue: then the answer is at once the temporary refusal of
+    /// [`Submitter::try_submit_pipelined`]. For a stream whose peers must hear a refusal
+    /// while they are there rather than be held back without end (an XMPP server keeps
+    /// sending to a component it cannot see is stalled).
+    pub async fn submit_pipelined_within(&self, inbound: Inbound, wait: Duration) -> PendingAnswer {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Submit {
+            origin: self.origin.clone(),
+            inbound: Box::new(inbound),
+            reply,
+        };
+        match self.tx.send_timeout(command, wait).await {
+            Ok(()) => PendingAnswer {
+                answer: Some(answer),
+                refused: None,
+            },
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => PendingAnswer {
+                answer: None,
+                refused: Some(overload_rejection()),
+            },
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => PendingAnswer {
+                answer: None,
+                refused: None,
+            },
+        }
+    }
+
     /// The adapter this submitter speaks for.
     pub fn origin(&self) -> &str {
         &self.origin
@@ -159,6 +187,11 @@ pub struct PendingAnswer {
 }
 
 impl PendingAnswer {
+    /// Whether it was refused before it reached the broker (its queue was full).
+    pub fn is_refused(&self) -> bool {
+        self.refused.is_some()
+    }
+
     /// Waits for the answer: accepted (durable, with a spool) or refused.
     pub async fn answer(self) -> Result<Accepted, Rejected> {
         if let Some(refused) = self.refused {

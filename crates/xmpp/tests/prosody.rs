@@ -45,6 +45,14 @@ async fn gateway_at(prosody: &Prosody, server: String) -> Gateway {
         },
         ..CoreConfig::default()
     };
+    let (gw, broker) = gateway_with(prosody, server, config).await;
+    broker.start();
+    gw.wait_connected(true).await;
+    gw
+}
+
+/// The gateway on `config`, its broker not started yet.
+async fn gateway_with(prosody: &Prosody, server: String, config: CoreConfig) -> (Gateway, Broker) {
     let (mut broker, handle) = Broker::new(config, Arc::new(support::gateway_map(Some(ALIAS))));
     let xmpp = XmppAdapter::start(
         XmppConfig {
@@ -73,14 +81,12 @@ async fn gateway_at(prosody: &Prosody, server: String) -> Gateway {
     let from_sip = broker.context("sip").submitter;
     broker.add_adapter(xmpp);
     broker.add_adapter(Arc::new(sip.clone()));
-    broker.start();
     let gw = Gateway {
         sip,
         from_sip,
         broker: handle,
     };
-    gw.wait_connected(true).await;
-    gw
+    (gw, broker)
 }
 
 impl Gateway {
@@ -822,4 +828,95 @@ async fn a_reused_stanza_id_with_other_content_is_delivered() {
         vec![b"first".to_vec(), b"second".to_vec()],
         "the repeat dropped, the new message kept"
     );
+}
+
+/// Issue 15: while the broker could not take more, the component stream was not read: the
+/// XMPP senders were held back without a word, and what Prosody could not hold was lost.
+/// Now a stanza waits a moment for room, then is refused with `resource-constraint`
+/// while the broker still cannot take it; the ones taken are delivered once it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stanza_is_answered_while_the_broker_cannot_take_more() {
+    const N: usize = 60;
+    const QUEUE: usize = 10;
+    let prosody = Prosody::start(ProsodyOpts::default().component(ALIAS, ALIAS_SECRET)).await;
+    prosody.register("alice", "alice-pass").await;
+    let config = CoreConfig {
+        submit_queue: QUEUE,
+        ..CoreConfig::default()
+    };
+    let (gw, broker) = gateway_with(&prosody, prosody.component_addr().to_string(), config).await;
+    gw.wait_connected(true).await;
+    let mut alice = XmppClient::connect(&prosody, "alice@xmpp.test", "alice-pass").await;
+    for i in 0..N {
+        alice
+            .send_raw(&format!(
+                "<message to='bob@sip.gw.xmpp.test' id='ov-{i}' type='chat'><body>m{i}</body></message>"
+            ))
+            .await;
+    }
+    // The broker does not run: the ones beyond its queue are refused meanwhile (a slot
+    // or two of the queue may hold something else than these messages).
+    let is_refusal = |ev: &support::Event| {
+        ev.get("type") == Some("error") && ev.get("id").is_some_and(|id| id.starts_with("ov-"))
+    };
+    let mut refused = std::collections::BTreeSet::new();
+    loop {
+        let wait = if refused.len() < N - QUEUE {
+            TIMEOUT
+        } else {
+            Duration::from_millis(1500)
+        };
+        let Some(err) = alice.try_expect(is_refusal, wait).await else {
+            break;
+        };
+        assert!(err.xml().contains("resource-constraint"), "{}", err.xml());
+        assert!(
+            err.xml().contains("type=\"wait\"") || err.xml().contains("type='wait'"),
+            "{}",
+            err.xml()
+        );
+        refused.insert(err.get("id").unwrap_or_default().to_owned());
+    }
+    assert!(refused.len() >= N - QUEUE, "{} refused", refused.len());
+    assert!(refused.len() <= N - QUEUE + 2, "{} refused", refused.len());
+    assert_eq!(gw.sip.count(), 0, "nothing passed the stopped broker");
+    let _running = broker.start();
+    let taken = N - refused.len();
+    for _ in 0..200 {
+        if gw.sip.count() >= taken {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered: std::collections::BTreeSet<String> = gw
+        .sip
+        .received()
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Message(m) => Some(format!(
+                "ov-{}",
+                String::from_utf8_lossy(&m.body).trim_start_matches('m')
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        delivered.len(),
+        taken,
+        "the ones taken are delivered: {delivered:?}"
+    );
+    assert!(
+        delivered.is_disjoint(&refused),
+        "none both refused and delivered"
+    );
+    assert!(taken >= QUEUE, "the queue's worth is taken ({taken})");
+    // The stream went on: after the overload a message passes.
+    alice
+        .send_message("bob@sip.gw.xmpp.test", "after", MessageExtras::default())
+        .await;
+    gw.far_side(
+        "the message after the overload",
+        |e| matches!(&e.event, Event::Message(m) if m.body == b"after"),
+    )
+    .await;
 }

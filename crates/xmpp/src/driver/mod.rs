@@ -225,6 +225,7 @@ impl XmppAdapter {
                 ping_counter: AtomicU64::new(0),
                 server_domain: config.user_domains.first().cloned().unwrap_or_default(),
                 refusals,
+                overloaded: AtomicBool::new(false),
                 resources: resources.clone(),
                 profiles: profiles.clone(),
                 mesh: mesh.clone(),
@@ -365,6 +366,9 @@ struct Link {
     /// Error replies to stanzas the broker refused after they were read (submissions
     /// are pipelined): written on the stream by `serve`.
     refusals: mpsc::UnboundedSender<Stanza>,
+    /// The broker's queue stayed full for [`SUBMIT_WAIT`]: stanzas are refused at once
+    /// until one is taken again.
+    overloaded: AtomicBool,
     /// The open resources of the contacts whose presence the gateway receives.
     resources: Arc<Mutex<Resources>>,
     /// What the bridged users can do (their disco#info).
@@ -376,6 +380,11 @@ struct Link {
     /// On link 0: the links whose domains ride on its stream.
     riders: Vec<bool>,
 }
+
+/// How long a received stanza waits for room in the broker's queue before it is refused
+/// with `resource-constraint` (type `wait`): long enough to ride out a burst, short
+/// enough that the sender hears it while it is there, and the stream is not held back.
+const SUBMIT_WAIT: Duration = Duration::from_millis(500);
 
 /// How many (gateway JID, contact) pairs have their resources composed.
 const MAX_COMPOSED_CONTACTS: usize = 100_000;
@@ -797,10 +806,21 @@ impl Link {
             }
         }
         // Submitted in order without waiting for each answer (the spool commits many
-        // at once); a refusal is answered with an error stanza when it comes.
+        // at once); a refusal is answered with an error stanza when it comes. While the
+        // broker cannot take more, stanzas are refused rather than left unread: the
+        // senders hear it at once and the stream goes on.
         let mut answers = Vec::with_capacity(inbound.len());
         for item in inbound {
-            answers.push(self.submitter.submit_pipelined(item).await);
+            let pending = if self.overloaded.load(Ordering::Relaxed) {
+                self.submitter.try_submit_pipelined(item)
+            } else {
+                self.submitter
+                    .submit_pipelined_within(item, SUBMIT_WAIT)
+                    .await
+            };
+            self.overloaded
+                .store(pending.is_refused(), Ordering::Relaxed);
+            answers.push(pending);
         }
         let element = element.clone();
         let refusals = self.refusals.clone();
