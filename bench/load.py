@@ -101,8 +101,11 @@ class Recorder:
 # Prosody and a counting XMPP client (plain TCP, SASL PLAIN: loopback only)
 
 
-def start_prosody(work):
+def start_prosody(work, extra_components=(), extra_users=()):
+    """Prosody with the gateway's two components (and `extra_components`), user `recv`
+    (and `extra_users`, each with password `<user>-pass`)."""
     c2s, comp = free_port(), free_port()
+    extra = "".join(f'Component "{c}"\n    component_secret = "{SECRET}"\n' for c in extra_components)
     cfg = os.path.join(work, "prosody.cfg.lua")
     for d in ("data", "certs"):
         os.makedirs(os.path.join(work, d), exist_ok=True)
@@ -130,21 +133,23 @@ Component "{COMPONENT}"
     component_secret = "{SECRET}"
 Component "{ALIAS}"
     component_secret = "{SECRET}"
-""")
+{extra}""")
     proc = subprocess.Popen(["prosody", "-F", "--config", cfg], cwd=work,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(c2s)
     wait_port(comp)
-    subprocess.run(["prosodyctl", "--config", cfg, "register", "recv", DOMAIN, "recv-pass"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for user in ("recv", *extra_users):
+        subprocess.run(["prosodyctl", "--config", cfg, "register", user, DOMAIN, f"{user}-pass"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, c2s, comp
 
 
 class XmppReceiver(threading.Thread):
-    def __init__(self, port, recorder):
+    def __init__(self, port, recorder, user="recv"):
         super().__init__(daemon=True)
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.recorder = recorder
+        self.user = user
         self.buf = ""
 
     def _read_until(self, needle):
@@ -164,7 +169,7 @@ class XmppReceiver(threading.Thread):
 
     def login(self):
         self._open()
-        token = base64.b64encode(b"\0recv\0recv-pass").decode()
+        token = base64.b64encode(f"\0{self.user}\0{self.user}-pass".encode()).decode()
         self.sock.sendall(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
                           .encode())
         self._read_until("<success")
@@ -238,7 +243,7 @@ def gateway_binary():
     return binary
 
 
-def start_gateway(work, comp, hooks, spool):
+def start_gateway(work, comp, hooks, spool, sip_extra=""):
     sip, api, admin = free_port(), free_port(), free_port()
     cfg = os.path.join(work, "gateway.toml")
     with open(cfg, "w") as f:
@@ -255,6 +260,7 @@ listen = "127.0.0.1:{admin}"
 type = "sip"
 domains = ["sip.test"]
 listen = [{{ transport = "udp", address = "127.0.0.1:{sip}" }}]
+{sip_extra}
 
 [adapters.xmpp]
 type = "xmpp"
