@@ -437,13 +437,7 @@ def main():
             with open(args.json, "w") as f:
                 json.dump({"cpus": os.cpu_count(), "results": results}, f, indent=2)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        load.stop_all(procs, work)
 
 
 if __name__ == "__main__":

@@ -385,6 +385,17 @@ def run_one(gw, sip_port, target, rate, seconds, recorder, work):
     }
 
 
+def stop_all(procs, work):
+    """Stops `procs` (the last started first) and removes `work`."""
+    for p in reversed(procs):
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", type=int, nargs="+", default=[2000, 5000, 8000, 10000])
@@ -442,13 +453,7 @@ def main():
             with open(args.json, "w") as f:
                 json.dump({"machine": os.uname().machine, "cpus": os.cpu_count(), "results": results}, f, indent=2)
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        stop_all(procs, work)
 
 
 if __name__ == "__main__":

@@ -69,16 +69,10 @@ impl Submitter {
     /// made durable (the spool commits many submissions at once). Waits only while the
     /// broker's queue is full.
     pub async fn submit_pipelined(&self, inbound: Inbound) -> PendingAnswer {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Submit {
-            origin: self.origin.clone(),
-            inbound: Box::new(inbound),
-            reply,
-        };
-        let sent = self.tx.send(command).await.is_ok();
-        PendingAnswer {
-            answer: sent.then_some(answer),
-            refused: None,
+        let (command, answer) = self.command(inbound);
+        match self.tx.send(command).await {
+            Ok(()) => PendingAnswer::waiting(answer),
+            Err(_) => PendingAnswer::closed(),
         }
     }
 
@@ -94,54 +88,40 @@ impl Submitter {
     /// whose peers are not held back by waiting (UDP: the kernel would drop what is not
     /// read), so that every request is answered under overload instead of lost unread.
     pub fn try_submit_pipelined(&self, inbound: Inbound) -> PendingAnswer {
-        let (reply, answer) = oneshot::channel();
-        let command = Command::Submit {
-            origin: self.origin.clone(),
-            inbound: Box::new(inbound),
-            reply,
-        };
+        let (command, answer) = self.command(inbound);
         match self.tx.try_send(command) {
-            Ok(()) => PendingAnswer {
-                answer: Some(answer),
-                refused: None,
-            },
-            Err(mpsc::error::TrySendError::Full(_)) => PendingAnswer {
-                answer: None,
-                refused: Some(overload_rejection()),
-            },
-            Err(mpsc::error::TrySendError::Closed(_)) => PendingAnswer {
-                answer: None,
-                refused: None,
-            },
+            Ok(()) => PendingAnswer::waiting(answer),
+            Err(mpsc::error::TrySendError::Full(_)) => PendingAnswer::shed(),
+            Err(mpsc::error::TrySendError::Closed(_)) => PendingAnswer::closed(),
         }
     }
 
     /// Like [`Submitter::submit_pipelined`], but waits at most `wait` for room in the
     /// broker's queue: then the answer is at once the temporary refusal of
     /// [`Submitter::try_submit_pipelined`]. For a stream whose peers must hear a refusal
-    /// while they are there rather than be held back without end (an XMPP server keeps
-    /// sending to a component it cannot see is stalled).
+    /// while they are there rather than be held back without end (an XMPP server cannot
+    /// tell that the component it writes to has stopped reading).
     pub async fn submit_pipelined_within(&self, inbound: Inbound, wait: Duration) -> PendingAnswer {
+        let (command, answer) = self.command(inbound);
+        match self.tx.send_timeout(command, wait).await {
+            Ok(()) => PendingAnswer::waiting(answer),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => PendingAnswer::shed(),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => PendingAnswer::closed(),
+        }
+    }
+
+    /// The command submitting `inbound`, and where its answer comes.
+    fn command(
+        &self,
+        inbound: Inbound,
+    ) -> (Command, oneshot::Receiver<Result<Accepted, Rejected>>) {
         let (reply, answer) = oneshot::channel();
         let command = Command::Submit {
             origin: self.origin.clone(),
             inbound: Box::new(inbound),
             reply,
         };
-        match self.tx.send_timeout(command, wait).await {
-            Ok(()) => PendingAnswer {
-                answer: Some(answer),
-                refused: None,
-            },
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => PendingAnswer {
-                answer: None,
-                refused: Some(overload_rejection()),
-            },
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => PendingAnswer {
-                answer: None,
-                refused: None,
-            },
-        }
+        (command, answer)
     }
 
     /// The adapter this submitter speaks for.
@@ -187,6 +167,29 @@ pub struct PendingAnswer {
 }
 
 impl PendingAnswer {
+    fn waiting(answer: oneshot::Receiver<Result<Accepted, Rejected>>) -> Self {
+        PendingAnswer {
+            answer: Some(answer),
+            refused: None,
+        }
+    }
+
+    /// Refused at once: the broker's queue is full.
+    fn shed() -> Self {
+        PendingAnswer {
+            answer: None,
+            refused: Some(overload_rejection()),
+        }
+    }
+
+    /// The broker is stopping.
+    fn closed() -> Self {
+        PendingAnswer {
+            answer: None,
+            refused: None,
+        }
+    }
+
     /// Whether it was refused before it reached the broker (its queue was full).
     pub fn is_refused(&self) -> bool {
         self.refused.is_some()

@@ -80,6 +80,13 @@ pub struct WatcherDialog {
     pub fetch: bool,
 }
 
+impl WatcherDialog {
+    /// The dialog's key: its Call-ID and the gateway's tag.
+    pub fn key(&self) -> DialogKey {
+        (self.call_id.clone(), self.local_tag.clone())
+    }
+}
+
 /// How long a fetch waits for the presentity's state before its NOTIFY goes without it.
 pub const FETCH_WAIT: Duration = Duration::from_millis(1500);
 

@@ -142,7 +142,7 @@ impl Endpoint {
                     dialogs
                         .into_iter()
                         .map(|dialog| {
-                            let key = (dialog.call_id.clone(), dialog.local_tag.clone());
+                            let key = dialog.key();
                             let side = m.watchers.remove(&key);
                             (dialog, side)
                         })

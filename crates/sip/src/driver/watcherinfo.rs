@@ -65,7 +65,7 @@ impl Endpoint {
                 let key = match &outcome {
                     SubscribeOutcome::Created { key, .. }
                     | SubscribeOutcome::Refreshed { key, .. } => key.clone(),
-                    SubscribeOutcome::Ended(d) => (d.call_id.clone(), d.local_tag.clone()),
+                    SubscribeOutcome::Ended(d) => d.key(),
                 };
                 if !matches!(outcome, SubscribeOutcome::Ended(_)) {
                     m.winfo_peers.insert(key, peer);
@@ -76,7 +76,7 @@ impl Endpoint {
         let (key, expires) = match &outcome {
             SubscribeOutcome::Created { key, expires }
             | SubscribeOutcome::Refreshed { key, expires } => (key.clone(), *expires),
-            SubscribeOutcome::Ended(d) => ((d.call_id.clone(), d.local_tag.clone()), 0),
+            SubscribeOutcome::Ended(d) => (d.key(), 0),
         };
         let ok = self.subscribe_ok(view, peer, expires);
         self.reply(m, peer, &ok, Some(&key.1)).await;
@@ -114,7 +114,7 @@ impl Endpoint {
                 dialogs
                     .into_iter()
                     .filter_map(|dialog| {
-                        let key = (dialog.call_id.clone(), dialog.local_tag.clone());
+                        let key = dialog.key();
                         let peer = m.winfo_peers.remove(&key)?;
                         Some((dialog, peer))
                     })

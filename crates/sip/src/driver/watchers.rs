@@ -108,11 +108,7 @@ impl Endpoint {
             | SubscribeOutcome::Refreshed { key, expires } => {
                 (key.clone(), *expires, SubscriptionOp::Subscribe)
             }
-            SubscribeOutcome::Ended(d) => (
-                (d.call_id.clone(), d.local_tag.clone()),
-                0,
-                SubscriptionOp::Unsubscribe,
-            ),
+            SubscribeOutcome::Ended(d) => (d.key(), 0, SubscriptionOp::Unsubscribe),
         };
         // The watcher's other dialogs with this presentity (another device, or the
         // dialog a fetch is made beside): the broker knows the pair once, so a fetch
