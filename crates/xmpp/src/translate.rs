@@ -493,23 +493,59 @@ impl Header {
     }
 }
 
-/// A fingerprint of what an event says (FNV-1a, 64 bits, over its debug form: the same
-/// for the same content within one build of the gateway). The form is hashed as it is
-/// written, never held as a string.
+/// A fingerprint of what an event says (FNV-1a, 64 bits: the same for the same content
+/// within one build of the gateway). A message's bytes are hashed as they are, the rest
+/// through its debug form as it is written, never held as a string.
 fn fingerprint(event: &Event) -> u64 {
     struct Fnv(u64);
+    impl Fnv {
+        fn bytes(&mut self, bytes: &[u8]) {
+            for byte in bytes {
+                self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
     impl std::fmt::Write for Fnv {
         fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            for byte in s.bytes() {
-                self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-            }
+            self.bytes(s.as_bytes());
             Ok(())
         }
     }
     let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
     // Writing into a hasher cannot fail.
-    let _ = std::fmt::Write::write_fmt(&mut hash, format_args!("{event:?}"));
+    let _ = match event {
+        Event::Message(m) => {
+            hash.bytes(&m.body);
+            hash.bytes(&[0xff]);
+            hash.bytes(m.cpim.as_deref().unwrap_or_default());
+            std::fmt::Write::write_fmt(
+                &mut hash,
+                format_args!(
+                    "{:?}{:?}{:?}{:?}{:?}{}",
+                    m.subjects,
+                    m.lang,
+                    m.thread,
+                    m.receipts,
+                    m.cpim.is_some(),
+                    m.content_type
+                ),
+            )
+        }
+        other => std::fmt::Write::write_fmt(&mut hash, format_args!("{other:?}")),
+    };
     hash.0
+}
+
+/// The gateway's form of a JID the stream's parser read already (`from`/`to`).
+fn parsed_address(jid: Option<&WireJid>, name: &'static str) -> Result<Jid, StanzaFault> {
+    let jid =
+        jid.ok_or_else(|| StanzaFault::new(Condition::BadRequest, format!("missing '{name}'")))?;
+    Jid::parse(jid.as_str()).map_err(|e| {
+        StanzaFault::new(
+            Condition::JidMalformed,
+            format!("'{name}' is not a JID: {e}"),
+        )
+    })
 }
 
 fn address(stanza: &Element, name: &'static str) -> Result<Jid, StanzaFault> {
@@ -563,12 +599,7 @@ enum Kind {
 fn message_inbound(stanza: &Element, now_ms: u64) -> Result<Vec<Inbound>, StanzaFault> {
     let kind = match stanza.attr("type") {
         Some("error") => return Ok(error_inbound(stanza, now_ms).into_iter().collect()),
-        Some("groupchat") => {
-            return Err(StanzaFault::new(
-                Condition::FeatureNotImplemented,
-                "groupchat messages are not supported by this gateway",
-            ))
-        }
+        Some("groupchat") => return Err(groupchat_refused()),
         Some("headline") => Kind::Headline,
         // chat, normal, absent, and any unknown type, which RFC 6121 §5.2.2 says to
         // treat as normal.
@@ -577,28 +608,90 @@ fn message_inbound(stanza: &Element, now_ms: u64) -> Result<Vec<Inbound>, Stanza
     let header = Header::read(stanza)?;
     let msg = XmppMessage::try_from(stripped(stanza, true))
         .map_err(|e| StanzaFault::new(Condition::BadRequest, format!("invalid message: {e}")))?;
+    message_events(header, kind, stanza_lang(stanza), msg, now_ms)
+}
 
+/// [`inbound`] for a `<message/>` the stream has parsed already (the form tokio-xmpp
+/// reads): the same events, without writing it back to XML and parsing it again.
+pub fn parsed_message_inbound(msg: XmppMessage, now_ms: u64) -> Result<Vec<Inbound>, StanzaFault> {
+    let kind = match msg.type_ {
+        MessageType::Error => {
+            let stanza = Element::from(msg);
+            return Ok(error_inbound(&stanza, now_ms).into_iter().collect());
+        }
+        MessageType::Groupchat => return Err(groupchat_refused()),
+        MessageType::Headline => Kind::Headline,
+        MessageType::Chat | MessageType::Normal => Kind::Normal,
+    };
+    let header = Header {
+        from: parsed_address(msg.from.as_ref(), "from")?,
+        to: parsed_address(msg.to.as_ref(), "to")?,
+        id: msg.id.as_ref().map(|id| id.0.clone()),
+    };
+    message_events(header, kind, None, msg, now_ms)
+}
+
+/// What [`error_reply`] reads of a parsed message: its kind, type and addressing.
+pub fn message_skeleton(msg: &XmppMessage) -> Element {
+    let mut skeleton = Element::bare("message", ns::DEFAULT_NS);
+    if let Some(from) = &msg.from {
+        set_attr(&mut skeleton, "from", from.as_str());
+    }
+    if let Some(to) = &msg.to {
+        set_attr(&mut skeleton, "to", to.as_str());
+    }
+    if let Some(id) = &msg.id {
+        set_attr(&mut skeleton, "id", &id.0);
+    }
+    if msg.type_ == MessageType::Error {
+        set_attr(&mut skeleton, "type", "error");
+    }
+    skeleton
+}
+
+fn groupchat_refused() -> StanzaFault {
+    StanzaFault::new(
+        Condition::FeatureNotImplemented,
+        "groupchat messages are not supported by this gateway",
+    )
+}
+
+/// The events of a message stanza from `header.from`.
+fn message_events(
+    header: Header,
+    kind: Kind,
+    lang: Option<String>,
+    msg: XmppMessage,
+    now_ms: u64,
+) -> Result<Vec<Inbound>, StanzaFault> {
     let mut protocol_ids = Vec::new();
     if let Some(id) = &header.id {
         protocol_ids.push(protocol_id(XMPP_ID, id));
     }
     let mut notifications = Vec::new();
     let (mut request, mut markable, mut chat_state) = (false, false, None);
+    // Each payload is parsed only as what its namespace can be (a parse copies it).
     for payload in &msg.payloads {
-        if let Some(r) = parse::<Received>(payload) {
-            notifications.push((r.id, NotificationStatus::Delivered));
-        } else if let Some(d) = parse::<Displayed>(payload) {
-            notifications.push((d.id.0, NotificationStatus::Displayed));
-        } else if parse::<Request>(payload).is_some() {
-            request = true;
-        } else if parse::<Markable>(payload).is_some() {
-            markable = true;
-        } else if let Some(state) = parse::<ChatState>(payload) {
-            chat_state = Some(state);
-        } else if let Some(o) = parse::<OriginId>(payload) {
-            protocol_ids.push(protocol_id(XMPP_ORIGIN_ID, &o.id));
-        } else if let Some(s) = parse::<StanzaId>(payload) {
-            protocol_ids.push(protocol_id(XMPP_STANZA_ID, &s.id));
+        if payload.has_ns(ns::RECEIPTS) {
+            if let Some(r) = parse::<Received>(payload) {
+                notifications.push((r.id, NotificationStatus::Delivered));
+            } else if parse::<Request>(payload).is_some() {
+                request = true;
+            }
+        } else if payload.has_ns(ns::DISPLAYED_MARKERS) {
+            if let Some(d) = parse::<Displayed>(payload) {
+                notifications.push((d.id.0, NotificationStatus::Displayed));
+            } else if parse::<Markable>(payload).is_some() {
+                markable = true;
+            }
+        } else if payload.has_ns(ns::CHATSTATES) {
+            chat_state = parse::<ChatState>(payload).or(chat_state);
+        } else if payload.has_ns(ns::SID) {
+            if let Some(o) = parse::<OriginId>(payload) {
+                protocol_ids.push(protocol_id(XMPP_ORIGIN_ID, &o.id));
+            } else if let Some(s) = parse::<StanzaId>(payload) {
+                protocol_ids.push(protocol_id(XMPP_STANZA_ID, &s.id));
+            }
         }
     }
 
@@ -611,7 +704,6 @@ fn message_inbound(stanza: &Element, now_ms: u64) -> Result<Vec<Inbound>, Stanza
         }
     }
 
-    let lang = stanza_lang(stanza);
     let body = msg
         .bodies
         .get(lang.as_deref().unwrap_or(""))
@@ -1325,6 +1417,54 @@ mod tests {
         let i = one(&message("from='a@x/r' to='b@y'", "<body>b</body>"));
         assert!(i.protocol_ids.is_empty());
         assert_eq!(i.dedup_key, None);
+    }
+
+    /// Issue 15: the driver translates a `<message/>` from the form the stream parsed
+    /// (two parses fewer). It says what the XML path says, refusals included.
+    #[test]
+    fn a_parsed_message_translates_as_its_xml_does() {
+        let gw_id = GW_ID;
+        let cases = [
+            message(
+                "from='a@x/r' to='b@y' id='m1' type='chat'",
+                "<body xml:lang='de'>hallo</body><subject>s</subject><thread>t1</thread>\
+                 <request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/>\
+                 <origin-id xmlns='urn:xmpp:sid:0' id='o1'/>",
+            ),
+            message("from='a@x/r' to='b@y' id='m2'", "<body>b</body><unknown xmlns='urn:example'/>"),
+            message(
+                "from='a@x/r' to='b@y' id='m3' type='chat'",
+                "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+            ),
+            message(
+                "from='a@x/r' to='b@y' id='m4'",
+                &format!("<received xmlns='urn:xmpp:receipts' id='{gw_id}'/>"),
+            ),
+            message(
+                "from='a@x/r' to='b@y' id='m5'",
+                &format!("<displayed xmlns='urn:xmpp:chat-markers:0' id='{gw_id}'/>"),
+            ),
+            message("from='a@x/r' to='b@y' id='m6' type='headline'", "<body>news</body>"),
+            message("from='a@x/r' to='b@y' id='m7' type='groupchat'", "<body>room</body>"),
+            message("to='b@y' id='m8'", "<body>no sender</body>"),
+            message(
+                &format!("from='a@x/r' to='b@y' id='{gw_id}' type='error'"),
+                "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>",
+            ),
+        ];
+        for stanza in cases {
+            let parsed = XmppMessage::try_from(stanza.clone()).unwrap();
+            let skeleton = message_skeleton(&parsed);
+            let typed = parsed_message_inbound(parsed, 7);
+            let from_xml = inbound(&stanza, 7);
+            assert_eq!(typed, from_xml, "{}", String::from(&stanza));
+            if let Err(fault) = &from_xml {
+                assert_eq!(
+                    error_reply(&skeleton, fault).map(|e| String::from(&e)),
+                    error_reply(&stanza, fault).map(|e| String::from(&e)),
+                );
+            }
+        }
     }
 
     #[test]

@@ -153,11 +153,11 @@ impl Link {
 
     /// Link 0: a stanza for another link's domain on this stream means the server routes
     /// that domain here too; that link then rides on this stream.
-    pub(super) fn notice_other_domain(&mut self, element: &Element) {
+    pub(super) fn notice_other_domain(&mut self, to: Option<&str>) {
         if self.index != 0 {
             return;
         }
-        let Some(domain) = element.attr("to").map(jid_domain) else {
+        let Some(domain) = to.map(jid_domain) else {
             return;
         };
         let Some(link) = self

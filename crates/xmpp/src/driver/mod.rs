@@ -603,6 +603,22 @@ impl Link {
                         break ServeEnd::Stop;
                     }
                     incoming = component.next() => match incoming {
+                        Some(Stanza::Message(message)) => {
+                            // The common case: translated from the form the stream
+                            // parsed, not written back to XML and parsed again.
+                            last_heard = tokio::time::Instant::now();
+                            self.notice_other_domain(message.to.as_ref().map(|j| j.as_str()));
+                            let mut failed = false;
+                            for reply in self.handle_message(message).await {
+                                if component.send(reply).await.is_err() {
+                                    failed = true;
+                                    break;
+                                }
+                            }
+                            if failed {
+                                break ServeEnd::Lost;
+                            }
+                        }
                         Some(stanza) => {
                             last_heard = tokio::time::Instant::now();
                             let element = Element::from(stanza);
@@ -624,7 +640,7 @@ impl Link {
                                 }
                                 continue;
                             }
-                            self.notice_other_domain(&element);
+                            self.notice_other_domain(element.attr("to"));
                             let mut failed = false;
                             for reply in self.handle(&element).await {
                                 if component.send(reply).await.is_err() {
@@ -783,11 +799,30 @@ impl Link {
     }
 
     async fn handle_exchange(&self, element: &Element) -> Vec<Stanza> {
-        let mut inbound = match translate::inbound(element, cpim_broker::envelope::unix_now_ms()) {
+        let translated = translate::inbound(element, cpim_broker::envelope::unix_now_ms());
+        self.submit_exchange(translated, element.clone()).await
+    }
+
+    /// Handles a received `<message/>` in the form the stream parsed.
+    async fn handle_message(&self, message: xmpp_parsers::message::Message) -> Vec<Stanza> {
+        let skeleton = translate::message_skeleton(&message);
+        let translated =
+            translate::parsed_message_inbound(message, cpim_broker::envelope::unix_now_ms());
+        self.submit_exchange(translated, skeleton).await
+    }
+
+    /// Submits what a received stanza translated to; `element` (the stanza, or as much of
+    /// it as [`translate::error_reply`] reads) is answered with an error if it is refused.
+    async fn submit_exchange(
+        &self,
+        translated: Result<Vec<cpim_broker::Inbound>, StanzaFault>,
+        element: Element,
+    ) -> Vec<Stanza> {
+        let mut inbound = match translated {
             Ok(inbound) => inbound,
             Err(fault) => {
                 tracing::debug!(adapter = %self.adapter, condition = %fault.condition, text = %fault.text, "stanza refused");
-                return translate::error_reply(element, &fault)
+                return translate::error_reply(&element, &fault)
                     .and_then(to_stanza)
                     .into_iter()
                     .collect();
@@ -822,7 +857,6 @@ impl Link {
                 .store(pending.is_refused(), Ordering::Relaxed);
             answers.push(pending);
         }
-        let element = element.clone();
         let refusals = self.refusals.clone();
         tokio::spawn(async move {
             for answer in answers {
