@@ -145,13 +145,7 @@ class XmppSender(load.XmppReceiver):
         self.lock = threading.Lock()
 
     def run(self):
-        while True:
-            try:
-                data = self.sock.recv(262144)
-            except OSError:
-                return
-            if not data:
-                return
+        for data in self.chunks():
             n = data.count(b"type='error'") + data.count(b'type="error"')
             if n:
                 with self.lock:

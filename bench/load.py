@@ -181,8 +181,8 @@ class XmppReceiver(threading.Thread):
         self._read_until("</iq>")
         self.sock.sendall(b"<presence><priority>1</priority></presence>")
 
-    def run(self):
-        tail = ""
+    def chunks(self):
+        """What the stream brings, read by read, until it closes."""
         while True:
             try:
                 data = self.sock.recv(262144)
@@ -190,6 +190,11 @@ class XmppReceiver(threading.Thread):
                 return
             if not data:
                 return
+            yield data
+
+    def run(self):
+        tail = ""
+        for data in self.chunks():
             now = time.time()
             text = tail + data.decode("utf-8", "replace")
             cut = text.rfind("</message>")
@@ -204,7 +209,9 @@ class XmppReceiver(threading.Thread):
 # HTTP receiver (the webhook app)
 
 
-def start_http(recorder):
+def events_server(on_event):
+    """An app's URL: answers every transaction 200 and hands each event to
+    `on_event(event, arrival time)`."""
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -214,8 +221,7 @@ def start_http(recorder):
             now = time.time()
             try:
                 for event in json.loads(body).get("events", []):
-                    if event.get("type") == "message":
-                        recorder.record(event.get("text", ""), now)
+                    on_event(event, now)
             except ValueError:
                 pass
             self.send_response(200)
@@ -228,6 +234,14 @@ def start_http(recorder):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def start_http(recorder):
+    def on_event(event, now):
+        if event.get("type") == "message":
+            recorder.record(event.get("text", ""), now)
+
+    return events_server(on_event)
 
 
 # --------------------------------------------------------------------------------------

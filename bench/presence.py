@@ -15,7 +15,6 @@ how many never came, the RSS after it and after a few idle seconds. Everything r
 
 import argparse
 import http.client
-import http.server
 import json
 import os
 import queue
@@ -143,26 +142,11 @@ class Approver:
         self.api = None
         todo = queue.Queue()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def on_event(event, _now):
+            if event.get("type") == "subscription" and event.get("op") == "subscribe":
+                todo.put(event["from"])
 
-            def do_PUT(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                try:
-                    for event in json.loads(body).get("events", []):
-                        if event.get("type") == "subscription" and event.get("op") == "subscribe":
-                            todo.put(event["from"])
-                except ValueError:
-                    pass
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = load.events_server(on_event)
 
         def approve():
             while True:
