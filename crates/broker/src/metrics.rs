@@ -10,6 +10,7 @@
 //! | `cpim_delivery_latency_seconds` | histogram | `adapter` | from reception at the origin to the destination adapter's outcome |
 //! | `cpim_adapter_connected` | gauge | `adapter` | 1 when the adapter's link or listener is up |
 //! | `cpim_queue_full_total` | counter | `adapter` | submissions refused because a destination of this adapter had its queue (spool share) full |
+//! | `cpim_federation_errors_total` | counter | `adapter`, `kind` | federation failures: `dns` (no server found for a foreign domain), `tls_verify`, `untrusted_peer` |
 //! | `cpim_spool_envelopes` | gauge | | envelopes in the spool (accepted, no final outcome yet) |
 //! | `cpim_spool_commits_total` | counter | | durable spool commits (each covers a batch of operations) |
 //! | `cpim_spool_operations_total` | counter | | spool operations committed (puts, removals, dedup keys) |
@@ -42,6 +43,7 @@ struct Inner {
     connected: AtomicBool,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     failed: Mutex<BTreeMap<&'static str, u64>>,
+    federation: Mutex<BTreeMap<&'static str, u64>>,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_micros: AtomicU64,
@@ -56,6 +58,26 @@ impl AdapterMetrics {
     /// Counts a refused submission.
     pub fn rejected(&self, condition: Condition) {
         bump(&self.0.rejected, condition);
+    }
+
+    /// Counts a federation failure of `kind` (`dns`, `tls_verify`, `untrusted_peer`).
+    pub fn federation_error(&self, kind: &'static str) {
+        let mut m = self
+            .0
+            .federation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *m.entry(kind).or_insert(0) += 1;
+    }
+
+    /// How many federation failures of `kind` were counted.
+    pub fn federation_error_count(&self, kind: &str) -> u64 {
+        let m = self
+            .0
+            .federation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        m.get(kind).copied().unwrap_or(0)
     }
 
     /// Counts a delivered (or handed-on) event and its latency.
@@ -325,16 +347,24 @@ impl Metrics {
             &|m| m.queue_full.load(Ordering::Relaxed).to_string(),
         );
         self.spool.render(&mut out);
-        for (name, help, pick) in [
+        for (name, label, help, pick) in [
             (
                 "cpim_rejected_total",
+                "condition",
                 "Submissions refused by the broker, by condition.",
                 (|m: &Inner| &m.rejected) as fn(&Inner) -> &Mutex<BTreeMap<&'static str, u64>>,
             ),
             (
                 "cpim_failed_total",
+                "condition",
                 "Deliveries that failed for good, by condition.",
                 |m: &Inner| &m.failed,
+            ),
+            (
+                "cpim_federation_errors_total",
+                "kind",
+                "Federation failures: dns, tls_verify, untrusted_peer.",
+                |m: &Inner| &m.federation,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -343,7 +373,7 @@ impl Metrics {
                 for (condition, n) in map.iter() {
                     let _ = writeln!(
                         out,
-                        "{name}{{adapter=\"{}\",condition=\"{condition}\"}} {n}",
+                        "{name}{{adapter=\"{}\",{label}=\"{condition}\"}} {n}",
                         escape(a)
                     );
                 }

@@ -405,7 +405,7 @@ fn deserialize(document: &Spanned<DeTable<'_>>) -> Result<Config, toml::de::Erro
         }
         let table = ValueDeserializer::from(table);
         let adapter = match kind {
-            AdapterKind::Sip => AdapterConfig::Sip(SipSettings::deserialize(table)?),
+            AdapterKind::Sip => AdapterConfig::Sip(Box::new(SipSettings::deserialize(table)?)),
             AdapterKind::Xmpp => AdapterConfig::Xmpp(XmppSettings::deserialize(table)?),
             AdapterKind::Webhook => AdapterConfig::Webhook(WebhookSettings::deserialize(table)?),
         };

@@ -1183,3 +1183,51 @@ fn rule_webhook_tokens_are_long_and_distinct() {
         &["apps[1].token: webhook app `other` has the same token as apps[0]"],
     );
 }
+
+/// Issue 16: `remote_domains` of a SIP adapter are users of SIP (routable to it), found
+/// by RFC 3263 through `[adapters.NAME.dns] nameservers`; a domain cannot be both served
+/// and remote, nor another adapter's, and a name server is an IP address.
+#[tokio::test]
+async fn remote_domains_are_sip_users_found_through_the_configured_nameservers() {
+    let with = |remote: &str, dns: &str| {
+        base_with(
+            "domains = [\"sip.localhost\"]\n",
+            &format!("domains = [\"sip.localhost\"]\nremote_domains = [{remote}]\ndns = {{ nameservers = [{dns}] }}\n"),
+        )
+    };
+    let config =
+        parse(&with("\"carrier.example\"", "\"127.0.0.1:15353\", \"::1\"")).expect("valid");
+    let Some(AdapterConfig::Sip(sip)) = config.adapters.get("sip") else {
+        panic!("sip adapter");
+    };
+    let runtime = sip.runtime("sip", Path::new(".")).await.expect("runtime");
+    assert_eq!(runtime.remote_domains, ["carrier.example"]);
+    assert_eq!(
+        runtime.nameservers,
+        [
+            "127.0.0.1:15353"
+                .parse::<std::net::SocketAddr>()
+                .expect("address"),
+            "[::1]:53".parse().expect("address")
+        ]
+    );
+    let map = config.address_map().expect("map builds");
+    let address = cpim::Address::parse("sip:bob@carrier.example").expect("address");
+    assert_eq!(map.resolve("sip", &address).expect("routable").owner, "sip");
+    assert_contains(
+        &error(&with("\"sip.localhost\"", "")),
+        &["is in both `domains` and `remote_domains`"],
+    );
+    assert_contains(&error(&with("\"xmpp.localhost\"", "")), &["xmpp.localhost"]);
+    assert_contains(
+        &error(&with("\"carrier.example\"", "\"dns.example:53\"")),
+        &["`dns.example:53` is not a name server address"],
+    );
+    assert_contains(
+        &error(&with(
+            "\"carrier.example\"",
+            "\"127.0.0.1\" ], retries = [ 1",
+        )),
+        &["unknown field `retries`"],
+    );
+}

@@ -23,6 +23,7 @@ pub mod dialog;
 pub mod driver;
 pub mod encoding;
 pub mod headers;
+pub mod locate;
 pub mod presence;
 pub mod settings;
 pub mod subscription;

@@ -100,6 +100,42 @@ pub struct SipSettings {
         deserialize_with = "deserialize_udp_buffer_bytes"
     )]
     pub udp_buffer_bytes: u32,
+    /// Foreign SIP domains whose users the adapter reaches directly, finding their
+    /// servers by RFC 3263 in DNS (NAPTR, SRV, A/AAAA), unless `outbound_proxy` is set.
+    #[serde(default)]
+    pub remote_domains: Vec<Domain>,
+    /// How `remote_domains` are looked up.
+    #[serde(default)]
+    pub dns: SipDns,
+}
+
+/// `[adapters.NAME.dns]`: the DNS servers for RFC 3263 lookups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipDns {
+    /// `"IP:port"` or `"IP"` (port 53) of each server, asked in order; the system's
+    /// resolver (`/etc/resolv.conf`) when empty.
+    #[serde(default)]
+    pub nameservers: Vec<NameServer>,
+}
+
+/// A DNS server's address: `"127.0.0.1:5353"`, `"[::1]:5353"` or `"192.0.2.53"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameServer(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for NameServer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(NameServer(addr));
+        }
+        if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+            return Ok(NameServer(SocketAddr::new(ip, 53)));
+        }
+        Err(serde::de::Error::custom(format!(
+            "`{text}` is not a name server address: write an IP address with an optional port, e.g. \"127.0.0.1:5353\" or \"[::1]:53\""
+        )))
+    }
 }
 
 fn default_udp_buffer_bytes() -> u32 {
@@ -348,6 +384,12 @@ impl SipSettings {
             )),
         };
         settings.udp_buffer_bytes = self.udp_buffer_bytes as usize;
+        settings.remote_domains = self
+            .remote_domains
+            .iter()
+            .map(|d| d.as_str().to_ascii_lowercase())
+            .collect();
+        settings.nameservers = self.dns.nameservers.iter().map(|n| n.0).collect();
         settings.advertise = self.advertise.as_ref().map(|d| d.as_str().to_owned());
         settings.cpim_domains = self
             .cpim_domains
@@ -394,8 +436,9 @@ impl AdapterSettings for SipSettings {
         AddressStyle::Sip
     }
 
+    /// Its own domains and the foreign ones it reaches: users of both live on SIP.
     fn home_domains(&self) -> Vec<&Domain> {
-        self.domains.iter().collect()
+        self.domains.iter().chain(&self.remote_domains).collect()
     }
 
     fn check(&self, name: &str, path: &KeyPath, checks: &mut dyn Checks) {
@@ -452,6 +495,25 @@ impl AdapterSettings for SipSettings {
                 listener.address,
                 format!("{} listener of adapter `{name}`", listener.transport),
             );
+        }
+        for (index, domain) in self.remote_domains.iter().enumerate() {
+            let at = path.key("remote_domains").index(index);
+            if self
+                .domains
+                .iter()
+                .any(|d| d.as_str().eq_ignore_ascii_case(domain.as_str()))
+            {
+                checks.fail(
+                    at,
+                    format!(
+                        "`{}` of sip adapter `{name}` is in both `domains` and `remote_domains`",
+                        domain.as_str()
+                    ),
+                    "a domain is either served by this gateway (`domains`) or foreign (`remote_domains`)",
+                );
+            } else {
+                checks.own(name, at, domain);
+            }
         }
         for (index, domain) in self.registrar_domains.iter().enumerate() {
             if !self.domains.iter().any(|d| d.as_str() == domain.as_str()) {

@@ -3,6 +3,7 @@
 //!
 //! - [`xmpp`]: Prosody, slixmpp clients (`xmpp_client.py`, run by `/usr/bin/python3`),
 //!   a raw XEP-0114 component socket;
+//! - [`dnsmasq`]: dnsmasq as the DNS server of test domains;
 //! - [`ejabberd`]: ejabberd with a `hosts:` component listener;
 //! - [`sipp`]: SIPp scenarios (`crates/sip/tests/sipp/`);
 //! - [`kamailio`]: Kamailio as the record-routing proxy and registrar in front of the
@@ -15,6 +16,7 @@
 #![allow(clippy::disallowed_methods)] // test peers wait with deadlines
 #![allow(clippy::unwrap_used)]
 
+pub mod dnsmasq;
 pub mod ejabberd;
 pub mod kamailio;
 pub mod net;

@@ -43,7 +43,8 @@ impl fmt::Display for AdapterKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdapterConfig {
     /// `type = "sip"`.
-    Sip(SipSettings),
+    /// Boxed: its table is much larger than the others.
+    Sip(Box<SipSettings>),
     /// `type = "xmpp"`.
     Xmpp(XmppSettings),
     /// `type = "webhook"`.
@@ -64,7 +65,7 @@ impl AdapterConfig {
     /// The one place that lists the adapter types besides the enum.
     pub fn settings(&self) -> &dyn AdapterSettings {
         match self {
-            AdapterConfig::Sip(sip) => sip,
+            AdapterConfig::Sip(sip) => sip.as_ref(),
             AdapterConfig::Xmpp(xmpp) => xmpp,
             AdapterConfig::Webhook(webhook) => webhook,
         }

@@ -98,6 +98,11 @@ pub struct SipConfig {
     /// the kernel caps it at `net.core.rmem_max`/`wmem_max`). A burst beyond what the
     /// buffer holds is dropped by the kernel before the gateway can answer it.
     pub udp_buffer_bytes: usize,
+    /// Foreign domains whose servers are found by RFC 3263 (NAPTR, SRV, A/AAAA) unless
+    /// an outbound proxy is configured; lowercase.
+    pub remote_domains: Vec<String>,
+    /// The DNS servers asked for them; the system's when empty.
+    pub nameservers: Vec<SocketAddr>,
 }
 
 impl SipConfig {
@@ -132,6 +137,8 @@ impl SipConfig {
             advertise: None,
             stream_limits: StreamLimits::default(),
             udp_buffer_bytes: DEFAULT_UDP_BUFFER_BYTES,
+            remote_domains: Vec::new(),
+            nameservers: Vec::new(),
         }
     }
 }
@@ -153,6 +160,7 @@ impl std::fmt::Debug for SipAdapter {
     }
 }
 
+pub mod dns;
 mod owner;
 mod presentities;
 mod publish;
@@ -173,12 +181,17 @@ struct Endpoint {
     counter: AtomicU64,
     /// The task that owns the SIP machines.
     owner: Owner,
+    /// RFC 3263 in DNS, for `remote_domains`.
+    locator: Option<dns::Locator>,
 }
 
 /// Where a request goes, and what is known of the transports it may take.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Target {
     peer: Peer,
+    /// Where to try next when `peer` fails with a transport error, a timeout or 503
+    /// (RFC 3263 §4.3), in order: the other servers DNS named.
+    alternatives: Vec<Peer>,
     /// The destination takes UDP only (`transport=udp` in its URI or registered
     /// Contact).
     udp_only: bool,
@@ -192,6 +205,7 @@ impl Target {
     pub(super) fn plain(peer: Peer) -> Self {
         Target {
             peer,
+            alternatives: Vec::new(),
             udp_only: false,
             registered: false,
             upgraded: false,
@@ -303,7 +317,13 @@ impl SipAdapter {
             winfo_peers: HashMap::new(),
             kept_watchers: Vec::new(),
         });
+        let locator = if config.remote_domains.is_empty() {
+            None
+        } else {
+            Some(dns::Locator::new(&config.nameservers, seed).map_err(std::io::Error::other)?)
+        };
         let core = Arc::new(Endpoint {
+            locator,
             transports,
             submitter: context.submitter.clone(),
             metrics: context.metrics.clone(),

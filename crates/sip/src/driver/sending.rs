@@ -43,6 +43,7 @@ impl Endpoint {
         let mut target = if let Some((peer, contact_transport)) = registered {
             Target {
                 peer,
+                alternatives: Vec::new(),
                 // What the contact itself says about its transports.
                 udp_only: contact_transport.as_deref() == Some("udp"),
                 registered: true,
@@ -50,6 +51,22 @@ impl Endpoint {
             }
         } else if let Some(proxy) = self.config.outbound_proxy {
             Target::plain(proxy)
+        } else if let Some(locator) = self.locator.as_ref().filter(|_| self.is_remote(uri)) {
+            let usable: Vec<Transport> = [Transport::Udp, Transport::Tcp, Transport::Tls]
+                .into_iter()
+                .filter(|t| self.transports.can_send(*t))
+                .collect();
+            let wanted = crate::locate::Wanted::of(uri);
+            let mut peers = locator.locate(&wanted, &usable).await.map_err(|e| {
+                self.metrics.federation_error("dns");
+                tracing::info!(to = %uri, error = %e, "RFC 3263: no server");
+                failed(Condition::RemoteServerNotFound, e.to_string())
+            })?;
+            let peer = peers.remove(0);
+            Target {
+                alternatives: peers,
+                ..Target::plain(peer)
+            }
         } else {
             let peer = crate::transport::resolve(uri)
                 .await
@@ -79,6 +96,11 @@ impl Endpoint {
                 return Err(too_big("the gateway has no TCP transport"));
             }
             target.peer.transport = Transport::Tcp;
+            for alternative in &mut target.alternatives {
+                if alternative.transport == Transport::Udp {
+                    alternative.transport = Transport::Tcp;
+                }
+            }
             target.upgraded = true;
         }
         let peer = target.peer;
@@ -89,6 +111,15 @@ impl Endpoint {
             ));
         }
         Ok(target)
+    }
+
+    /// Whether `uri` is at one of `remote_domains` (found by RFC 3263 in DNS).
+    pub(super) fn is_remote(&self, uri: &cpim::address::SipUri) -> bool {
+        let host = uri.host().as_str();
+        self.config
+            .remote_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(host))
     }
 
     /// The outcome for a message to `aor`, a user of a registrar domain with no binding.
@@ -239,7 +270,6 @@ impl Endpoint {
         };
         let size = out.body.len() + 600;
         let target = self.target_for(&uri, size, true).await?;
-        let peer = target.peer;
         let from = format!("<{}>;tag={}", out.from, self.unique());
         let to = format!("<{}>", out.to);
         // Without a thread to carry (RFC 7572 §6), the Call-ID is the gateway id: the same
@@ -250,28 +280,42 @@ impl Endpoint {
             .unwrap_or_else(|| format!("{}@gw", envelope.id));
         let cseq = u32::try_from(self.counter.load(Ordering::Relaxed) % 1_000_000).unwrap_or(1) + 1;
         let headers = out.headers.clone();
-        let final_ = self
-            .transact_auth(peer, "MESSAGE", &out.to, |branch, sent_by, auth| {
-                let mut all = headers.clone();
-                all.extend(auth.iter().cloned());
-                OutRequest {
-                    method: "MESSAGE",
-                    uri: &out.to,
-                    via_transport: peer.transport.token(),
-                    via_sent_by: sent_by,
-                    branch,
-                    from: &from,
-                    to: &to,
-                    call_id: &call_id,
-                    cseq: cseq + u32::from(!auth.is_empty()),
-                    // 0 when the hop count is spent: the next element answers 483.
-                    max_forwards: envelope.hops,
-                    headers: &all,
-                    body: Some((&out.content_type, &out.body)),
+        let mut peer = target.peer;
+        let mut rest = target.alternatives.iter().copied();
+        let mut final_;
+        loop {
+            final_ = self
+                .transact_auth(peer, "MESSAGE", &out.to, |branch, sent_by, auth| {
+                    let mut all = headers.clone();
+                    all.extend(auth.iter().cloned());
+                    OutRequest {
+                        method: "MESSAGE",
+                        uri: &out.to,
+                        via_transport: peer.transport.token(),
+                        via_sent_by: sent_by,
+                        branch,
+                        from: &from,
+                        to: &to,
+                        call_id: &call_id,
+                        cseq: cseq + u32::from(!auth.is_empty()),
+                        // 0 when the hop count is spent: the next element answers 483.
+                        max_forwards: envelope.hops,
+                        headers: &all,
+                        body: Some((&out.content_type, &out.body)),
+                    }
+                    .to_bytes()
+                })
+                .await;
+            // RFC 3263 §4.3: a transport error, a timeout or 503 moves on to the next
+            // server DNS named.
+            match rest.next() {
+                Some(alternative) if matches!(final_.status, 0 | 408 | 503) => {
+                    tracing::info!(to = %out.to, failed = %peer.addr, status = final_.status, next = %alternative.addr, "trying the next server");
+                    peer = alternative;
                 }
-                .to_bytes()
-            })
-            .await;
+                _ => break,
+            }
+        }
         if final_.status == 0 && target.upgraded && target.registered {
             // A phone registered over UDP without a TCP listener: the message cannot
             // reach it, now or later (RFC 7572 §6).

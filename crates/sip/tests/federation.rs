@@ -1,0 +1,274 @@
+//! Federation (issue 16): users of `remote_domains` are reached where DNS says their
+//! servers are (RFC 3263), with dnsmasq as the domain's DNS server on a loopback port
+//! and plain UDP/TCP sockets as the servers.
+
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cpim::address::Address;
+use cpim::condition::Condition;
+use cpim::event::{Event, Message};
+use cpim_broker::envelope::Inbound;
+use cpim_broker::testing::Behavior;
+use cpim_test_support::dnsmasq::Dnsmasq;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+
+use support::{header_of, take_message};
+
+const REMOTE: &str = "carrier.test";
+
+async fn gateway_for(dns: &Dnsmasq) -> support::Gateway {
+    let nameserver = dns.addr;
+    let gw = support::gateway(&[REMOTE], |c| {
+        c.remote_domains = vec![REMOTE.into()];
+        c.nameservers = vec![nameserver];
+    })
+    .await;
+    gw.mem.set_behavior(Behavior::Deliver);
+    gw
+}
+
+async fn send(gw: &support::Gateway, text: &str) {
+    let inbound = Inbound::new(
+        Event::Message(Message::text(text)),
+        Address::parse("sip:carol@mem.test").unwrap(),
+        Address::parse(&format!("sip:bob@{REMOTE}")).unwrap(),
+    );
+    gw.from_mem.submit(inbound).await.unwrap();
+}
+
+/// The next request on a TCP listener: the connection and the request.
+async fn next_tcp(listener: &TcpListener) -> (tokio::net::TcpStream, Vec<u8>) {
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("a connection within 10 s")
+        .unwrap();
+    let mut acc = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        if let Some(m) = take_message(&mut acc) {
+            return (stream, m);
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        acc.extend_from_slice(&buf[..n]);
+    }
+}
+
+async fn next_udp(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut buf))
+        .await
+        .expect("a request within 10 s")
+        .unwrap();
+    (buf[..n].to_vec(), from)
+}
+
+fn answer(request: &[u8], status: u16) -> Vec<u8> {
+    support::reply(request, status, "", &[]).into_bytes()
+}
+
+async fn delivered(gw: &support::Gateway, n: u64) {
+    let metrics = gw.broker.metrics().adapter("sip");
+    cpim_test_support::net::wait_until("delivered", Duration::from_secs(10), || {
+        metrics.delivered_count() >= n
+    })
+    .await;
+}
+
+/// RFC 3263 §4.1: NAPTR first (TCP at order 10 before UDP at order 20), then the SRV
+/// records of the chosen service by priority, then each target's address; §4.3: a
+/// target that refuses the connection moves the request on to the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3263_naptr_then_srv_by_priority_and_the_next_target_when_one_is_down() {
+    // sip1 (priority 10) has nothing listening; sip2 (priority 20) listens on TCP and,
+    // on the same port, UDP — which NAPTR puts after TCP, so it must stay silent.
+    let down = support::free_port();
+    let up = support::free_port();
+    let tcp = TcpListener::bind(("127.0.0.1", up)).await.unwrap();
+    let udp = UdpSocket::bind(("127.0.0.1", up)).await.unwrap();
+    let dns = Dnsmasq::start(
+        support::free_port(),
+        &[REMOTE],
+        60,
+        &format!(
+            "naptr-record={REMOTE},20,10,s,SIP+D2U,,_sip._udp.{REMOTE}\n\
+             naptr-record={REMOTE},10,10,s,SIP+D2T,,_sip._tcp.{REMOTE}\n\
+             naptr-record={REMOTE},5,10,u,E2U+sip,!^.*$!sip:info@{REMOTE}!\n\
+             srv-host=_sip._tcp.{REMOTE},sip2.{REMOTE},{up},20,10\n\
+             srv-host=_sip._tcp.{REMOTE},sip1.{REMOTE},{down},10,10\n\
+             srv-host=_sip._udp.{REMOTE},sip2.{REMOTE},{up},10,10\n\
+             host-record=sip1.{REMOTE},127.0.0.1\n\
+             host-record=sip2.{REMOTE},127.0.0.1"
+        ),
+    );
+    let gw = gateway_for(&dns).await;
+    send(&gw, "over dns").await;
+    let (mut stream, request) = next_tcp(&tcp).await;
+    assert!(
+        request.starts_with(format!("MESSAGE sip:bob@{REMOTE} SIP/2.0\r\n").as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&request)
+    );
+    assert!(header_of(&request, "Via")
+        .unwrap()
+        .starts_with("SIP/2.0/TCP"));
+    assert!(request.ends_with(b"over dns"));
+    stream.write_all(&answer(&request, 200)).await.unwrap();
+    delivered(&gw, 1).await;
+    let mut buf = [0u8; 16];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), udp.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "nothing over UDP"
+    );
+    assert!(dns.queries_for(REMOTE) >= 1, "{}", dns.log());
+    assert!(
+        dns.queries_for(&format!("_sip._tcp.{REMOTE}")) >= 1,
+        "{}",
+        dns.log()
+    );
+    assert_eq!(
+        dns.queries_for(&format!("_sip._udp.{REMOTE}")),
+        0,
+        "{}",
+        dns.log()
+    );
+}
+
+/// RFC 3263 §4.3: a 503 from the first server sends the request to the next one, and
+/// without NAPTR records the SRV records of the usable transports are looked up (here
+/// only UDP has any).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3263_a_503_moves_on_to_the_next_server_and_srv_works_without_naptr() {
+    let first = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let second = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dns = Dnsmasq::start(
+        support::free_port(),
+        &[REMOTE],
+        60,
+        &format!(
+            "srv-host=_sip._udp.{REMOTE},a.{REMOTE},{},10,0\n\
+             srv-host=_sip._udp.{REMOTE},b.{REMOTE},{},20,0\n\
+             host-record=a.{REMOTE},127.0.0.1\n\
+             host-record=b.{REMOTE},127.0.0.1",
+            first.local_addr().unwrap().port(),
+            second.local_addr().unwrap().port()
+        ),
+    );
+    let gw = gateway_for(&dns).await;
+    send(&gw, "try the next").await;
+    let (request, from) = next_udp(&first).await;
+    first.send_to(&answer(&request, 503), from).await.unwrap();
+    let (again, from) = next_udp(&second).await;
+    assert!(again.ends_with(b"try the next"));
+    assert_eq!(header_of(&again, "Call-ID"), header_of(&request, "Call-ID"));
+    second.send_to(&answer(&again, 200), from).await.unwrap();
+    delivered(&gw, 1).await;
+    assert!(
+        gw.mem.received().is_empty(),
+        "no failure: {:#?}",
+        gw.mem.received()
+    );
+    assert!(
+        dns.queries_for(&format!("_sips._tcp.{REMOTE}"))
+            + dns.queries_for(&format!("_sip._tcp.{REMOTE}"))
+            >= 1,
+        "the other transports were looked up: {}",
+        dns.log()
+    );
+}
+
+/// Answers are kept for their TTL (here 2 s): while it lasts the DNS server is not
+/// needed (it is stopped); after it, the new records are used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3263_answers_are_cached_for_their_ttl_and_no_longer() {
+    let old = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let new = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let records = |port: u16| {
+        format!(
+            "srv-host=_sip._udp.{REMOTE},s.{REMOTE},{port},10,0\nhost-record=s.{REMOTE},127.0.0.1"
+        )
+    };
+    let dns_port = support::free_port();
+    let mut dns = Dnsmasq::start(
+        dns_port,
+        &[REMOTE],
+        2,
+        &records(old.local_addr().unwrap().port()),
+    );
+    let gw = gateway_for(&dns).await;
+    send(&gw, "one").await;
+    let (m, from) = next_udp(&old).await;
+    assert!(m.ends_with(b"one"));
+    old.send_to(&answer(&m, 200), from).await.unwrap();
+    // Within the TTL, without a DNS server.
+    dns.stop();
+    send(&gw, "two").await;
+    let (m, from) = next_udp(&old).await;
+    assert!(m.ends_with(b"two"));
+    old.send_to(&answer(&m, 200), from).await.unwrap();
+    // After it, the records the server gives now.
+    let dns = Dnsmasq::start(
+        dns_port,
+        &[REMOTE],
+        2,
+        &records(new.local_addr().unwrap().port()),
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    send(&gw, "three").await;
+    let (m, from) = next_udp(&new).await;
+    assert!(m.ends_with(b"three"), "{}", dns.log());
+    new.send_to(&answer(&m, 200), from).await.unwrap();
+    delivered(&gw, 3).await;
+}
+
+/// A remote domain without any SIP record or address: the sender hears
+/// `remote-server-not-found`, and the DNS failure is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_domain_dns_knows_nothing_of_fails_with_remote_server_not_found() {
+    let dns = Dnsmasq::start(
+        support::free_port(),
+        &[REMOTE],
+        60,
+        "host-record=other.carrier.test,127.0.0.1",
+    );
+    let gw = gateway_for(&dns).await;
+    send(&gw, "anyone?").await;
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(10)).await, 1);
+    let received = gw.mem.received();
+    let condition = match &received[0].event {
+        Event::Notification(cpim::event::Notification {
+            status: cpim::event::NotificationStatus::Failed { condition, .. },
+            ..
+        }) => Some(*condition),
+        _ => None,
+    };
+    assert_eq!(
+        condition,
+        Some(Condition::RemoteServerNotFound),
+        "{received:#?}"
+    );
+    assert_eq!(
+        gw.broker
+            .metrics()
+            .adapter("sip")
+            .federation_error_count("dns"),
+        1
+    );
+    assert!(gw
+        .broker
+        .metrics()
+        .render()
+        .contains("cpim_federation_errors_total{adapter=\"sip\",kind=\"dns\"} 1"));
+}
