@@ -1230,4 +1230,36 @@ async fn remote_domains_are_sip_users_found_through_the_configured_nameservers()
         )),
         &["unknown field `retries`"],
     );
+    let peers = |table: &str| {
+        base_with(
+            "domains = [\"sip.localhost\"]\n",
+            &format!("domains = [\"sip.localhost\"]\nremote_domains = [\"carrier.example\"]\ntrusted_peers = {table}\n"),
+        )
+    };
+    let config = parse(&peers(
+        "{ \"carrier.example\" = [\"192.0.2.0/24\", \"2001:db8::1\"] }",
+    ))
+    .expect("valid");
+    let Some(AdapterConfig::Sip(sip)) = config.adapters.get("sip") else {
+        panic!("sip adapter");
+    };
+    let runtime = sip.runtime("sip", Path::new(".")).await.expect("runtime");
+    assert_eq!(runtime.trusted_peers.len(), 1);
+    assert_eq!(runtime.trusted_peers[0].0, "carrier.example");
+    assert_eq!(
+        runtime.trusted_peers[0]
+            .1
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["192.0.2.0/24", "2001:db8::1/128"]
+    );
+    assert_contains(
+        &error(&peers("{ \"other.example\" = [\"192.0.2.1\"] }")),
+        &["names `other.example`, which is not one of its `remote_domains`"],
+    );
+    assert_contains(
+        &error(&peers("{ \"carrier.example\" = [\"192.0.2.0/40\"] }")),
+        &["`192.0.2.0/40` is not an IP address or network"],
+    );
 }

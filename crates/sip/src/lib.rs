@@ -30,6 +30,7 @@ pub mod subscription;
 pub mod transaction;
 pub mod translate;
 pub mod transport;
+pub mod trust;
 pub mod winfo;
 pub mod wire;
 

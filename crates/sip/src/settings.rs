@@ -107,6 +107,17 @@ pub struct SipSettings {
     /// How `remote_domains` are looked up.
     #[serde(default)]
     pub dns: SipDns,
+    /// Per remote domain, the networks (`"192.0.2.0/24"`, `"198.51.100.7"`) that may
+    /// send as its users besides the domain's own SIP servers in DNS.
+    #[serde(default)]
+    pub trusted_peers: std::collections::BTreeMap<String, Vec<crate::trust::Network>>,
+}
+
+impl<'de> Deserialize<'de> for crate::trust::Network {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// `[adapters.NAME.dns]`: the DNS servers for RFC 3263 lookups.
@@ -390,6 +401,11 @@ impl SipSettings {
             .map(|d| d.as_str().to_ascii_lowercase())
             .collect();
         settings.nameservers = self.dns.nameservers.iter().map(|n| n.0).collect();
+        settings.trusted_peers = self
+            .trusted_peers
+            .iter()
+            .map(|(domain, networks)| (domain.to_ascii_lowercase(), networks.clone()))
+            .collect();
         settings.advertise = self.advertise.as_ref().map(|d| d.as_str().to_owned());
         settings.cpim_domains = self
             .cpim_domains
@@ -513,6 +529,19 @@ impl AdapterSettings for SipSettings {
                 );
             } else {
                 checks.own(name, at, domain);
+            }
+        }
+        for domain in self.trusted_peers.keys() {
+            if !self
+                .remote_domains
+                .iter()
+                .any(|d| d.as_str().eq_ignore_ascii_case(domain))
+            {
+                checks.fail(
+                    path.key("trusted_peers").key(domain),
+                    format!("`trusted_peers` of sip adapter `{name}` names `{domain}`, which is not one of its `remote_domains`"),
+                    "list the domain in `remote_domains`, or remove its entry",
+                );
             }
         }
         for (index, domain) in self.registrar_domains.iter().enumerate() {

@@ -272,3 +272,84 @@ async fn a_remote_domain_dns_knows_nothing_of_fails_with_remote_server_not_found
         .render()
         .contains("cpim_federation_errors_total{adapter=\"sip\",kind=\"dns\"} 1"));
 }
+
+/// One MESSAGE from `client` to the gateway, `From: <from>`; the status it got.
+async fn message_from(client: &UdpSocket, gw: &support::Gateway, n: u32, from: &str) -> u16 {
+    let body = "who am I";
+    let request = format!(
+        "MESSAGE sip:dora@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKfed{n}\r\n\
+         Max-Forwards: 70\r\nFrom: <{from}>;tag=f{n}\r\nTo: <sip:dora@mem.test>\r\n\
+         Call-ID: fed{n}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        client.local_addr().unwrap(),
+        body.len()
+    );
+    client.send_to(request.as_bytes(), gw.udp).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    support::status_of(&buf[..len])
+}
+
+/// Who may speak for a remote domain: one of its SIP servers as DNS names them (here
+/// 127.0.0.2, by SRV), or a network configured in `trusted_peers`. Anyone else claiming
+/// the domain gets 403, counted in `cpim_federation_errors_total{kind="untrusted_peer"}`,
+/// and nothing reaches the other network. (A `From` of another adapter's users is 403
+/// whoever sends it: `adapter::a_from_of_another_networks_user_is_forbidden`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_peer_trusted_for_a_remote_domain_may_send_as_its_users() {
+    let dns = Dnsmasq::start(
+        support::free_port(),
+        &[REMOTE],
+        60,
+        &format!(
+            "srv-host=_sip._udp.{REMOTE},edge.{REMOTE},5060,10,0\nhost-record=edge.{REMOTE},127.0.0.2"
+        ),
+    );
+    let gw = gateway_for(&dns).await;
+    gw.mem.set_behavior(Behavior::Deliver);
+    let server = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let bob = format!("sip:bob@{REMOTE}");
+    assert_eq!(message_from(&server, &gw, 1, &bob).await, 202);
+    assert_eq!(message_from(&stranger, &gw, 2, &bob).await, 403);
+    assert_eq!(
+        message_from(
+            &stranger,
+            &gw,
+            3,
+            &format!("sip:eve@{}", REMOTE.to_uppercase())
+        )
+        .await,
+        403
+    );
+    // A user of the gateway's own SIP domain is not a remote domain's.
+    assert_eq!(
+        message_from(&stranger, &gw, 4, "sip:alice@sip.test").await,
+        202
+    );
+    assert_eq!(gw.mem.wait_for(2, Duration::from_secs(5)).await, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let senders: Vec<String> = gw
+        .mem
+        .received()
+        .iter()
+        .map(|e| e.from.to_string())
+        .collect();
+    assert_eq!(senders, [bob.clone(), "sip:alice@sip.test".to_owned()]);
+    let metrics = gw.broker.metrics().adapter("sip");
+    assert_eq!(metrics.federation_error_count("untrusted_peer"), 2);
+
+    // The same stranger, now in the domain's trusted_peers.
+    let nameserver = dns.addr;
+    let gw = support::gateway(&[REMOTE], |c| {
+        c.remote_domains = vec![REMOTE.into()];
+        c.nameservers = vec![nameserver];
+        c.trusted_peers = vec![(REMOTE.into(), vec!["127.0.0.0/24".parse().unwrap()])];
+    })
+    .await;
+    gw.mem.set_behavior(Behavior::Deliver);
+    assert_eq!(message_from(&stranger, &gw, 5, &bob).await, 202);
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+}

@@ -2,7 +2,7 @@
 //! (its cache keeps every answer, positive or negative, for its TTL). Used for the
 //! users of `remote_domains`; a lookup runs in the delivering task, never in the broker.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
@@ -170,6 +170,33 @@ impl Locator {
                 self.found(domain, peers, || tried)
             }
         }
+    }
+
+    /// The addresses of every SIP server DNS names for `domain`, whatever transport:
+    /// the SRV targets of its NAPTR records and of `_sip._udp`, `_sip._tcp` and
+    /// `_sips._tcp`, and its own address records. Who may speak for the domain.
+    pub async fn servers_of(&self, domain: &str) -> Result<Vec<IpAddr>, LocateError> {
+        let all = [Transport::Udp, Transport::Tcp, Transport::Tls];
+        let mut names: Vec<(Transport, String)> =
+            locate::naptr_choices(&self.naptr(domain).await?, false, &all);
+        for transport in all {
+            let name = locate::srv_name(transport, domain);
+            if !names.iter().any(|(_, n)| *n == name) {
+                names.push((transport, name));
+            }
+        }
+        let mut servers: Vec<IpAddr> = Vec::new();
+        for (transport, name) in names {
+            for peer in self.srv(&name, transport).await? {
+                servers.push(peer.addr.ip());
+            }
+        }
+        for peer in self.addresses(domain, Transport::Udp, 0).await? {
+            servers.push(peer.addr.ip());
+        }
+        servers.sort();
+        servers.dedup();
+        Ok(servers)
     }
 
     fn found(

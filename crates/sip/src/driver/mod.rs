@@ -103,6 +103,9 @@ pub struct SipConfig {
     pub remote_domains: Vec<String>,
     /// The DNS servers asked for them; the system's when empty.
     pub nameservers: Vec<SocketAddr>,
+    /// Per remote domain (lowercase), the networks that may speak for it besides its
+    /// own servers in DNS.
+    pub trusted_peers: Vec<(String, Vec<crate::trust::Network>)>,
 }
 
 impl SipConfig {
@@ -139,6 +142,7 @@ impl SipConfig {
             udp_buffer_bytes: DEFAULT_UDP_BUFFER_BYTES,
             remote_domains: Vec::new(),
             nameservers: Vec::new(),
+            trusted_peers: Vec::new(),
         }
     }
 }
@@ -212,6 +216,10 @@ impl Target {
         }
     }
 }
+
+/// The longest a request from a remote domain waits for DNS to say who may speak
+/// for it.
+const TRUST_LOOKUP: Duration = Duration::from_secs(2);
 
 /// How soon a message for an unregistered user of a registrar domain is tried again
 /// (the broker's backoff may make it later, up to its longest backoff).
@@ -564,6 +572,14 @@ impl Endpoint {
                 return;
             }
         }
+        if matches!(view.method.as_str(), "MESSAGE" | "PUBLISH" | "SUBSCRIBE")
+            && view.to.tag().is_none()
+        {
+            if let Err(fault) = self.may_speak_for(&view, peer).await {
+                self.reply(&m, peer, &fault, None).await;
+                return;
+            }
+        }
         match view.method.as_str() {
             "OPTIONS" => {
                 let allow = if self.registrar_on() {
@@ -588,6 +604,65 @@ impl Endpoint {
             _ => {
                 let fault = Fault::new(405, "Method Not Allowed").with_header("Allow", wire::ALLOW);
                 self.reply(&m, peer, &fault, None).await;
+            }
+        }
+    }
+
+    /// Issue 16: a `From` at a remote domain is taken only from a peer trusted for it
+    /// (`crate::trust`): 403 otherwise, and 503 + `Retry-After` while DNS cannot say.
+    async fn may_speak_for(&self, view: &RequestView, peer: Peer) -> Result<(), Fault> {
+        if self.config.remote_domains.is_empty() {
+            return Ok(());
+        }
+        let Ok(from) = cpim::address::SipUri::parse(&view.from.uri) else {
+            return Ok(()); // not a SIP URI: the translation refuses it
+        };
+        let mut proxies = self.config.trusted_proxies.clone();
+        proxies.extend(self.config.outbound_proxy.map(|p| p.addr.ip()));
+        let decision = crate::trust::decide(
+            from.host().as_str(),
+            peer.addr.ip(),
+            &self.config.remote_domains,
+            &self.config.trusted_peers,
+            &proxies,
+        );
+        let crate::trust::Decision::AskDns { domain } = decision else {
+            return Ok(());
+        };
+        let Some(locator) = &self.locator else {
+            return Ok(());
+        };
+        // Answers are cached for their TTL; an uncached one is waited for at most
+        // TRUST_LOOKUP, since the request is answered (and the ones after it read) only
+        // then.
+        let servers = tokio::time::timeout(TRUST_LOOKUP, locator.servers_of(&domain))
+            .await
+            .unwrap_or_else(|_| {
+                Err(dns::LocateError::Lookup {
+                    name: domain.clone(),
+                    kind: "NAPTR/SRV/A",
+                    reason: format!("no answer within {TRUST_LOOKUP:?}"),
+                })
+            });
+        match servers {
+            Ok(servers) if crate::trust::among_servers(peer.addr.ip(), &servers) => Ok(()),
+            Ok(_) => {
+                self.metrics.federation_error("untrusted_peer");
+                self.metrics.rejected(Condition::Forbidden);
+                tracing::info!(from = %view.from.uri, peer = %peer.addr, "refused: the peer may not speak for {domain}");
+                Err(Fault::new(
+                    403,
+                    format!("Forbidden ({} may not speak for {domain})", peer.addr.ip()),
+                ))
+            }
+            Err(e) => {
+                self.metrics.federation_error("dns");
+                tracing::info!(from = %view.from.uri, error = %e, "cannot tell who may speak for {domain}");
+                Err(Fault::new(
+                    503,
+                    "Service Unavailable (cannot verify the sender's domain now)",
+                )
+                .with_header("Retry-After", "5"))
             }
         }
     }
