@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod authorization;
+pub mod certname;
 pub mod dialog;
 pub mod driver;
 pub mod encoding;
