@@ -1106,12 +1106,18 @@ fn sip_registrar_accounts_credentials_and_proxy_rules() {
         &format!("{sip_end}[[adapters.sip.credentials]]\nusername = \"gw\"\npassword = \"\"\n"),
     ));
     assert_contains(&err, &["empty password"]);
-    // An outbound proxy over TLS is not supported yet.
-    let err = error(&base_with(
+    // An outbound proxy over TLS is allowed (issue 16: the adapter has a TLS client).
+    parse(&base_with(
         sip_end,
         &format!("{sip_end}outbound_proxy = \"sips:127.0.0.1:5061\"\n"),
+    ))
+    .expect("a TLS proxy is valid");
+    // A client certificate needs its key.
+    let err = error(&base_with(
+        sip_end,
+        &format!("{sip_end}[adapters.sip.tls]\ncertificate = \"gw.pem\"\n"),
     ));
-    assert_contains(&err, &["needs outbound TLS"]);
+    assert_contains(&err, &["has a `certificate` without a `private_key`"]);
 }
 
 #[test]

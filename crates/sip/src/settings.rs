@@ -111,6 +111,24 @@ pub struct SipSettings {
     /// send as its users besides the domain's own SIP servers in DNS.
     #[serde(default)]
     pub trusted_peers: std::collections::BTreeMap<String, Vec<crate::trust::Network>>,
+    /// The outbound TLS client.
+    #[serde(default)]
+    pub tls: SipTls,
+}
+
+/// `[adapters.NAME.tls]`: what the outbound TLS client trusts and presents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipTls {
+    /// PEM CA certificates trusted besides the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<ConfigString>,
+    /// PEM certificate chain presented to servers that ask for a client certificate.
+    #[serde(default)]
+    pub certificate: Option<ConfigString>,
+    /// Its PEM private key.
+    #[serde(default)]
+    pub private_key: Option<ConfigString>,
 }
 
 impl<'de> Deserialize<'de> for crate::trust::Network {
@@ -377,6 +395,24 @@ impl SipSettings {
                 read(&l.private_key, "private_key")?,
             ));
         }
+        let read_file = |file: &ConfigString, what: &str| {
+            let path = base_dir.join(file.as_str());
+            std::fs::read(&path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("tls.{what} {}: {e}", path.display()))
+            })
+        };
+        settings.tls_client.ca_pem = self
+            .tls
+            .ca_file
+            .as_ref()
+            .map(|f| read_file(f, "ca_file"))
+            .transpose()?;
+        if let (Some(cert), Some(key)) = (&self.tls.certificate, &self.tls.private_key) {
+            settings.tls_client.identity = Some((
+                read_file(cert, "certificate")?,
+                read_file(key, "private_key")?,
+            ));
+        }
         if let Some(proxy) = &self.outbound_proxy {
             let uri = cpim::address::SipUri::parse(proxy.as_str())
                 .map_err(|e| std::io::Error::other(format!("outbound_proxy: {e}")))?;
@@ -594,15 +630,12 @@ impl AdapterSettings for SipSettings {
                 );
             }
         }
-        if let Some(proxy) = &self.outbound_proxy {
-            let lower = proxy.as_str().to_ascii_lowercase();
-            if lower.starts_with("sips:") || lower.contains(";transport=tls") {
-                checks.fail(
-                    path.key("outbound_proxy"),
-                    format!("outbound_proxy `{proxy}` needs outbound TLS, which this version does not have"),
-                    "use a udp or tcp proxy URI, e.g. `sip:127.0.0.1:5070;transport=tcp`",
-                );
-            }
+        if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
+            checks.fail(
+                path.key("tls"),
+                format!("`tls` of sip adapter `{name}` has a `certificate` without a `private_key` or the reverse"),
+                "give both PEM files (the client certificate and its key), or neither",
+            );
         }
         if let Some(proxy) = &self.outbound_proxy {
             let proxy = proxy.as_str();

@@ -103,6 +103,9 @@ struct Inner {
     tcp_local: Option<SocketAddr>,
     tls_local: Option<SocketAddr>,
     streams: Mutex<HashMap<Peer, mpsc::Sender<Vec<u8>>>>,
+    /// The identities the server certificate of each outbound TLS connection named
+    /// (RFC 5922 §7.1), so that a connection is reused only for a domain it names.
+    tls_names: Mutex<HashMap<Peer, crate::certname::SubjectNames>>,
     sink: Sink,
     tls_client: Option<TlsConnector>,
 }
@@ -254,6 +257,7 @@ impl Transports {
                 tls_local,
                 streams: Mutex::new(HashMap::new()),
                 sink,
+                tls_names: Mutex::new(HashMap::new()),
                 tls_client,
             }),
         };
@@ -291,6 +295,19 @@ impl Transports {
     /// Sends one message: over UDP from the first socket, over a stream on the open
     /// connection to `peer` or a new one.
     pub async fn send(&self, peer: Peer, bytes: Vec<u8>) -> io::Result<()> {
+        self.send_for(peer, None, bytes).await
+    }
+
+    /// [`Transports::send`] for a request to the SIP domain `domain`: over TLS, the
+    /// server's certificate must name it (RFC 5922 §7.2; SNI = the domain), on a new
+    /// connection or on the open one; otherwise the error is of kind `InvalidData`.
+    pub async fn send_for(
+        &self,
+        peer: Peer,
+        domain: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> io::Result<()> {
+        let domain = domain.filter(|_| peer.transport == Transport::Tls);
         match peer.transport {
             Transport::Udp => {
                 let socket = self
@@ -308,9 +325,31 @@ impl Transports {
                     .unwrap_or_else(PoisonError::into_inner)
                     .get(&peer)
                     .cloned();
-                let tx = match existing {
-                    Some(tx) if !tx.is_closed() => tx,
-                    _ => self.connect(peer).await?,
+                let named = |domain: &str| {
+                    self.inner
+                        .tls_names
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&peer)
+                        .map(|names| names.names(domain))
+                };
+                let tx = match (existing, domain) {
+                    (Some(tx), None) if !tx.is_closed() => tx,
+                    (Some(tx), Some(domain)) if !tx.is_closed() => match named(domain) {
+                        Some(true) => tx,
+                        Some(false) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "the TLS server at {} is not certified for {domain} (RFC 5922)",
+                                    peer.addr
+                                ),
+                            ))
+                        }
+                        // A connection the peer opened: not verified for anything.
+                        None => self.connect(peer, Some(domain)).await?,
+                    },
+                    _ => self.connect(peer, domain).await?,
                 };
                 tx.send(bytes)
                     .await
@@ -319,7 +358,7 @@ impl Transports {
         }
     }
 
-    async fn connect(&self, peer: Peer) -> io::Result<mpsc::Sender<Vec<u8>>> {
+    async fn connect(&self, peer: Peer, domain: Option<&str>) -> io::Result<mpsc::Sender<Vec<u8>>> {
         let stream = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             TcpStream::connect(peer.addr),
@@ -333,8 +372,29 @@ impl Transports {
                 .tls_client
                 .clone()
                 .ok_or_else(|| io::Error::other("TLS is not configured"))?;
-            let name = rustls_pki_types::ServerName::IpAddress(peer.addr.ip().into());
-            let tls = connector.connect(name, stream).await?;
+            let name = match domain {
+                Some(domain) => rustls_pki_types::ServerName::try_from(domain.to_owned())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                None => rustls_pki_types::ServerName::IpAddress(peer.addr.ip().into()),
+            };
+            let tls = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                connector.connect(name, stream),
+            )
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+            let names = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|cert| crate::certname::subject_names(cert.as_ref()).ok())
+                .unwrap_or_default();
+            self.inner
+                .tls_names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(peer, names);
             Ok(self.clone().attach(peer, tls, None))
         } else {
             Ok(self.clone().attach(peer, stream, None))

@@ -353,3 +353,229 @@ async fn only_a_peer_trusted_for_a_remote_domain_may_send_as_its_users() {
     assert_eq!(message_from(&stranger, &gw, 5, &bob).await, 202);
     assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
 }
+
+/// A test CA made by the test (openssl), and certificates it signs: `name.pem` and
+/// `name.key` for each `(name, subjectAltName)`.
+fn pki(dir: &std::path::Path, certs: &[(&str, &str)]) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (scripts/setup.sh)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=federation test CA",
+    ]);
+    openssl(&ca);
+    for (name, san) in certs {
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(dir.join(&ext), format!("subjectAltName={san}\n")).unwrap();
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=not the name"]);
+        openssl(&req);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+}
+
+/// A SIP server over TLS with `name`'s certificate, demanding a client certificate from
+/// the test CA; answers one MESSAGE with 200 and returns it.
+async fn tls_server(dir: &std::path::Path, name: &str) -> (TcpListener, tokio_rustls::TlsAcceptor) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let read = |f: String| std::fs::read(dir.join(f)).unwrap();
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read(format!("{name}.pem")))
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_slice(&read(format!("{name}.key"))).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&read("ca.pem".into())) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(clients)
+        .with_single_cert(certs, key)
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (
+        listener,
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+    )
+}
+
+/// RFC 3263 to a `SIPS+D2T` NAPTR and its `_sips._tcp` SRV target, over TLS: the
+/// server's certificate is checked against the SIP domain (its `sip:carrier.test` URI
+/// SAN), not the SRV target's name, with SNI = the domain, and the gateway presents its
+/// own certificate (mutual TLS). A server certified for another domain is refused: the
+/// sender hears `remote-server-not-found` at once, counted as `tls_verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc5922_tls_to_a_remote_domain_checks_the_domain_in_the_servers_certificate() {
+    let dir = std::env::temp_dir().join(format!(
+        "cpim-fed-pki-{}-{}",
+        std::process::id(),
+        support::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    pki(
+        &dir,
+        &[
+            (
+                "good",
+                &format!("URI:sip:{REMOTE},DNS:wrong-target.example"),
+            ),
+            ("wrong", "URI:sip:other.test,DNS:other.test"),
+            ("gw", "URI:sip:sip.test,DNS:sip.test"),
+        ],
+    );
+    for (server_cert, accepted) in [("good", true), ("wrong", false)] {
+        let (listener, acceptor) = tls_server(&dir, server_cert).await;
+        let port = listener.local_addr().unwrap().port();
+        let dns = Dnsmasq::start(
+            support::free_port(),
+            &[REMOTE],
+            60,
+            &format!(
+                "naptr-record={REMOTE},10,10,s,SIPS+D2T,,_sips._tcp.{REMOTE}\n\
+                 naptr-record={REMOTE},20,10,s,SIP+D2U,,_sip._udp.{REMOTE}\n\
+                 srv-host=_sips._tcp.{REMOTE},sip1.{REMOTE},{port},10,0\n\
+                 host-record=sip1.{REMOTE},127.0.0.1"
+            ),
+        );
+        let nameserver = dns.addr;
+        let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+        let (ca, cert, key) = (read("ca.pem"), read("gw.pem"), read("gw.key"));
+        let gw = support::gateway(&[REMOTE], move |c| {
+            c.remote_domains = vec![REMOTE.into()];
+            c.nameservers = vec![nameserver];
+            c.tls_client = cpim_sip::driver::tls::TlsClientSettings {
+                ca_pem: Some(ca),
+                system_roots: false,
+                identity: Some((cert, key)),
+            };
+        })
+        .await;
+        gw.mem.set_behavior(Behavior::Deliver);
+        send(&gw, "over tls").await;
+        let server = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(_) => return None, // the gateway refused our certificate
+            };
+            let sni = tls.get_ref().1.server_name().map(str::to_owned);
+            let client_certified = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|c| !c.is_empty());
+            let mut acc = Vec::new();
+            let mut buf = vec![0u8; 65_536];
+            let request = loop {
+                if let Some(m) = take_message(&mut acc) {
+                    break m;
+                }
+                let n = tls.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed");
+                acc.extend_from_slice(&buf[..n]);
+            };
+            tls.write_all(&answer(&request, 200)).await.unwrap();
+            tls.flush().await.unwrap();
+            Some((request, sni, client_certified, tls))
+        };
+        let got = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("a connection within 10 s");
+        if accepted {
+            let (request, sni, client_certified, _tls) =
+                got.expect("the gateway took the certificate");
+            assert!(header_of(&request, "Via")
+                .unwrap()
+                .starts_with("SIP/2.0/TLS"));
+            assert!(request.ends_with(b"over tls"));
+            assert_eq!(sni.as_deref(), Some(REMOTE), "SNI is the SIP domain");
+            assert!(client_certified, "the gateway presented its certificate");
+            delivered(&gw, 1).await;
+            assert!(gw.mem.received().is_empty(), "{:#?}", gw.mem.received());
+        } else {
+            assert!(
+                got.is_none(),
+                "the gateway refused a certificate for other.test"
+            );
+            assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+            let received = gw.mem.received();
+            let condition = match &received[0].event {
+                Event::Notification(cpim::event::Notification {
+                    status: cpim::event::NotificationStatus::Failed { condition, .. },
+                    ..
+                }) => Some(*condition),
+                _ => None,
+            };
+            assert_eq!(
+                condition,
+                Some(Condition::RemoteServerNotFound),
+                "{received:#?}"
+            );
+            assert_eq!(
+                gw.broker
+                    .metrics()
+                    .adapter("sip")
+                    .federation_error_count("tls_verify"),
+                1
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

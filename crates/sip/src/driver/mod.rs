@@ -106,6 +106,8 @@ pub struct SipConfig {
     /// Per remote domain (lowercase), the networks that may speak for it besides its
     /// own servers in DNS.
     pub trusted_peers: Vec<(String, Vec<crate::trust::Network>)>,
+    /// What the outbound TLS client trusts and presents.
+    pub tls_client: tls::TlsClientSettings,
 }
 
 impl SipConfig {
@@ -143,6 +145,10 @@ impl SipConfig {
             remote_domains: Vec::new(),
             nameservers: Vec::new(),
             trusted_peers: Vec::new(),
+            tls_client: tls::TlsClientSettings {
+                system_roots: true,
+                ..tls::TlsClientSettings::default()
+            },
         }
     }
 }
@@ -170,6 +176,7 @@ mod presentities;
 mod publish;
 mod sending;
 mod timers;
+pub mod tls;
 mod watcherinfo;
 mod watchers;
 
@@ -196,6 +203,9 @@ struct Target {
     /// Where to try next when `peer` fails with a transport error, a timeout or 503
     /// (RFC 3263 §4.3), in order: the other servers DNS named.
     alternatives: Vec<Peer>,
+    /// The SIP domain a TLS server must be certified for (RFC 5922 §7.2): the domain
+    /// that went into RFC 3263, not the SRV target.
+    tls_name: Option<String>,
     /// The destination takes UDP only (`transport=udp` in its URI or registered
     /// Contact).
     udp_only: bool,
@@ -210,6 +220,7 @@ impl Target {
         Target {
             peer,
             alternatives: Vec::new(),
+            tls_name: None,
             udp_only: false,
             registered: false,
             upgraded: false,
@@ -277,6 +288,9 @@ struct Final {
     status: u16,
     reason: String,
     response: Option<RawMessage>,
+    /// `status` 0 because the TLS server's certificate was refused (RFC 5922): no
+    /// retry will make it acceptable.
+    tls_refused: bool,
 }
 
 impl SipAdapter {
@@ -285,7 +299,7 @@ impl SipAdapter {
         config: SipConfig,
         context: AdapterContext,
     ) -> std::io::Result<(Arc<SipAdapter>, Vec<(Transport, SocketAddr)>)> {
-        let (acceptor, connector) = tls_setup(config.tls.as_ref())?;
+        let (acceptor, connector) = tls_setup(config.tls.as_ref(), &config.tls_client)?;
         let (sink, mut received) = mpsc::channel(4096);
         let (transports, bound) = Transports::bind(
             &config.listen,
@@ -357,6 +371,7 @@ impl SipAdapter {
 
 fn tls_setup(
     tls: Option<&(Vec<u8>, Vec<u8>)>,
+    client: &tls::TlsClientSettings,
 ) -> std::io::Result<(Option<TlsAcceptor>, Option<TlsConnector>)> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -378,7 +393,7 @@ fn tls_setup(
         }
         None => None,
     };
-    Ok((acceptor, None))
+    Ok((acceptor, Some(tls::client(client)?)))
 }
 
 impl Endpoint {

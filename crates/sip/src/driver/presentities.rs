@@ -457,25 +457,32 @@ impl Endpoint {
             Some(tag) => format!("<{}>;tag={tag}", sub.presentity),
             None => format!("<{}>", sub.presentity),
         };
-        self.transact_auth(peer, "SUBSCRIBE", &uri, |branch, sent_by, auth| {
-            let mut all = headers.clone();
-            all.extend(auth.iter().cloned());
-            OutRequest {
-                method: "SUBSCRIBE",
-                uri: &uri,
-                via_transport: peer.transport.token(),
-                via_sent_by: sent_by,
-                branch,
-                from: &from,
-                to: &to,
-                call_id: &sub.call_id,
-                cseq: sub.next_cseq + u32::from(!auth.is_empty()),
-                max_forwards: 70,
-                headers: &all,
-                body: None,
-            }
-            .to_bytes()
-        })
+        let tls_domain = super::sending::tls_domain_of(&uri);
+        self.transact_auth(
+            peer,
+            tls_domain.as_deref(),
+            "SUBSCRIBE",
+            &uri,
+            |branch, sent_by, auth| {
+                let mut all = headers.clone();
+                all.extend(auth.iter().cloned());
+                OutRequest {
+                    method: "SUBSCRIBE",
+                    uri: &uri,
+                    via_transport: peer.transport.token(),
+                    via_sent_by: sent_by,
+                    branch,
+                    from: &from,
+                    to: &to,
+                    call_id: &sub.call_id,
+                    cseq: sub.next_cseq + u32::from(!auth.is_empty()),
+                    max_forwards: 70,
+                    headers: &all,
+                    body: None,
+                }
+                .to_bytes()
+            },
+        )
         .await
     }
 

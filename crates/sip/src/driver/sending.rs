@@ -44,6 +44,7 @@ impl Endpoint {
             Target {
                 peer,
                 alternatives: Vec::new(),
+                tls_name: None,
                 // What the contact itself says about its transports.
                 udp_only: contact_transport.as_deref() == Some("udp"),
                 registered: true,
@@ -65,13 +66,18 @@ impl Endpoint {
             let peer = peers.remove(0);
             Target {
                 alternatives: peers,
+                tls_name: Some(wanted.host),
                 ..Target::plain(peer)
             }
         } else {
             let peer = crate::transport::resolve(uri)
                 .await
                 .map_err(|e| failed(Condition::RemoteServerNotFound, e.to_string()))?;
-            Target::plain(peer)
+            Target {
+                // RFC 5922: over TLS, the server must be certified for the URI's domain.
+                tls_name: tls_domain_of(&uri.to_string()),
+                ..Target::plain(peer)
+            }
         };
         if explicit.as_deref() == Some("udp") {
             target.udp_only = true;
@@ -224,6 +230,15 @@ impl Endpoint {
             .as_ref()
             .and_then(|r| r.header("Retry-After"))
             .and_then(|r| headers::parse_retry_after(r).ok());
+        if final_.tls_refused {
+            // RFC 5922: no server DNS named is certified for the domain; waiting will
+            // not change that.
+            self.metrics.federation_error("tls_verify");
+            return failed(
+                Condition::RemoteServerNotFound,
+                format!("TLS: {} ({})", final_.reason, envelope.to.domain()),
+            );
+        }
         if final_.status == 0 {
             // Transport error (RFC 3261 §8.1.3.1: like a 503): the peer is unreachable
             // for every message, so this one holds no one up; try again later.
@@ -285,26 +300,32 @@ impl Endpoint {
         let mut final_;
         loop {
             final_ = self
-                .transact_auth(peer, "MESSAGE", &out.to, |branch, sent_by, auth| {
-                    let mut all = headers.clone();
-                    all.extend(auth.iter().cloned());
-                    OutRequest {
-                        method: "MESSAGE",
-                        uri: &out.to,
-                        via_transport: peer.transport.token(),
-                        via_sent_by: sent_by,
-                        branch,
-                        from: &from,
-                        to: &to,
-                        call_id: &call_id,
-                        cseq: cseq + u32::from(!auth.is_empty()),
-                        // 0 when the hop count is spent: the next element answers 483.
-                        max_forwards: envelope.hops,
-                        headers: &all,
-                        body: Some((&out.content_type, &out.body)),
-                    }
-                    .to_bytes()
-                })
+                .transact_auth(
+                    peer,
+                    target.tls_name.as_deref(),
+                    "MESSAGE",
+                    &out.to,
+                    |branch, sent_by, auth| {
+                        let mut all = headers.clone();
+                        all.extend(auth.iter().cloned());
+                        OutRequest {
+                            method: "MESSAGE",
+                            uri: &out.to,
+                            via_transport: peer.transport.token(),
+                            via_sent_by: sent_by,
+                            branch,
+                            from: &from,
+                            to: &to,
+                            call_id: &call_id,
+                            cseq: cseq + u32::from(!auth.is_empty()),
+                            // 0 when the hop count is spent: the next element answers 483.
+                            max_forwards: envelope.hops,
+                            headers: &all,
+                            body: Some((&out.content_type, &out.body)),
+                        }
+                        .to_bytes()
+                    },
+                )
                 .await;
             // RFC 3263 §4.3: a transport error, a timeout or 503 moves on to the next
             // server DNS named.
@@ -336,6 +357,7 @@ impl Endpoint {
     pub(super) async fn transact_auth<F>(
         &self,
         peer: Peer,
+        tls_domain: Option<&str>,
         method: &str,
         uri: &str,
         build: F,
@@ -343,7 +365,9 @@ impl Endpoint {
     where
         F: Fn(&str, &str, &[(String, String)]) -> Vec<u8>,
     {
-        let first = self.transact(peer, |b, s| build(b, s, &[])).await;
+        let first = self
+            .transact(peer, tls_domain, |b, s| build(b, s, &[]))
+            .await;
         if !matches!(first.status, 401 | 407) || self.config.credentials.is_empty() {
             return first;
         }
@@ -364,12 +388,14 @@ impl Endpoint {
             return first;
         };
         let extra = vec![(answer_name.to_owned(), value)];
-        self.transact(peer, |b, s| build(b, s, &extra)).await
+        self.transact(peer, tls_domain, |b, s| build(b, s, &extra))
+            .await
     }
 
     /// Runs one client transaction (RFC 3261 §17.1.2). Status 0 = transport error,
-    /// 408 = Timer F.
-    pub(super) async fn transact<F>(&self, peer: Peer, build: F) -> Final
+    /// 408 = Timer F. `tls_domain`: the SIP domain a TLS server must be certified for
+    /// (RFC 5922), when the request is for one.
+    pub(super) async fn transact<F>(&self, peer: Peer, tls_domain: Option<&str>, build: F) -> Final
     where
         F: Fn(&str, &str) -> Vec<u8>,
     {
@@ -382,11 +408,12 @@ impl Endpoint {
             m.clients.insert(key, tx);
         });
         let result = async {
-            if let Err(e) = self.transports.send(peer, bytes.clone()).await {
+            if let Err(e) = self.transports.send_for(peer, tls_domain, bytes.clone()).await {
                 return Final {
                     status: 0,
                     reason: e.to_string(),
                     response: None,
+                    tls_refused: peer.transport == Transport::Tls && e.kind() == std::io::ErrorKind::InvalidData,
                 };
             }
             let mut machine = ClientTransaction::new(self.now(), peer.transport.reliable(), self.config.timers);
@@ -400,13 +427,13 @@ impl Endpoint {
                         let Some(response) = response else { continue };
                         let status = response.status().unwrap_or(500);
                         if machine.on_response(self.now(), status) {
-                            return Final { status, reason: response.start[2].clone(), response: Some(response) };
+                            return Final { status, reason: response.start[2].clone(), response: Some(response), tls_refused: false };
                         }
                     }
                     () = tokio::time::sleep_until(wake) => {
                         match machine.on_timeout(self.now()) {
-                            ClientAction::Retransmit => { let _ = self.transports.send(peer, bytes.clone()).await; }
-                            ClientAction::TimedOut => return Final { status: 408, reason: "Request Timeout".into(), response: None },
+                            ClientAction::Retransmit => { let _ = self.transports.send_for(peer, tls_domain, bytes.clone()).await; }
+                            ClientAction::TimedOut => return Final { status: 408, reason: "Request Timeout".into(), response: None, tls_refused: false },
                             ClientAction::Wait => {}
                         }
                     }
@@ -419,4 +446,12 @@ impl Endpoint {
         });
         result
     }
+}
+
+/// The SIP domain of `uri` that a TLS server must be certified for (RFC 5922 §7.2);
+/// `None` for a numeric host or a URI that does not parse.
+pub(super) fn tls_domain_of(uri: &str) -> Option<String> {
+    let uri = cpim::address::SipUri::parse(uri).ok()?;
+    let host = crate::locate::Wanted::of(&uri).host;
+    host.parse::<std::net::IpAddr>().is_err().then_some(host)
 }

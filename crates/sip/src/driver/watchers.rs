@@ -384,7 +384,7 @@ impl Endpoint {
         let to = format!("<{}>;tag={}", dialog.watcher, dialog.remote_tag);
         let body_ref = body.as_deref().map(|b| (content_type, b));
         let result = self
-            .transact(peer, |branch, sent_by| {
+            .transact(peer, None, |branch, sent_by| {
                 OutRequest {
                     method: "NOTIFY",
                     uri: &hop.request_uri,
