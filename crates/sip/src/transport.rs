@@ -298,6 +298,20 @@ impl Transports {
         self.send_for(peer, None, bytes).await
     }
 
+    /// Whether the verified certificate of the TLS connection `peer` (a client
+    /// certificate on an accepted connection, the server's on one the gateway opened)
+    /// names the SIP domain `domain` (RFC 5922 §7.3).
+    pub fn certified_for(&self, peer: Peer, domain: &str) -> bool {
+        peer.transport == Transport::Tls
+            && self
+                .inner
+                .tls_names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&peer)
+                .is_some_and(|names| names.names(domain))
+    }
+
     /// [`Transports::send`] for a request to the SIP domain `domain`: over TLS, the
     /// server's certificate must name it (RFC 5922 §7.2; SNI = the domain), on a new
     /// connection or on the open one; otherwise the error is of kind `InvalidData`.
@@ -466,6 +480,23 @@ impl Transports {
                         .await
                         {
                             Ok(Ok(tls)) => {
+                                // RFC 5922 §7.3: what a verified client certificate
+                                // names is who the peer may speak for.
+                                if let Some(names) = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|certs| certs.first())
+                                    .and_then(|cert| {
+                                        crate::certname::subject_names(cert.as_ref()).ok()
+                                    })
+                                {
+                                    this.inner
+                                        .tls_names
+                                        .lock()
+                                        .unwrap_or_else(PoisonError::into_inner)
+                                        .insert(peer, names);
+                                }
                                 this.attach(peer, tls, Some(slot));
                             }
                             Ok(Err(e)) => {
@@ -591,6 +622,12 @@ impl Transports {
                 .unwrap_or_else(PoisonError::into_inner);
             if streams.get(&peer).is_some_and(|t| t.same_channel(&pong)) {
                 streams.remove(&peer);
+                drop(streams);
+                this.inner
+                    .tls_names
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&peer);
             }
         });
         tx

@@ -579,3 +579,134 @@ async fn rfc5922_tls_to_a_remote_domain_checks_the_domain_in_the_servers_certifi
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A MESSAGE over TLS to the gateway's listener at `addr`, presenting `client`'s
+/// certificate (if any); the status of the answer.
+async fn tls_message_from(
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    client: Option<&str>,
+    from: &str,
+) -> u16 {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |f: String| std::fs::read(dir.join(f)).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&read("ca.pem".into())) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match client {
+        Some(name) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(&read(format!("{name}.pem")))
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_slice(&read(format!("{name}.key"))).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let body = "who am I";
+    let local = tls.get_ref().0.local_addr().unwrap();
+    let request = format!(
+        "MESSAGE sip:dora@mem.test SIP/2.0\r\nVia: SIP/2.0/TLS {local};branch=z9hG4bKtls{}\r\n\
+         Max-Forwards: 70\r\nFrom: <{from}>;tag=t1\r\nTo: <sip:dora@mem.test>\r\n\
+         Call-ID: tls{}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        local.port(),
+        local.port(),
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut acc = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        if let Some(m) = take_message(&mut acc) {
+            return support::status_of(&m);
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        acc.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// RFC 5922 §7.3: a peer whose verified TLS client certificate names a remote domain
+/// may send as its users, from any address; one whose certificate names another domain,
+/// or that presents none, is trusted by address only (here: not one of the domain's
+/// servers in DNS) and gets 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc5922_7_3_a_tls_client_certificate_naming_the_domain_may_speak_for_it() {
+    let dir = std::env::temp_dir().join(format!(
+        "cpim-fed-pki73-{}-{}",
+        std::process::id(),
+        support::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    pki(
+        &dir,
+        &[
+            ("listener", "DNS:sip.test,IP:127.0.0.1"),
+            ("carrier", &format!("URI:sip:{REMOTE}")),
+            ("other", "URI:sip:other.test,DNS:other.test"),
+        ],
+    );
+    let dns = Dnsmasq::start(
+        support::free_port(),
+        &[REMOTE],
+        60,
+        &format!("srv-host=_sip._udp.{REMOTE},edge.{REMOTE},5060,10,0\nhost-record=edge.{REMOTE},127.0.0.2"),
+    );
+    let nameserver = dns.addr;
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let (ca, cert, key) = (read("ca.pem"), read("listener.pem"), read("listener.key"));
+    let tls_addr = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let gw = support::gateway(&[REMOTE], move |c| {
+        c.remote_domains = vec![REMOTE.into()];
+        c.nameservers = vec![nameserver];
+        c.listen.push(cpim_sip::transport::Listen {
+            transport: cpim_sip::transport::Transport::Tls,
+            address: tls_addr,
+        });
+        c.tls = Some((cert, key));
+        c.tls_client = cpim_sip::driver::tls::TlsClientSettings {
+            ca_pem: Some(ca),
+            system_roots: false,
+            identity: None,
+        };
+    })
+    .await;
+    gw.mem.set_behavior(Behavior::Deliver);
+    let bob = format!("sip:bob@{REMOTE}");
+    assert_eq!(
+        tls_message_from(&dir, tls_addr, Some("carrier"), &bob).await,
+        202
+    );
+    assert_eq!(
+        tls_message_from(&dir, tls_addr, Some("other"), &bob).await,
+        403
+    );
+    assert_eq!(tls_message_from(&dir, tls_addr, None, &bob).await, 403);
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.mem.received().len(), 1, "{:#?}", gw.mem.received());
+    assert_eq!(
+        gw.broker
+            .metrics()
+            .adapter("sip")
+            .federation_error_count("untrusted_peer"),
+        2
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

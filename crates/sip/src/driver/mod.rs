@@ -383,10 +383,25 @@ fn tls_setup(
                 .map_err(|e| std::io::Error::other(format!("certificate: {e}")))?;
             let key = PrivateKeyDer::from_pem_slice(key)
                 .map_err(|e| std::io::Error::other(format!("private key: {e}")))?;
-            let config = rustls::ServerConfig::builder_with_provider(provider.clone())
+            // Client certificates are asked for, not required: a peer that presents
+            // one the trust store accepts may speak for the domains it names (RFC 5922
+            // §7.3); one without is trusted by address, as over TCP.
+            let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
-                .map_err(std::io::Error::other)?
-                .with_no_client_auth()
+                .map_err(std::io::Error::other)?;
+            let builder = match tls::roots(client)? {
+                Some(roots) => builder.with_client_cert_verifier(
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        Arc::new(roots),
+                        provider.clone(),
+                    )
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(std::io::Error::other)?,
+                ),
+                None => builder.with_no_client_auth(),
+            };
+            let config = builder
                 .with_single_cert(certs, key)
                 .map_err(std::io::Error::other)?;
             Some(TlsAcceptor::from(Arc::new(config)))
@@ -644,6 +659,9 @@ impl Endpoint {
         let crate::trust::Decision::AskDns { domain } = decision else {
             return Ok(());
         };
+        if self.transports.certified_for(peer, &domain) {
+            return Ok(()); // RFC 5922 §7.3: its TLS certificate names the domain
+        }
         let Some(locator) = &self.locator else {
             return Ok(());
         };

@@ -27,10 +27,13 @@ pub struct TlsClientSettings {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// The connector for `settings`.
-pub fn client(settings: &TlsClientSettings) -> std::io::Result<TlsConnector> {
-    let io = |what: &str, e: &dyn std::fmt::Display| std::io::Error::other(format!("{what}: {e}"));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+fn io(what: &str, e: &dyn std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("{what}: {e}"))
+}
+
+/// The trust anchors of `settings` (the system's and `ca_file`), `None` when there are
+/// none. Also what the TLS listener accepts client certificates from.
+pub fn roots(settings: &TlsClientSettings) -> std::io::Result<Option<RootCertStore>> {
     let mut roots = RootCertStore::empty();
     if settings.system_roots {
         let found = rustls_native_certs::load_native_certs();
@@ -48,13 +51,21 @@ pub fn client(settings: &TlsClientSettings) -> std::io::Result<TlsConnector> {
             return Err(std::io::Error::other("ca_file: no PEM certificate in it"));
         }
     }
-    let verifier: Arc<dyn ServerCertVerifier> = if roots.is_empty() {
-        Arc::new(NoRoots)
-    } else {
-        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| io("trust store", &e))?;
-        Arc::new(Rfc5922 { webpki })
+    Ok((!roots.is_empty()).then_some(roots))
+}
+
+/// The connector for `settings`.
+pub fn client(settings: &TlsClientSettings) -> std::io::Result<TlsConnector> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier: Arc<dyn ServerCertVerifier> = match roots(settings)? {
+        None => Arc::new(NoRoots),
+        Some(roots) => {
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| io("trust store", &e))?;
+            Arc::new(Rfc5922 { webpki })
+        }
     };
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
