@@ -354,73 +354,6 @@ async fn only_a_peer_trusted_for_a_remote_domain_may_send_as_its_users() {
     assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
 }
 
-/// A test CA made by the test (openssl), and certificates it signs: `name.pem` and
-/// `name.key` for each `(name, subjectAltName)`.
-fn pki(dir: &std::path::Path, certs: &[(&str, &str)]) {
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs (scripts/setup.sh)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=federation test CA",
-    ]);
-    openssl(&ca);
-    for (name, san) in certs {
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        std::fs::write(dir.join(&ext), format!("subjectAltName={san}\n")).unwrap();
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=not the name"]);
-        openssl(&req);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-    }
-}
-
 /// A SIP server over TLS with `name`'s certificate, demanding a client certificate from
 /// the test CA; answers one MESSAGE with 200 and returns it.
 async fn tls_server(dir: &std::path::Path, name: &str) -> (TcpListener, tokio_rustls::TlsAcceptor) {
@@ -469,7 +402,7 @@ async fn rfc5922_tls_to_a_remote_domain_checks_the_domain_in_the_servers_certifi
         support::free_port()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    pki(
+    cpim_test_support::pki::make(
         &dir,
         &[
             (
@@ -654,7 +587,7 @@ async fn rfc5922_7_3_a_tls_client_certificate_naming_the_domain_may_speak_for_it
         support::free_port()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    pki(
+    cpim_test_support::pki::make(
         &dir,
         &[
             ("listener", "DNS:sip.test,IP:127.0.0.1"),

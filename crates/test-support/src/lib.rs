@@ -8,6 +8,7 @@
 //! - [`sipp`]: SIPp scenarios (`crates/sip/tests/sipp/`);
 //! - [`kamailio`]: Kamailio as the record-routing proxy and registrar in front of the
 //!   gateway;
+//! - [`pki`]: a test CA and certificates made with openssl;
 //! - [`net`]: free loopback ports and `wait_until`.
 //!
 //! A dev-dependency only; it depends on no crate of the workspace, so that every crate's
@@ -20,6 +21,7 @@ pub mod dnsmasq;
 pub mod ejabberd;
 pub mod kamailio;
 pub mod net;
+pub mod pki;
 mod process;
 pub mod sipp;
 pub mod xmpp;

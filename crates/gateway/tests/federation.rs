@@ -1,0 +1,256 @@
+//! Two `cpim-gateway run` processes federating over SIP (issue 16): each is the gateway
+//! of its own webhook app's domain (`appa.test`, `appb.test`) and lists the other's as a
+//! remote SIP domain; they find each other through dnsmasq (NAPTR `SIPS+D2T` →
+//! `_sips._tcp` SRV → A) and talk SIP over TLS with certificates from a test CA, each
+//! presenting its own as a client certificate (RFC 5922 §7.3) and checking the other's
+//! against the domain (§7.2).
+
+#![allow(clippy::disallowed_methods)] // tests wait with deadlines
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::put;
+use axum::Router;
+use cpim_test_support::dnsmasq::Dnsmasq;
+use cpim_test_support::net::wait_until;
+
+use common::{free_port, GatewayProcess};
+
+const TOKEN: &str = "federation-token-0123456789";
+
+/// The events an app's URL received: `(from, to, text)`.
+#[derive(Clone, Default)]
+struct App(Arc<Mutex<Vec<(String, String, String)>>>);
+
+async fn receive(State(app): State<App>, body: axum::body::Bytes) -> StatusCode {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    if let Ok(mut got) = app.0.lock() {
+        for e in json["events"].as_array().into_iter().flatten() {
+            if let (Some(from), Some(to), Some(text)) =
+                (e["from"].as_str(), e["to"].as_str(), e["text"].as_str())
+            {
+                got.push((from.to_owned(), to.to_owned(), text.to_owned()));
+            }
+        }
+    }
+    StatusCode::OK
+}
+
+impl App {
+    async fn start() -> (App, SocketAddr) {
+        let app = App::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = Router::new()
+            .route("/hooks/transactions/{txn}", put(receive))
+            .with_state(app.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        (app, addr)
+    }
+
+    fn texts(&self) -> Vec<(String, String, String)> {
+        self.0.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+/// One side's `gateway.toml`: SIP on UDP `udp` and TLS `tls`, its app `name` at
+/// `app<name>.test`, the other side's app domain as a remote SIP domain.
+fn side(
+    name: &str,
+    remote: &str,
+    udp: u16,
+    tls: u16,
+    api: u16,
+    hooks: SocketAddr,
+    dns: SocketAddr,
+) -> String {
+    format!(
+        r#"[gateway]
+data_dir = "data"
+
+[adapters.sip]
+type = "sip"
+domains = ["sip{name}.test"]
+listen = [
+  {{ transport = "udp", address = "127.0.0.1:{udp}" }},
+  {{ transport = "tls", address = "127.0.0.1:{tls}", certificate = "{name}.pem", private_key = "{name}.key" }},
+]
+remote_domains = ["{remote}"]
+
+[adapters.sip.dns]
+nameservers = ["{dns}"]
+
+[adapters.sip.tls]
+ca_file = "ca.pem"
+certificate = "{name}.pem"
+private_key = "{name}.key"
+
+[adapters.webhook]
+type = "webhook"
+listen = "127.0.0.1:{api}"
+
+[[adapters.webhook.apps]]
+name = "{name}"
+domains = ["app{name}.test"]
+token = "{TOKEN}"
+url = "http://{hooks}/hooks"
+"#
+    )
+}
+
+async fn post(api: u16, from: &str, to: &str, text: &str) -> String {
+    let body = serde_json::json!({ "from": from, "to": to, "text": text });
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(["-X", "POST", &format!("http://127.0.0.1:{api}/v1/messages")])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["-H", "Content-Type: application/json"])
+        .args(["-d", &body.to_string()])
+        .output()
+        .await
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "cpim-federation-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn copy(from: &Path, to: &Path, files: &[&str]) {
+    for f in files {
+        std::fs::copy(from.join(f), to.join(f)).expect("copy");
+    }
+}
+
+/// A message from side A's app user reaches side B's app user through the two
+/// gateways (found by DNS, over verified mutual TLS), the reply comes back the same
+/// way, and a peer that is not trusted for `appa.test` cannot send as its users to B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_find_each_other_in_dns_and_talk_over_verified_tls() {
+    let pki = temp_dir("pki");
+    cpim_test_support::pki::make(
+        &pki,
+        &[
+            ("a", "URI:sip:appa.test,DNS:appa.test,IP:127.0.0.1"),
+            ("b", "URI:sip:appb.test,DNS:appb.test,IP:127.0.0.1"),
+        ],
+    );
+    let (udp_a, tls_a, api_a) = (free_port(), free_port(), free_port());
+    let (udp_b, tls_b, api_b) = (free_port(), free_port(), free_port());
+    let records = |d: &str, port: u16| {
+        format!(
+            "naptr-record={d},10,10,s,SIPS+D2T,,_sips._tcp.{d}\n\
+             srv-host=_sips._tcp.{d},edge.{d},{port},10,0\n\
+             host-record=edge.{d},127.0.0.1\n"
+        )
+    };
+    let dns = Dnsmasq::start(
+        free_port(),
+        &["appa.test", "appb.test"],
+        60,
+        &format!(
+            "{}{}",
+            records("appa.test", tls_a),
+            records("appb.test", tls_b)
+        ),
+    );
+    let (app_a, hooks_a) = App::start().await;
+    let (app_b, hooks_b) = App::start().await;
+    let dir_a = temp_dir("a");
+    let dir_b = temp_dir("b");
+    copy(&pki, &dir_a, &["ca.pem", "a.pem", "a.key"]);
+    copy(&pki, &dir_b, &["ca.pem", "b.pem", "b.key"]);
+    let ready = ["SIP listening", "webhook API listening"];
+    let _a = GatewayProcess::start(
+        &dir_a,
+        &side("a", "appb.test", udp_a, tls_a, api_a, hooks_a, dns.addr),
+        &ready,
+    );
+    let _b = GatewayProcess::start(
+        &dir_b,
+        &side("b", "appa.test", udp_b, tls_b, api_b, hooks_b, dns.addr),
+        &ready,
+    );
+
+    assert_eq!(
+        post(api_a, "alice@appa.test", "sip:carol@appb.test", "hello B").await,
+        "202"
+    );
+    wait_until("B's app has A's message", Duration::from_secs(20), || {
+        !app_b.texts().is_empty()
+    })
+    .await;
+    let (from, to, text) = app_b.texts()[0].clone();
+    assert_eq!(text, "hello B");
+    assert!(from.contains("alice@appa.test"), "{from}");
+    assert!(to.contains("carol@appb.test"), "{to}");
+
+    assert_eq!(
+        post(api_b, "carol@appb.test", "sip:alice@appa.test", "hello A").await,
+        "202"
+    );
+    wait_until("A's app has the reply", Duration::from_secs(20), || {
+        !app_a.texts().is_empty()
+    })
+    .await;
+    let (from, _, text) = app_a.texts()[0].clone();
+    assert_eq!(text, "hello A");
+    assert!(from.contains("carol@appb.test"), "{from}");
+
+    // A stranger (127.0.0.3: neither A's address in DNS nor certified) claiming A's
+    // user gets 403 from B, and B's app hears nothing of it.
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.3:0")
+        .await
+        .expect("bind");
+    let body = "forged";
+    let request = format!(
+        "MESSAGE sip:carol@appb.test SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKforged\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@appa.test>;tag=x\r\nTo: <sip:carol@appb.test>\r\n\
+         Call-ID: forged\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        stranger.local_addr().expect("addr"),
+        body.len()
+    );
+    stranger
+        .send_to(request.as_bytes(), ("127.0.0.1", udp_b))
+        .await
+        .expect("send");
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), stranger.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .expect("recv");
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app_b.texts().len(), 1, "{:?}", app_b.texts());
+    for d in [pki, dir_a, dir_b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
