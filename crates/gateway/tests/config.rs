@@ -1268,4 +1268,20 @@ async fn remote_domains_are_sip_users_found_through_the_configured_nameservers()
         &error(&peers("{ \"carrier.example\" = [\"192.0.2.0/40\"] }")),
         &["`192.0.2.0/40` is not an IP address or network"],
     );
+    let tls_only = |list: &str| {
+        base_with(
+            "domains = [\"sip.localhost\"]\n",
+            &format!("domains = [\"sip.localhost\"]\nremote_domains = [\"carrier.example\"]\nrequire_tls = [{list}]\n"),
+        )
+    };
+    let config = parse(&tls_only("\"carrier.example\"")).expect("valid");
+    let Some(AdapterConfig::Sip(sip)) = config.adapters.get("sip") else {
+        panic!("sip adapter");
+    };
+    let runtime = sip.runtime("sip", Path::new(".")).await.expect("runtime");
+    assert_eq!(runtime.require_tls, ["carrier.example"]);
+    assert_contains(
+        &error(&tls_only("\"other.example\"")),
+        &["`require_tls` of sip adapter `sip` names `other.example`, which is not one of its `remote_domains`"],
+    );
 }

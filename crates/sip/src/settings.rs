@@ -114,6 +114,10 @@ pub struct SipSettings {
     /// The outbound TLS client.
     #[serde(default)]
     pub tls: SipTls,
+    /// Remote domains reached over TLS only, and whose users are accepted only from a
+    /// TLS peer whose certificate names the domain (RFC 5922 §7.3).
+    #[serde(default)]
+    pub require_tls: Vec<Domain>,
 }
 
 /// `[adapters.NAME.tls]`: what the outbound TLS client trusts and presents.
@@ -437,6 +441,11 @@ impl SipSettings {
             .map(|d| d.as_str().to_ascii_lowercase())
             .collect();
         settings.nameservers = self.dns.nameservers.iter().map(|n| n.0).collect();
+        settings.require_tls = self
+            .require_tls
+            .iter()
+            .map(|d| d.as_str().to_ascii_lowercase())
+            .collect();
         settings.trusted_peers = self
             .trusted_peers
             .iter()
@@ -565,6 +574,19 @@ impl AdapterSettings for SipSettings {
                 );
             } else {
                 checks.own(name, at, domain);
+            }
+        }
+        for (index, domain) in self.require_tls.iter().enumerate() {
+            if !self
+                .remote_domains
+                .iter()
+                .any(|d| d.as_str().eq_ignore_ascii_case(domain.as_str()))
+            {
+                checks.fail(
+                    path.key("require_tls").index(index),
+                    format!("`require_tls` of sip adapter `{name}` names `{}`, which is not one of its `remote_domains`", domain.as_str()),
+                    "list the domain in `remote_domains`, or remove it here",
+                );
             }
         }
         for domain in self.trusted_peers.keys() {

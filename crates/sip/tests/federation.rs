@@ -643,3 +643,86 @@ async fn rfc5922_7_3_a_tls_client_certificate_naming_the_domain_may_speak_for_it
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `require_tls`: a remote domain is reached over TLS even where its NAPTR records
+/// prefer UDP, and its users are not accepted over UDP even from its own server in DNS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_tls_sends_over_tls_only_and_refuses_the_domain_over_udp() {
+    let dir = std::env::temp_dir().join(format!(
+        "cpim-fed-reqtls-{}-{}",
+        std::process::id(),
+        support::free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    cpim_test_support::pki::make(
+        &dir,
+        &[
+            ("good", &format!("URI:sip:{REMOTE}")),
+            ("gw", "DNS:sip.test"),
+        ],
+    );
+    let (listener, acceptor) = tls_server(&dir, "good").await;
+    let port = listener.local_addr().unwrap().port();
+    let udp = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let dns = Dnsmasq::start(
+        support::free_port(),
+        &[REMOTE],
+        60,
+        &format!(
+            "naptr-record={REMOTE},10,10,s,SIP+D2U,,_sip._udp.{REMOTE}\n\
+             naptr-record={REMOTE},20,10,s,SIPS+D2T,,_sips._tcp.{REMOTE}\n\
+             srv-host=_sip._udp.{REMOTE},edge.{REMOTE},{},10,0\n\
+             srv-host=_sips._tcp.{REMOTE},tls.{REMOTE},{port},10,0\n\
+             host-record=edge.{REMOTE},127.0.0.2\n\
+             host-record=tls.{REMOTE},127.0.0.1",
+            udp.local_addr().unwrap().port()
+        ),
+    );
+    let nameserver = dns.addr;
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let (ca, cert, key) = (read("ca.pem"), read("gw.pem"), read("gw.key"));
+    let gw = support::gateway(&[REMOTE], move |c| {
+        c.remote_domains = vec![REMOTE.into()];
+        c.require_tls = vec![REMOTE.into()];
+        c.nameservers = vec![nameserver];
+        c.tls_client = cpim_sip::driver::tls::TlsClientSettings {
+            ca_pem: Some(ca),
+            system_roots: false,
+            identity: Some((cert, key)),
+        };
+    })
+    .await;
+    gw.mem.set_behavior(Behavior::Deliver);
+    send(&gw, "tls only").await;
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+        .await
+        .expect("a TLS connection")
+        .unwrap();
+    let mut tls = acceptor.accept(tcp).await.expect("handshake");
+    let mut acc = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let request = loop {
+        if let Some(m) = take_message(&mut acc) {
+            break m;
+        }
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        acc.extend_from_slice(&buf[..n]);
+    };
+    assert!(request.ends_with(b"tls only"));
+    tls.write_all(&answer(&request, 200)).await.unwrap();
+    delivered(&gw, 1).await;
+    let mut probe = [0u8; 16];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), udp.recv_from(&mut probe))
+            .await
+            .is_err(),
+        "nothing over UDP"
+    );
+    // The domain's own UDP server (in DNS) may not send as its users: TLS is required.
+    assert_eq!(
+        message_from(&udp, &gw, 9, &format!("sip:bob@{REMOTE}")).await,
+        403
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -108,6 +108,9 @@ pub struct SipConfig {
     pub trusted_peers: Vec<(String, Vec<crate::trust::Network>)>,
     /// What the outbound TLS client trusts and presents.
     pub tls_client: tls::TlsClientSettings,
+    /// Remote domains (lowercase) reached over TLS only and trusted only by a TLS
+    /// certificate naming them.
+    pub require_tls: Vec<String>,
 }
 
 impl SipConfig {
@@ -149,6 +152,7 @@ impl SipConfig {
                 system_roots: true,
                 ..tls::TlsClientSettings::default()
             },
+            require_tls: Vec::new(),
         }
     }
 }
@@ -647,6 +651,26 @@ impl Endpoint {
         let Ok(from) = cpim::address::SipUri::parse(&view.from.uri) else {
             return Ok(()); // not a SIP URI: the translation refuses it
         };
+        let host = from
+            .host()
+            .as_str()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if self.config.require_tls.contains(&host) {
+            // Only a TLS certificate naming the domain counts (RFC 5922 §7.3).
+            if self.transports.certified_for(peer, &host) {
+                return Ok(());
+            }
+            self.metrics.federation_error("untrusted_peer");
+            self.metrics.rejected(Condition::Forbidden);
+            tracing::info!(from = %view.from.uri, peer = %peer.addr, "refused: {host} requires a TLS peer certified for it");
+            return Err(Fault::new(
+                403,
+                format!(
+                    "Forbidden ({host} is accepted only over TLS from a peer certified for it)"
+                ),
+            ));
+        }
         let mut proxies = self.config.trusted_proxies.clone();
         proxies.extend(self.config.outbound_proxy.map(|p| p.addr.ip()));
         let decision = crate::trust::decide(

@@ -53,16 +53,27 @@ impl Endpoint {
         } else if let Some(proxy) = self.config.outbound_proxy {
             Target::plain(proxy)
         } else if let Some(locator) = self.locator.as_ref().filter(|_| self.is_remote(uri)) {
+            let wanted = crate::locate::Wanted::of(uri);
+            let tls_only = self.config.require_tls.contains(&wanted.host);
             let usable: Vec<Transport> = [Transport::Udp, Transport::Tcp, Transport::Tls]
                 .into_iter()
-                .filter(|t| self.transports.can_send(*t))
+                .filter(|t| self.transports.can_send(*t) && (!tls_only || *t == Transport::Tls))
                 .collect();
-            let wanted = crate::locate::Wanted::of(uri);
             let mut peers = locator.locate(&wanted, &usable).await.map_err(|e| {
                 self.metrics.federation_error("dns");
                 tracing::info!(to = %uri, error = %e, "RFC 3263: no server");
                 failed(Condition::RemoteServerNotFound, e.to_string())
             })?;
+            if tls_only {
+                // Also when the URI itself names another transport.
+                peers.retain(|p| p.transport == Transport::Tls);
+                if peers.is_empty() {
+                    return Err(failed(
+                        Condition::PolicyViolation,
+                        format!("{} is reached over TLS only (require_tls) and {uri} names another transport", wanted.host),
+                    ));
+                }
+            }
             let peer = peers.remove(0);
             Target {
                 alternatives: peers,
