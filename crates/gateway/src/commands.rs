@@ -137,7 +137,9 @@ pub fn explain(path: &Path, address: &str, out: &mut impl Write) -> Result<(), E
         source,
     })?;
     let explanation = map.explain(&parsed);
-    out.write_all(explanation.to_string().as_bytes())
+    let mut text = explanation.to_string();
+    text.push_str(&federation(&config, &parsed));
+    out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(Error::Output)?;
     if explanation.is_routable() {
@@ -159,6 +161,103 @@ pub fn explain(path: &Path, address: &str, out: &mut impl Write) -> Result<(), E
         address: parsed.to_string(),
         reason,
     })
+}
+
+/// For an address at one of a SIP adapter's `remote_domains`: who may speak for the
+/// domain, and where RFC 3263 finds its servers now (a live DNS lookup, through the
+/// adapter's `[dns] nameservers`). Empty for other addresses.
+fn federation(config: &Config, address: &Address) -> String {
+    let Ok(Some((_, domain))) = address.identity() else {
+        return String::new();
+    };
+    let mut text = String::new();
+    for (name, adapter) in &config.adapters {
+        let crate::config::AdapterConfig::Sip(sip) = adapter else {
+            continue;
+        };
+        if !sip
+            .remote_domains
+            .iter()
+            .any(|d| d.as_str().eq_ignore_ascii_case(&domain))
+        {
+            continue;
+        }
+        let require_tls = sip
+            .require_tls
+            .iter()
+            .any(|d| d.as_str().eq_ignore_ascii_case(&domain));
+        let _ = writeln!(
+            text,
+            "  federation on adapter {name}: {domain} is a remote SIP domain (RFC 3263)"
+        );
+        if require_tls {
+            let _ = writeln!(text, "    trusted senders: TLS peers whose certificate names {domain} only (require_tls)");
+        } else {
+            let peers: Vec<String> = sip
+                .trusted_peers
+                .iter()
+                .filter(|(d, _)| d.eq_ignore_ascii_case(&domain))
+                .flat_map(|(_, networks)| networks.iter().map(ToString::to_string))
+                .collect();
+            let _ = writeln!(
+                text,
+                "    trusted senders: TLS peers whose certificate names {domain}, its SIP servers in DNS{}{}",
+                if peers.is_empty() { String::new() } else { format!(", {}", peers.join(", ")) },
+                if sip.trusted_proxies.is_empty() && sip.outbound_proxy.is_none() { "" } else { ", the gateway's proxies" }
+            );
+        }
+        if let Some(proxy) = &sip.outbound_proxy {
+            let _ = writeln!(
+                text,
+                "    sent through outbound_proxy {proxy} (no DNS lookup)"
+            );
+            continue;
+        }
+        let nameservers: Vec<std::net::SocketAddr> =
+            sip.dns.nameservers.iter().map(|n| n.0).collect();
+        let Ok(uri) = cpim::address::SipUri::parse(&format!("sip:{domain}")) else {
+            continue;
+        };
+        let wanted = match address {
+            Address::Sip(target) => cpim_sip::locate::Wanted::of(target),
+            _ => cpim_sip::locate::Wanted::of(&uri),
+        };
+        let usable: Vec<cpim_sip::transport::Transport> = if require_tls {
+            vec![cpim_sip::transport::Transport::Tls]
+        } else {
+            vec![
+                cpim_sip::transport::Transport::Udp,
+                cpim_sip::transport::Transport::Tcp,
+                cpim_sip::transport::Transport::Tls,
+            ]
+        };
+        let located = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                rt.block_on(async {
+                    let locator = cpim_sip::driver::dns::Locator::new(&nameservers, 0)
+                        .map_err(|e| e.to_string())?;
+                    locator
+                        .locate(&wanted, &usable)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            });
+        match located {
+            Ok(peers) => {
+                let _ = writeln!(text, "    servers, in the order tried:");
+                for peer in peers {
+                    let _ = writeln!(text, "      {} {}", peer.transport.token(), peer.addr);
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(text, "    servers: none found ({e})");
+            }
+        }
+    }
+    text
 }
 
 /// A human-readable summary of a valid configuration; secrets are never included.

@@ -254,3 +254,56 @@ async fn two_gateways_find_each_other_in_dns_and_talk_over_verified_tls() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// `explain` of a remote domain's user: who may speak for the domain and where RFC 3263
+/// finds its servers now, through the adapter's name servers.
+#[test]
+fn explain_shows_how_a_remote_domain_resolves_and_who_may_speak_for_it() {
+    let dns = Dnsmasq::start(
+        free_port(),
+        &["carrier.test"],
+        60,
+        "naptr-record=carrier.test,10,10,s,SIP+D2T,,_sip._tcp.carrier.test\n\
+         srv-host=_sip._tcp.carrier.test,b.carrier.test,5072,20,0\n\
+         srv-host=_sip._tcp.carrier.test,a.carrier.test,5071,10,0\n\
+         host-record=a.carrier.test,127.0.0.1\n\
+         host-record=b.carrier.test,127.0.0.2",
+    );
+    let dir = temp_dir("explain");
+    let config = format!(
+        r#"[adapters.sip]
+type = "sip"
+domains = ["sip.test"]
+listen = [{{ transport = "udp", address = "127.0.0.1:{}" }}]
+remote_domains = ["carrier.test"]
+trusted_peers = {{ "carrier.test" = ["192.0.2.0/24"] }}
+
+[adapters.sip.dns]
+nameservers = ["{}"]
+"#,
+        free_port(),
+        dns.addr
+    );
+    std::fs::write(dir.join("gateway.toml"), config).expect("config");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cpim-gateway"))
+        .args(["explain", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .arg("sip:bob@carrier.test")
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{out}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "federation on adapter sip: carrier.test is a remote SIP domain (RFC 3263)",
+        "trusted senders: TLS peers whose certificate names carrier.test, its SIP servers in DNS, 192.0.2.0/24",
+        "servers, in the order tried:\n      TCP 127.0.0.1:5071\n      TCP 127.0.0.2:5072",
+    ] {
+        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
