@@ -205,25 +205,8 @@ async fn webhook_load(api: u16, to: &'static str, count: u32, pause: Duration) -
             serde_json::json!({ "from": "bot@app.test", "to": to, "text": format!("w {i}") });
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = tokio::process::Command::new("curl")
-                .args([
-                    "-sS",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "--max-time",
-                    "3",
-                ])
-                .args(["-X", "POST", &format!("http://127.0.0.1:{api}/v1/messages")])
-                .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
-                .args(["-H", "Content-Type: application/json"])
-                .args(["-H", &format!("Idempotency-Key: w-{i}")])
-                .args(["-d", &body.to_string()])
-                .output()
-                .await
-                .expect("curl runs");
-            if String::from_utf8_lossy(&out.stdout).trim() == "202" {
+            let status = common::post_message(api, TOKEN, &body, Some(&format!("w-{i}"))).await;
+            if status == "202" {
                 break;
             }
             not_accepted += 1;

@@ -113,24 +113,7 @@ url = "http://{hooks}/hooks"
 
 async fn post(api: u16, from: &str, to: &str, text: &str) -> String {
     let body = serde_json::json!({ "from": from, "to": to, "text": text });
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-        ])
-        .args(["-X", "POST", &format!("http://127.0.0.1:{api}/v1/messages")])
-        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
-        .args(["-H", "Content-Type: application/json"])
-        .args(["-d", &body.to_string()])
-        .output()
-        .await
-        .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    common::post_message(api, TOKEN, &body, None).await
 }
 
 fn temp_dir(name: &str) -> PathBuf {

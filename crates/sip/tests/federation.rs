@@ -43,25 +43,31 @@ async fn send(gw: &support::Gateway, text: &str) {
     gw.from_mem.submit(inbound).await.unwrap();
 }
 
+/// The next SIP message on a stream (TCP or TLS), within 10 s.
+async fn read_message<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    let mut acc = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        if let Some(m) = take_message(&mut acc) {
+            return m;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("a message within 10 s")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        acc.extend_from_slice(&buf[..n]);
+    }
+}
+
 /// The next request on a TCP listener: the connection and the request.
 async fn next_tcp(listener: &TcpListener) -> (tokio::net::TcpStream, Vec<u8>) {
     let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
         .await
         .expect("a connection within 10 s")
         .unwrap();
-    let mut acc = Vec::new();
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        if let Some(m) = take_message(&mut acc) {
-            return (stream, m);
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "connection closed");
-        acc.extend_from_slice(&buf[..n]);
-    }
+    let request = read_message(&mut stream).await;
+    (stream, request)
 }
 
 async fn next_udp(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
@@ -454,16 +460,7 @@ async fn rfc5922_tls_to_a_remote_domain_checks_the_domain_in_the_servers_certifi
                 .1
                 .peer_certificates()
                 .is_some_and(|c| !c.is_empty());
-            let mut acc = Vec::new();
-            let mut buf = vec![0u8; 65_536];
-            let request = loop {
-                if let Some(m) = take_message(&mut acc) {
-                    break m;
-                }
-                let n = tls.read(&mut buf).await.unwrap();
-                assert!(n > 0, "connection closed");
-                acc.extend_from_slice(&buf[..n]);
-            };
+            let request = read_message(&mut tls).await;
             tls.write_all(&answer(&request, 200)).await.unwrap();
             tls.flush().await.unwrap();
             Some((request, sni, client_certified, tls))
@@ -560,19 +557,7 @@ async fn tls_message_from(
         body.len()
     );
     tls.write_all(request.as_bytes()).await.unwrap();
-    let mut acc = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        if let Some(m) = take_message(&mut acc) {
-            return support::status_of(&m);
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap();
-        assert!(n > 0, "connection closed");
-        acc.extend_from_slice(&buf[..n]);
-    }
+    support::status_of(&read_message(&mut tls).await)
 }
 
 /// RFC 5922 §7.3: a peer whose verified TLS client certificate names a remote domain
@@ -699,16 +684,7 @@ async fn require_tls_sends_over_tls_only_and_refuses_the_domain_over_udp() {
         .expect("a TLS connection")
         .unwrap();
     let mut tls = acceptor.accept(tcp).await.expect("handshake");
-    let mut acc = Vec::new();
-    let mut buf = vec![0u8; 65_536];
-    let request = loop {
-        if let Some(m) = take_message(&mut acc) {
-            break m;
-        }
-        let n = tls.read(&mut buf).await.unwrap();
-        assert!(n > 0);
-        acc.extend_from_slice(&buf[..n]);
-    };
+    let request = read_message(&mut tls).await;
     assert!(request.ends_with(b"tls only"));
     tls.write_all(&answer(&request, 200)).await.unwrap();
     delivered(&gw, 1).await;

@@ -178,3 +178,36 @@ fn spawn(config: &Path) -> (Guard, mpsc::Receiver<String>) {
     });
     (Guard(Some(child)), lines)
 }
+
+/// `POST /v1/messages` with `body` as app token `token` on the webhook API at
+/// `127.0.0.1:api`, by curl (a real HTTP client), with an `Idempotency-Key` when given;
+/// the HTTP status as curl printed it.
+pub async fn post_message(
+    api: u16,
+    token: &str,
+    body: &serde_json::Value,
+    key: Option<&str>,
+) -> String {
+    let mut curl = tokio::process::Command::new("curl");
+    curl.args([
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "3",
+    ])
+    .args(["-X", "POST", &format!("http://127.0.0.1:{api}/v1/messages")])
+    .args(["-H", &format!("Authorization: Bearer {token}")])
+    .args(["-H", "Content-Type: application/json"]);
+    if let Some(key) = key {
+        curl.args(["-H", &format!("Idempotency-Key: {key}")]);
+    }
+    let out = curl
+        .args(["-d", &body.to_string()])
+        .output()
+        .await
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

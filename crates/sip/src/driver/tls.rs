@@ -159,6 +159,12 @@ impl ServerCertVerifier for Rfc5922 {
 #[derive(Debug)]
 struct NoRoots;
 
+impl NoRoots {
+    fn refuse<T>() -> Result<T, Error> {
+        Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
+    }
+}
+
 impl ServerCertVerifier for NoRoots {
     fn verify_server_cert(
         &self,
@@ -168,7 +174,7 @@ impl ServerCertVerifier for NoRoots {
         _: &[u8],
         _: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
+        NoRoots::refuse()
     }
 
     fn verify_tls12_signature(
@@ -177,7 +183,7 @@ impl ServerCertVerifier for NoRoots {
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
+        NoRoots::refuse()
     }
 
     fn verify_tls13_signature(
@@ -186,7 +192,7 @@ impl ServerCertVerifier for NoRoots {
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
+        NoRoots::refuse()
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
