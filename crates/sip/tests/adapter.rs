@@ -17,7 +17,7 @@ use cpim_sip::transport::{Peer, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 
-use support::{header_of, status_of, take_message};
+use support::{failure_of, header_of, status_of, take_message};
 
 /// A peer that answers every request on UDP and TCP with `status`, and returns what it
 /// received.
@@ -760,16 +760,6 @@ async fn register(
         .unwrap();
     let (n, _) = phone.recv_from(&mut buf).await.unwrap();
     assert_eq!(status_of(&buf[..n]), 200);
-}
-
-fn failure_of(envelope: &cpim_broker::envelope::Envelope) -> Option<Condition> {
-    match &envelope.event {
-        Event::Notification(cpim::event::Notification {
-            status: cpim::event::NotificationStatus::Failed { condition, .. },
-            ..
-        }) => Some(*condition),
-        _ => None,
-    }
 }
 
 /// Issue 13: a message for an unregistered user of the gateway's own registrar domain

@@ -253,13 +253,7 @@ async fn a_remote_domain_dns_knows_nothing_of_fails_with_remote_server_not_found
     send(&gw, "anyone?").await;
     assert_eq!(gw.mem.wait_for(1, Duration::from_secs(10)).await, 1);
     let received = gw.mem.received();
-    let condition = match &received[0].event {
-        Event::Notification(cpim::event::Notification {
-            status: cpim::event::NotificationStatus::Failed { condition, .. },
-            ..
-        }) => Some(*condition),
-        _ => None,
-    };
+    let condition = support::failure_of(&received[0]);
     assert_eq!(
         condition,
         Some(Condition::RemoteServerNotFound),
@@ -486,13 +480,7 @@ async fn rfc5922_tls_to_a_remote_domain_checks_the_domain_in_the_servers_certifi
             );
             assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
             let received = gw.mem.received();
-            let condition = match &received[0].event {
-                Event::Notification(cpim::event::Notification {
-                    status: cpim::event::NotificationStatus::Failed { condition, .. },
-                    ..
-                }) => Some(*condition),
-                _ => None,
-            };
+            let condition = support::failure_of(&received[0]);
             assert_eq!(
                 condition,
                 Some(Condition::RemoteServerNotFound),

@@ -198,6 +198,8 @@ struct Endpoint {
     owner: Owner,
     /// RFC 3263 in DNS, for `remote_domains`.
     locator: Option<dns::Locator>,
+    /// The trusted proxies and the outbound proxy: they may speak for every domain.
+    proxies: Vec<std::net::IpAddr>,
 }
 
 /// Where a request goes, and what is known of the transports it may take.
@@ -348,8 +350,11 @@ impl SipAdapter {
         } else {
             Some(dns::Locator::new(&config.nameservers, seed).map_err(std::io::Error::other)?)
         };
+        let mut proxies = config.trusted_proxies.clone();
+        proxies.extend(config.outbound_proxy.map(|p| p.addr.ip()));
         let core = Arc::new(Endpoint {
             locator,
+            proxies,
             transports,
             submitter: context.submitter.clone(),
             metrics: context.metrics.clone(),
@@ -671,14 +676,12 @@ impl Endpoint {
                 ),
             ));
         }
-        let mut proxies = self.config.trusted_proxies.clone();
-        proxies.extend(self.config.outbound_proxy.map(|p| p.addr.ip()));
         let decision = crate::trust::decide(
             from.host().as_str(),
             peer.addr.ip(),
             &self.config.remote_domains,
             &self.config.trusted_peers,
-            &proxies,
+            &self.proxies,
         );
         let crate::trust::Decision::AskDns { domain } = decision else {
             return Ok(());

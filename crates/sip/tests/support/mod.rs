@@ -237,3 +237,16 @@ pub fn reply(request: &[u8], status: u16, to_tag: &str, extra: &[(&str, String)]
     out.push_str("Content-Length: 0\r\n\r\n");
     out
 }
+
+/// The condition of a failure notification, `None` for any other event.
+pub fn failure_of(
+    envelope: &cpim_broker::envelope::Envelope,
+) -> Option<cpim::condition::Condition> {
+    match &envelope.event {
+        cpim::event::Event::Notification(cpim::event::Notification {
+            status: cpim::event::NotificationStatus::Failed { condition, .. },
+            ..
+        }) => Some(*condition),
+        _ => None,
+    }
+}
