@@ -43,6 +43,7 @@ fn address_map() -> Arc<AddressMap> {
             ),
         ],
         users: Vec::new(),
+        any_domain: None,
     };
     Arc::new(AddressMap::new(config).expect("valid map"))
 }

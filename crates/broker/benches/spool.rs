@@ -107,6 +107,7 @@ fn subscription_saves(c: &mut Criterion) {
             adapter("webhook", AddressStyle::Im, "app.test"),
         ],
         users: Vec::new(),
+        any_domain: None,
     })
     .expect("map");
     let mut core = Core::new(

@@ -24,6 +24,38 @@ pub struct AdapterContext {
     pub metrics: AdapterMetrics,
     /// A little state kept across restarts in the spool (nothing is kept without one).
     pub state: StateStore,
+    /// The address map the broker routes with now.
+    pub routes: Routes,
+}
+
+/// The address map the broker routes with now, replaced by a reload: what an adapter
+/// may ask it without a round trip through the broker (which domains are claimed).
+#[derive(Clone)]
+pub struct Routes(Arc<std::sync::RwLock<Arc<dyn Router>>>);
+
+impl Routes {
+    pub(crate) fn new(router: Arc<dyn Router>) -> Routes {
+        Routes(Arc::new(std::sync::RwLock::new(router)))
+    }
+
+    pub(crate) fn replace(&self, router: Arc<dyn Router>) {
+        if let Ok(mut current) = self.0.write() {
+            *current = router;
+        }
+    }
+
+    /// Whether some adapter claims `domain` (any case) as a home, alias or escape
+    /// domain in the current map.
+    pub fn claims_domain(&self, domain: &str) -> bool {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.0.read().is_ok_and(|r| r.claims_domain(&domain))
+    }
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Routes(..)")
+    }
 }
 
 pub(crate) enum Command {

@@ -36,6 +36,9 @@ pub struct MapConfig {
     pub adapters: Vec<AdapterMapConfig>,
     /// Explicit per-user entries.
     pub users: Vec<UserEntry>,
+    /// The adapter whose users are at every domain no adapter claims (a SIP adapter
+    /// with `remote_domains = ["*"]`, which finds any domain's servers in DNS).
+    pub any_domain: Option<String>,
 }
 
 /// The domains one adapter owns and how it writes addresses.
@@ -96,6 +99,9 @@ pub enum Rule {
     },
     /// A home domain of another adapter, written as it is.
     AsIs,
+    /// A domain no adapter claims: the home of the `any_domain` adapter (SIP
+    /// `remote_domains = ["*"]`).
+    AnyDomain,
 }
 
 impl fmt::Display for Rule {
@@ -106,6 +112,7 @@ impl fmt::Display for Rule {
             Rule::Alias { domain } => write!(f, "alias domain {domain}"),
             Rule::Escape { domain } => write!(f, "escape domain {domain}, XEP-0106"),
             Rule::AsIs => f.write_str("foreign home domain, as is"),
+            Rule::AnyDomain => f.write_str("a domain no adapter claims, as is"),
         }
     }
 }
@@ -407,6 +414,12 @@ impl fmt::Display for Explanation {
                         Rule::AsIs => {
                             writeln!(f, "{home} is a home domain of adapter {}", route.owner)?;
                         }
+                        Rule::AnyDomain => writeln!(
+                            f,
+                            "{home} is claimed by no adapter: a user of adapter {}, which \
+                             reaches every other domain",
+                            route.owner
+                        )?,
                         Rule::Explicit => writeln!(f, "an explicit user entry")?,
                         Rule::Alias { domain } => {
                             writeln!(f, "alias domain {domain} stands for {home}")?;
@@ -456,6 +469,8 @@ pub struct AddressMap {
     user_addresses: BTreeMap<(usize, Identity), Address>,
     /// (adapter index, unescaped local, domain) → identity.
     user_identities: BTreeMap<(usize, String, String), Identity>,
+    /// The adapter whose home is every domain no adapter claims.
+    any_domain: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -522,7 +537,11 @@ impl AddressMap {
             domains: BTreeMap::new(),
             user_addresses: BTreeMap::new(),
             user_identities: BTreeMap::new(),
+            any_domain: None,
         };
+        if let Some(name) = &config.any_domain {
+            map.any_domain = Some(map.adapter_index(name)?);
+        }
         let mut claims = Vec::new();
         for (index, adapter) in map.adapters.iter().enumerate() {
             claims.extend(adapter.home_domains.iter().map(|d| (d, index, Claim::Home)));
@@ -625,7 +644,7 @@ impl AddressMap {
                         return Err(no_route(NoRouteReason::EscapeEmptyUser { local }));
                     }
                     let home = home.to_ascii_lowercase();
-                    if !matches!(self.domains.get(&home), Some((_, Claim::Home))) {
+                    if self.home_owner(&home).is_none() {
                         return Err(no_route(NoRouteReason::EscapeUnknownHome { domain: home }));
                     }
                     (Identity::new(user, &home), Rule::Escape { domain })
@@ -644,6 +663,9 @@ impl AddressMap {
                         adapter: self.adapters[*owner].name.clone(),
                         role: claim.role(),
                     }))
+                }
+                None if self.any_domain.is_some() => {
+                    (Identity::new(&local, &domain), Rule::AnyDomain)
                 }
                 None => return Err(no_route(NoRouteReason::UnknownDomain { domain })),
             }
@@ -809,10 +831,13 @@ impl AddressMap {
             })
     }
 
+    /// The adapter whose home `domain` is: the one claiming it as home, or for a
+    /// domain no adapter claims, the adapter of `any_domain`.
     fn home_owner(&self, domain: &str) -> Option<usize> {
         match self.domains.get(domain) {
             Some((index, Claim::Home)) => Some(*index),
-            _ => None,
+            Some(_) => None,
+            None => self.any_domain,
         }
     }
 
@@ -1061,6 +1086,7 @@ mod tests {
                 ),
                 user("bot@app.localhost", "xmpp", "bot@gw.xmpp.localhost"),
             ],
+            any_domain: None,
         }
     }
 
@@ -1088,6 +1114,64 @@ mod tests {
     }
 
     // ----- resolve
+
+    /// `any_domain`: a domain no adapter claims is the home of that adapter, read on
+    /// every adapter (escaped at XMPP's escape domain), written back the same way;
+    /// claimed domains keep their owners, and the adapter must exist.
+    #[test]
+    fn any_domain_is_the_home_of_every_unclaimed_domain() {
+        let map = AddressMap::new(MapConfig {
+            any_domain: Some("sip".into()),
+            ..sample_config()
+        })
+        .unwrap();
+        let cases: &[(&str, &str, Rule)] = &[
+            ("sip", "sip:bob@far.example", Rule::AnyDomain),
+            ("webhook", "im:bob@far.example", Rule::AnyDomain),
+            (
+                "xmpp",
+                "bob\\40far.example@gw.xmpp.localhost",
+                Rule::Escape {
+                    domain: "gw.xmpp.localhost".into(),
+                },
+            ),
+        ];
+        for (on, written, rule) in cases {
+            let (route, got) = map.resolve_with_rule(on, &addr(written)).unwrap();
+            assert_eq!(
+                route,
+                self::route("bob@far.example", "sip", None),
+                "{written}"
+            );
+            assert_eq!(got, *rule, "{written}");
+        }
+        let bob = id("bob@far.example");
+        assert_eq!(
+            map.present(&bob, None, "sip").unwrap(),
+            addr("sip:bob@far.example")
+        );
+        assert_eq!(
+            map.present(&bob, None, "xmpp").unwrap(),
+            addr("bob\\40far.example@gw.xmpp.localhost")
+        );
+        assert_eq!(map.owner(&bob), Some("sip"));
+        assert!(!map.claims_domain("far.example"));
+        let alice = map
+            .resolve("sip", &addr("sip:alice@xmpp.localhost"))
+            .unwrap();
+        assert_eq!(alice.owner, "xmpp");
+        // Without it the domain is no route.
+        assert!(sample()
+            .resolve("sip", &addr("sip:bob@far.example"))
+            .is_err());
+        assert!(matches!(
+            build_error(MapConfig {
+                any_domain: Some("nope".into()),
+                ..sample_config()
+            }),
+            MapError::UnknownAdapter { .. }
+        ));
+    }
 
     #[test]
     fn resolve_home_domain_of_own_adapter() {

@@ -92,6 +92,8 @@ pub struct Broker {
     spool_lost: bool,
     /// When the next commit is due (set when the first operation after a commit arrives).
     commit_due: Option<Instant>,
+    /// The router as adapters see it.
+    routes: crate::context::Routes,
 }
 
 impl std::fmt::Debug for Broker {
@@ -118,6 +120,7 @@ impl Broker {
             metrics: Metrics::default(),
         };
         let broker = Broker {
+            routes: crate::context::Routes::new(router.clone()),
             core: Core::new(config, router),
             rx,
             handle: handle.clone(),
@@ -159,6 +162,7 @@ impl Broker {
                 tx: self.handle.tx.clone(),
                 recovered: Arc::new(recovered),
             },
+            routes: self.routes.clone(),
         }
     }
 
@@ -321,6 +325,7 @@ impl Broker {
                 }
             }
             Command::SetRouter(router) => {
+                self.routes.replace(router.clone());
                 self.core.set_router(router);
                 tracing::info!("address map replaced");
             }

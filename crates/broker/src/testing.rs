@@ -36,6 +36,7 @@ pub fn plain_map(networks: &[(&str, AddressStyle, &str)]) -> AddressMap {
     let config = MapConfig {
         adapters,
         users: Vec::new(),
+        any_domain: None,
     };
     // Test helper: a bad list of networks is the test's own mistake.
     AddressMap::new(config).unwrap_or_else(|e| panic!("invalid test map: {e}"))

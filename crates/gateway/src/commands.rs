@@ -171,15 +171,26 @@ fn federation(config: &Config, address: &Address) -> String {
         return String::new();
     };
     let mut text = String::new();
+    let claimed = config
+        .address_map()
+        .is_ok_and(|map| map.claims_domain(&domain));
     for (name, adapter) in &config.adapters {
         let crate::config::AdapterConfig::Sip(sip) = adapter else {
             continue;
         };
-        if !sip
-            .remote_domains
-            .iter()
-            .any(|d| d.as_str().eq_ignore_ascii_case(&domain))
-        {
+        let listed = |list: &[cpim_broker::config::Domain]| {
+            list.iter()
+                .any(|d| d.as_str().eq_ignore_ascii_case(&domain))
+        };
+        if listed(&sip.denied_domains) {
+            let _ = writeln!(
+                text,
+                "  federation on adapter {name}: {domain} is denied (denied_domains): never reached, its users refused with 403"
+            );
+            continue;
+        }
+        let wildcard = sip.remote_domains.any && !claimed;
+        if !listed(&sip.remote_domains.listed) && !wildcard {
             continue;
         }
         let require_tls = sip
@@ -188,7 +199,12 @@ fn federation(config: &Config, address: &Address) -> String {
             .any(|d| d.as_str().eq_ignore_ascii_case(&domain));
         let _ = writeln!(
             text,
-            "  federation on adapter {name}: {domain} is a remote SIP domain (RFC 3263)"
+            "  federation on adapter {name}: {domain} is a remote SIP domain (RFC 3263){}",
+            if wildcard {
+                ", as every domain no adapter claims (\"*\")"
+            } else {
+                ""
+            }
         );
         if require_tls {
             let _ = writeln!(text, "    trusted senders: TLS peers whose certificate names {domain} only (require_tls)");

@@ -1207,7 +1207,8 @@ async fn remote_domains_are_sip_users_found_through_the_configured_nameservers()
         panic!("sip adapter");
     };
     let runtime = sip.runtime("sip", Path::new(".")).await.expect("runtime");
-    assert_eq!(runtime.remote_domains, ["carrier.example"]);
+    assert_eq!(runtime.remote.listed, ["carrier.example"]);
+    assert!(!runtime.remote.any);
     assert_eq!(
         runtime.nameservers,
         [
@@ -1283,5 +1284,70 @@ async fn remote_domains_are_sip_users_found_through_the_configured_nameservers()
     assert_contains(
         &error(&tls_only("\"other.example\"")),
         &["`require_tls` of sip adapter `sip` names `other.example`, which is not one of its `remote_domains`"],
+    );
+}
+
+/// Issue 16: `remote_domains = ["*"]` makes every domain no adapter claims a SIP
+/// domain (an app or an XMPP user can write to any SIP address), while the domains the
+/// adapters list keep their owners; `denied_domains` are neither reached nor accepted.
+#[tokio::test]
+async fn a_star_in_remote_domains_reaches_every_domain_no_adapter_claims() {
+    let with = |extra: &str| {
+        base_with(
+            "domains = [\"sip.localhost\"]\n",
+            &format!("domains = [\"sip.localhost\"]\n{extra}\n"),
+        )
+    };
+    let config = parse(&with(
+        "remote_domains = [\"*\", \"carrier.example\"]\ndenied_domains = [\"spam.example\"]",
+    ))
+    .expect("valid");
+    let Some(AdapterConfig::Sip(sip)) = config.adapters.get("sip") else {
+        panic!("sip adapter");
+    };
+    let runtime = sip.runtime("sip", Path::new(".")).await.expect("runtime");
+    assert!(runtime.remote.any);
+    assert_eq!(runtime.remote.listed, ["carrier.example"]);
+    assert_eq!(runtime.remote.denied, ["spam.example"]);
+    let map = config.address_map().expect("map builds");
+    let address = |text: &str| cpim::Address::parse(text).expect("address");
+    // Written by the app or on XMPP (escaped at the component domain): a SIP user.
+    for (on, written) in [
+        ("webhook", "im:bob@anywhere.example"),
+        ("sip", "sip:bob@anywhere.example"),
+        ("xmpp", "bob\\40anywhere.example@gw.xmpp.localhost"),
+    ] {
+        let route = map.resolve(on, &address(written)).expect("routable");
+        assert_eq!(route.owner, "sip", "{written}");
+        assert_eq!(route.identity.to_string(), "bob@anywhere.example");
+    }
+    // Listed domains keep their adapters.
+    let xmpp_user = map
+        .resolve("sip", &address("sip:alice@xmpp.localhost"))
+        .expect("routable");
+    assert_eq!(xmpp_user.owner, "xmpp");
+    let bob = cpim_broker::Identity::new("bob", "anywhere.example");
+    assert_eq!(
+        map.present(&bob, None, "xmpp")
+            .expect("written")
+            .to_string(),
+        "bob\\40anywhere.example@gw.xmpp.localhost"
+    );
+    // Without the star an unknown domain is no route.
+    let listed = parse(&with("remote_domains = [\"carrier.example\"]")).expect("valid");
+    assert!(listed
+        .address_map()
+        .expect("map")
+        .resolve("webhook", &address("im:bob@anywhere.example"))
+        .is_err());
+    assert_contains(
+        &error(&with(
+            "remote_domains = [\"carrier.example\"]\ndenied_domains = [\"carrier.example\"]",
+        )),
+        &["is denied and also listed in `domains` or `remote_domains`"],
+    );
+    assert_contains(
+        &error(&with("remote_domains = [\"*.example\"]")),
+        &["or \"*\" for every domain no adapter claims"],
     );
 }

@@ -244,13 +244,15 @@ async fn two_gateways_find_each_other_in_dns_and_talk_over_verified_tls() {
 fn explain_shows_how_a_remote_domain_resolves_and_who_may_speak_for_it() {
     let dns = Dnsmasq::start(
         free_port(),
-        &["carrier.test"],
+        &["carrier.test", "elsewhere.test"],
         60,
         "naptr-record=carrier.test,10,10,s,SIP+D2T,,_sip._tcp.carrier.test\n\
          srv-host=_sip._tcp.carrier.test,b.carrier.test,5072,20,0\n\
          srv-host=_sip._tcp.carrier.test,a.carrier.test,5071,10,0\n\
          host-record=a.carrier.test,127.0.0.1\n\
-         host-record=b.carrier.test,127.0.0.2",
+         host-record=b.carrier.test,127.0.0.2\n\
+         srv-host=_sip._udp.elsewhere.test,sip.elsewhere.test,5090,10,0\n\
+         host-record=sip.elsewhere.test,127.0.0.3",
     );
     let dir = temp_dir("explain");
     let config = format!(
@@ -258,7 +260,8 @@ fn explain_shows_how_a_remote_domain_resolves_and_who_may_speak_for_it() {
 type = "sip"
 domains = ["sip.test"]
 listen = [{{ transport = "udp", address = "127.0.0.1:{}" }}]
-remote_domains = ["carrier.test"]
+remote_domains = ["carrier.test", "*"]
+denied_domains = ["spam.test"]
 trusted_peers = {{ "carrier.test" = ["192.0.2.0/24"] }}
 
 [adapters.sip.dns]
@@ -268,25 +271,47 @@ nameservers = ["{}"]
         dns.addr
     );
     std::fs::write(dir.join("gateway.toml"), config).expect("config");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cpim-gateway"))
-        .args(["explain", "--config"])
-        .arg(dir.join("gateway.toml"))
-        .arg("sip:bob@carrier.test")
-        .output()
-        .expect("runs");
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{out}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let explain = |address: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cpim-gateway"))
+            .args(["explain", "--config"])
+            .arg(dir.join("gateway.toml"))
+            .arg(address)
+            .output()
+            .expect("runs");
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{out}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        out
+    };
+    let expect = |out: &str, lines: &[&str]| {
+        for expected in lines {
+            assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
+        }
+    };
+    expect(
+        &explain("sip:bob@carrier.test"),
+        &[
+            "federation on adapter sip: carrier.test is a remote SIP domain (RFC 3263)\n",
+            "trusted senders: TLS peers whose certificate names carrier.test, its SIP servers in DNS, 192.0.2.0/24",
+            "servers, in the order tried:\n      TCP 127.0.0.1:5071\n      TCP 127.0.0.2:5072",
+        ],
     );
-    for expected in [
-        "federation on adapter sip: carrier.test is a remote SIP domain (RFC 3263)",
-        "trusted senders: TLS peers whose certificate names carrier.test, its SIP servers in DNS, 192.0.2.0/24",
-        "servers, in the order tried:\n      TCP 127.0.0.1:5071\n      TCP 127.0.0.2:5072",
-    ] {
-        assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
-    }
+    // `"*"`: any other domain is a SIP user's, found in DNS the same way.
+    expect(
+        &explain("sip:bob@elsewhere.test"),
+        &[
+            "elsewhere.test is claimed by no adapter: a user of adapter sip",
+            "elsewhere.test is a remote SIP domain (RFC 3263), as every domain no adapter claims",
+            "servers, in the order tried:\n      UDP 127.0.0.3:5090",
+        ],
+    );
+    expect(
+        &explain("sip:bob@spam.test"),
+        &["spam.test is denied (denied_domains): never reached, its users refused with 403"],
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

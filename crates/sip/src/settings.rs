@@ -101,9 +101,13 @@ pub struct SipSettings {
     )]
     pub udp_buffer_bytes: u32,
     /// Foreign SIP domains whose users the adapter reaches directly, finding their
-    /// servers by RFC 3263 in DNS (NAPTR, SRV, A/AAAA), unless `outbound_proxy` is set.
+    /// servers by RFC 3263 in DNS (NAPTR, SRV, A/AAAA), unless `outbound_proxy` is set;
+    /// `"*"`: every domain no adapter claims.
     #[serde(default)]
-    pub remote_domains: Vec<Domain>,
+    pub remote_domains: RemoteDomains,
+    /// Domains whose users are neither reached nor accepted (inbound `From` → 403).
+    #[serde(default)]
+    pub denied_domains: Vec<Domain>,
     /// How `remote_domains` are looked up.
     #[serde(default)]
     pub dns: SipDns,
@@ -118,6 +122,34 @@ pub struct SipSettings {
     /// TLS peer whose certificate names the domain (RFC 5922 §7.3).
     #[serde(default)]
     pub require_tls: Vec<Domain>,
+}
+
+/// `remote_domains`: the listed domains, and whether `"*"` is among them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteDomains {
+    /// `"*"`: every domain no adapter claims.
+    pub any: bool,
+    /// The domains listed by name.
+    pub listed: Vec<Domain>,
+}
+
+impl<'de> Deserialize<'de> for RemoteDomains {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut domains = RemoteDomains::default();
+        for text in Vec::<String>::deserialize(deserializer)? {
+            if text == "*" {
+                domains.any = true;
+            } else {
+                let domain = Domain::parse(&text).map_err(|e| {
+                    serde::de::Error::custom(format!(
+                        "{e}; write a domain, e.g. \"carrier.example\", or \"*\" for every domain no adapter claims"
+                    ))
+                })?;
+                domains.listed.push(domain);
+            }
+        }
+        Ok(domains)
+    }
 }
 
 /// `[adapters.NAME.tls]`: what the outbound TLS client trusts and presents.
@@ -435,17 +467,19 @@ impl SipSettings {
             )),
         };
         settings.udp_buffer_bytes = self.udp_buffer_bytes as usize;
-        settings.remote_domains = self
-            .remote_domains
-            .iter()
-            .map(|d| d.as_str().to_ascii_lowercase())
-            .collect();
+        let lowercase = |domains: &[Domain]| -> Vec<String> {
+            domains
+                .iter()
+                .map(|d| d.as_str().to_ascii_lowercase())
+                .collect()
+        };
+        settings.remote = crate::trust::RemotePolicy {
+            listed: lowercase(&self.remote_domains.listed),
+            any: self.remote_domains.any,
+            denied: lowercase(&self.denied_domains),
+        };
         settings.nameservers = self.dns.nameservers.iter().map(|n| n.0).collect();
-        settings.require_tls = self
-            .require_tls
-            .iter()
-            .map(|d| d.as_str().to_ascii_lowercase())
-            .collect();
+        settings.require_tls = lowercase(&self.require_tls);
         settings.trusted_peers = self
             .trusted_peers
             .iter()
@@ -499,7 +533,14 @@ impl AdapterSettings for SipSettings {
 
     /// Its own domains and the foreign ones it reaches: users of both live on SIP.
     fn home_domains(&self) -> Vec<&Domain> {
-        self.domains.iter().chain(&self.remote_domains).collect()
+        self.domains
+            .iter()
+            .chain(&self.remote_domains.listed)
+            .collect()
+    }
+
+    fn reaches_any_domain(&self) -> bool {
+        self.remote_domains.any
     }
 
     fn check(&self, name: &str, path: &KeyPath, checks: &mut dyn Checks) {
@@ -557,7 +598,7 @@ impl AdapterSettings for SipSettings {
                 format!("{} listener of adapter `{name}`", listener.transport),
             );
         }
-        for (index, domain) in self.remote_domains.iter().enumerate() {
+        for (index, domain) in self.remote_domains.listed.iter().enumerate() {
             let at = path.key("remote_domains").index(index);
             if self
                 .domains
@@ -579,6 +620,7 @@ impl AdapterSettings for SipSettings {
         for (index, domain) in self.require_tls.iter().enumerate() {
             if !self
                 .remote_domains
+                .listed
                 .iter()
                 .any(|d| d.as_str().eq_ignore_ascii_case(domain.as_str()))
             {
@@ -592,6 +634,7 @@ impl AdapterSettings for SipSettings {
         for domain in self.trusted_peers.keys() {
             if !self
                 .remote_domains
+                .listed
                 .iter()
                 .any(|d| d.as_str().eq_ignore_ascii_case(domain))
             {
@@ -599,6 +642,22 @@ impl AdapterSettings for SipSettings {
                     path.key("trusted_peers").key(domain),
                     format!("`trusted_peers` of sip adapter `{name}` names `{domain}`, which is not one of its `remote_domains`"),
                     "list the domain in `remote_domains`, or remove its entry",
+                );
+            }
+        }
+        for (index, domain) in self.denied_domains.iter().enumerate() {
+            let listed = |list: &[Domain]| {
+                list.iter()
+                    .any(|d| d.as_str().eq_ignore_ascii_case(domain.as_str()))
+            };
+            if listed(&self.domains) || listed(&self.remote_domains.listed) {
+                checks.fail(
+                    path.key("denied_domains").index(index),
+                    format!(
+                        "`{}` of sip adapter `{name}` is denied and also listed in `domains` or `remote_domains`",
+                        domain.as_str()
+                    ),
+                    "a domain is either reached or denied: remove it from one of the lists",
                 );
             }
         }

@@ -1,5 +1,5 @@
-//! Who may speak for a foreign domain (issue 16): a request whose `From` is at one of
-//! `remote_domains` is taken only from a peer trusted for that domain — one of the
+//! Which foreign domains the SIP adapter reaches, and who may speak for one (issue 16):
+//! a request whose `From` is at a remote domain is taken only from a peer trusted for that domain — one of the
 //! networks configured for it (`trusted_peers`), the gateway's own outbound proxy or
 //! trusted proxies, or one of the domain's own SIP servers as DNS names them (RFC 3263:
 //! NAPTR, SRV and address records). Anyone else is refused with 403. The pure part:
@@ -76,50 +76,85 @@ impl std::fmt::Display for Network {
     }
 }
 
-/// What is decided before DNS is asked.
+/// Which foreign domains the adapter reaches and accepts users of: the listed
+/// `remote_domains`, with `"*"` every domain no adapter claims, never the
+/// `denied_domains`. Domains are lowercase.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemotePolicy {
+    /// The listed remote domains.
+    pub listed: Vec<String>,
+    /// Every domain no adapter claims is remote (`"*"`).
+    pub any: bool,
+    /// Domains neither reached nor accepted, listed or not.
+    pub denied: Vec<String>,
+}
+
+/// What a domain is to the adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Not a remote domain: other rules apply (the broker refuses another network's
+    /// users; the registrar challenges its accounts).
+    NotRemote,
+    /// A remote domain (lowercase): found by RFC 3263, its users trusted only from peers
+    /// that may speak for it.
+    Remote(String),
+    /// A denied domain (lowercase).
+    Denied(String),
+}
+
+impl RemotePolicy {
+    /// Whether any domain is remote.
+    pub fn reaches_remote(&self) -> bool {
+        self.any || !self.listed.is_empty()
+    }
+
+    /// What `host` is; `claimed`: whether some adapter claims it (its own domains
+    /// included), which only matters for `"*"`.
+    pub fn standing(&self, host: &str, claimed: bool) -> Standing {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if self.denied.contains(&host) {
+            Standing::Denied(host)
+        } else if self.listed.contains(&host) || (self.any && !claimed) {
+            Standing::Remote(host)
+        } else {
+            Standing::NotRemote
+        }
+    }
+}
+
+/// What is decided before DNS is asked, for a user of a remote domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// The `From` is not at a remote domain: other rules apply (the broker refuses
-    /// another network's users; the registrar challenges its accounts).
-    NotRemote,
     /// Trusted by configuration: the peer is in the domain's `trusted_peers` or is
     /// one of the gateway's proxies.
     Trusted,
     /// The peer may speak for the domain only if it is one of the domain's own SIP
     /// servers: the driver looks them up and calls [`among_servers`].
-    AskDns {
-        /// The remote domain, lowercase.
-        domain: String,
-    },
+    AskDns,
 }
 
-/// The first decision for a request from `peer` whose `From` host is `from_host`.
-/// `remote`: the remote domains (lowercase); `trusted_peers`: per remote domain, the
-/// networks that may speak for it; `proxies`: the gateway's outbound proxy and trusted
-/// proxies, which may speak for every domain.
+/// The first decision for a request from `peer` whose `From` is at the remote
+/// `domain` (lowercase). `trusted_peers`: per remote domain, the networks that may
+/// speak for it; `proxies`: the gateway's outbound proxy and trusted proxies, which may
+/// speak for every domain.
 pub fn decide(
-    from_host: &str,
+    domain: &str,
     peer: IpAddr,
-    remote: &[String],
     trusted_peers: &[(String, Vec<Network>)],
     proxies: &[IpAddr],
 ) -> Decision {
-    let host = from_host.trim_end_matches('.').to_ascii_lowercase();
-    if !remote.contains(&host) {
-        return Decision::NotRemote;
-    }
     let peer = peer.to_canonical();
     if proxies.iter().any(|p| p.to_canonical() == peer) {
         return Decision::Trusted;
     }
     let configured = trusted_peers
         .iter()
-        .filter(|(d, _)| *d == host)
+        .filter(|(d, _)| d == domain)
         .flat_map(|(_, networks)| networks);
     if configured.into_iter().any(|n| n.contains(peer)) {
         return Decision::Trusted;
     }
-    Decision::AskDns { domain: host }
+    Decision::AskDns
 }
 
 /// Whether `peer` is one of `servers`, the addresses DNS names for the domain's SIP
@@ -175,30 +210,62 @@ mod tests {
     }
 
     #[test]
+    fn which_domains_are_remote() {
+        let listed = RemotePolicy {
+            listed: vec!["carrier.test".into()],
+            any: false,
+            denied: vec!["spam.test".into()],
+        };
+        let any = RemotePolicy {
+            any: true,
+            ..listed.clone()
+        };
+        let remote = |d: &str| Standing::Remote(d.into());
+        let denied = |d: &str| Standing::Denied(d.into());
+        // (policy, host, claimed by an adapter, standing)
+        let cases: &[(&RemotePolicy, &str, bool, Standing)] = &[
+            (&listed, "carrier.test", true, remote("carrier.test")),
+            (&listed, "Carrier.TEST.", true, remote("carrier.test")),
+            (&listed, "elsewhere.test", false, Standing::NotRemote),
+            (&listed, "spam.test", false, denied("spam.test")),
+            (&any, "elsewhere.test", false, remote("elsewhere.test")),
+            // A domain of this gateway (its own or another adapter's) is never remote.
+            (&any, "xmpp.test", true, Standing::NotRemote),
+            (&any, "spam.test", false, denied("spam.test")),
+            (&any, "carrier.test", true, remote("carrier.test")),
+        ];
+        for (policy, host, claimed, expected) in cases {
+            assert_eq!(
+                policy.standing(host, *claimed),
+                *expected,
+                "{host} {policy:?}"
+            );
+        }
+        assert!(listed.reaches_remote() && any.reaches_remote());
+        assert!(!RemotePolicy::default().reaches_remote());
+    }
+
+    #[test]
     fn who_may_speak_for_a_remote_domain() {
-        let remote = vec!["carrier.test".to_owned(), "other.test".to_owned()];
         let peers = vec![(
             "carrier.test".to_owned(),
             vec!["192.0.2.0/24".parse().unwrap()],
         )];
         let proxies = [ip("198.51.100.1")];
-        let ask = |d: &str| Decision::AskDns { domain: d.into() };
         let cases: &[(&str, &str, Decision)] = &[
-            ("sip.test", "203.0.113.9", Decision::NotRemote),
             ("carrier.test", "192.0.2.44", Decision::Trusted),
-            ("Carrier.TEST.", "192.0.2.44", Decision::Trusted),
             ("carrier.test", "::ffff:192.0.2.44", Decision::Trusted),
             ("carrier.test", "198.51.100.1", Decision::Trusted),
             ("other.test", "198.51.100.1", Decision::Trusted),
-            ("carrier.test", "203.0.113.9", ask("carrier.test")),
+            ("carrier.test", "203.0.113.9", Decision::AskDns),
             // Another domain's networks do not speak for this one.
-            ("other.test", "192.0.2.44", ask("other.test")),
+            ("other.test", "192.0.2.44", Decision::AskDns),
         ];
-        for (host, peer, expected) in cases {
+        for (domain, peer, expected) in cases {
             assert_eq!(
-                decide(host, ip(peer), &remote, &peers, &proxies),
+                decide(domain, ip(peer), &peers, &proxies),
                 *expected,
-                "{host} {peer}"
+                "{domain} {peer}"
             );
         }
         assert!(among_servers(ip("::ffff:127.0.0.1"), &[ip("127.0.0.1")]));

@@ -26,7 +26,7 @@ const REMOTE: &str = "carrier.test";
 async fn gateway_for(dns: &Dnsmasq) -> support::Gateway {
     let nameserver = dns.addr;
     let gw = support::gateway(&[REMOTE], |c| {
-        c.remote_domains = vec![REMOTE.into()];
+        c.remote.listed = vec![REMOTE.into()];
         c.nameservers = vec![nameserver];
     })
     .await;
@@ -344,7 +344,7 @@ async fn only_a_peer_trusted_for_a_remote_domain_may_send_as_its_users() {
     // The same stranger, now in the domain's trusted_peers.
     let nameserver = dns.addr;
     let gw = support::gateway(&[REMOTE], |c| {
-        c.remote_domains = vec![REMOTE.into()];
+        c.remote.listed = vec![REMOTE.into()];
         c.nameservers = vec![nameserver];
         c.trusted_peers = vec![(REMOTE.into(), vec!["127.0.0.0/24".parse().unwrap()])];
     })
@@ -352,6 +352,80 @@ async fn only_a_peer_trusted_for_a_remote_domain_may_send_as_its_users() {
     gw.mem.set_behavior(Behavior::Deliver);
     assert_eq!(message_from(&stranger, &gw, 5, &bob).await, 202);
     assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+}
+
+/// `remote_domains = ["*"]`: a domain no adapter claims is a SIP domain found in DNS
+/// like a listed one, and trusted the same way (only its servers may speak for it);
+/// a domain an adapter claims is never remote (a forged `From` of it is the broker's
+/// 403, not a DNS question), and `denied_domains` are neither reached nor accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_star_makes_every_unclaimed_domain_remote_and_denied_domains_are_refused() {
+    let port = support::free_port();
+    let dns = Dnsmasq::start(
+        support::free_port(),
+        &["far.test", "spam.test"],
+        60,
+        &format!(
+            "srv-host=_sip._udp.far.test,edge.far.test,{port},10,0\nhost-record=edge.far.test,127.0.0.2\n\
+             srv-host=_sip._udp.spam.test,edge.spam.test,{port},10,0\nhost-record=edge.spam.test,127.0.0.2"
+        ),
+    );
+    let nameserver = dns.addr;
+    let gw = support::gateway(&["*"], |c| {
+        c.remote.any = true;
+        c.remote.denied = vec!["spam.test".into()];
+        c.nameservers = vec![nameserver];
+    })
+    .await;
+    gw.mem.set_behavior(Behavior::Deliver);
+    let server = UdpSocket::bind(("127.0.0.2", port)).await.unwrap();
+    let to = |to: &str| {
+        Inbound::new(
+            Event::Message(Message::text("hello")),
+            Address::parse("sip:carol@mem.test").unwrap(),
+            Address::parse(to).unwrap(),
+        )
+    };
+    gw.from_mem.submit(to("sip:bob@far.test")).await.unwrap();
+    let (request, from) = next_udp(&server).await;
+    let text = String::from_utf8_lossy(&request).into_owned();
+    assert!(text.starts_with("MESSAGE sip:bob@far.test "), "{text}");
+    server.send_to(&answer(&request, 200), from).await.unwrap();
+    delivered(&gw, 1).await;
+    gw.from_mem.submit(to("sip:bob@spam.test")).await.unwrap();
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(10)).await, 1);
+    let received = gw.mem.received();
+    assert_eq!(
+        support::failure_of(&received[0]),
+        Some(Condition::Forbidden),
+        "{received:#?}"
+    );
+
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(
+        message_from(&server, &gw, 11, "sip:bob@far.test").await,
+        202
+    );
+    assert_eq!(
+        message_from(&stranger, &gw, 12, "sip:bob@far.test").await,
+        403
+    );
+    assert_eq!(
+        message_from(&server, &gw, 13, "sip:bob@spam.test").await,
+        403
+    );
+    // Claimed by the in-memory adapter: refused by the broker, DNS is not asked.
+    assert_eq!(
+        message_from(&stranger, &gw, 14, "sip:eve@mem.test").await,
+        403
+    );
+    assert_eq!(
+        message_from(&stranger, &gw, 15, "sip:alice@sip.test").await,
+        202
+    );
+    assert_eq!(dns.queries_for("mem.test"), 0);
+    let metrics = gw.broker.metrics().adapter("sip");
+    assert_eq!(metrics.federation_error_count("untrusted_peer"), 2);
 }
 
 /// A SIP server over TLS with `name`'s certificate, demanding a client certificate from
@@ -431,7 +505,7 @@ async fn rfc5922_tls_to_a_remote_domain_checks_the_domain_in_the_servers_certifi
         let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
         let (ca, cert, key) = (read("ca.pem"), read("gw.pem"), read("gw.key"));
         let gw = support::gateway(&[REMOTE], move |c| {
-            c.remote_domains = vec![REMOTE.into()];
+            c.remote.listed = vec![REMOTE.into()];
             c.nameservers = vec![nameserver];
             c.tls_client = cpim_sip::driver::tls::TlsClientSettings {
                 ca_pem: Some(ca),
@@ -579,7 +653,7 @@ async fn rfc5922_7_3_a_tls_client_certificate_naming_the_domain_may_speak_for_it
     let (ca, cert, key) = (read("ca.pem"), read("listener.pem"), read("listener.key"));
     let tls_addr = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let gw = support::gateway(&[REMOTE], move |c| {
-        c.remote_domains = vec![REMOTE.into()];
+        c.remote.listed = vec![REMOTE.into()];
         c.nameservers = vec![nameserver];
         c.listen.push(cpim_sip::transport::Listen {
             transport: cpim_sip::transport::Transport::Tls,
@@ -655,7 +729,7 @@ async fn require_tls_sends_over_tls_only_and_refuses_the_domain_over_udp() {
     let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
     let (ca, cert, key) = (read("ca.pem"), read("gw.pem"), read("gw.key"));
     let gw = support::gateway(&[REMOTE], move |c| {
-        c.remote_domains = vec![REMOTE.into()];
+        c.remote.listed = vec![REMOTE.into()];
         c.require_tls = vec![REMOTE.into()];
         c.nameservers = vec![nameserver];
         c.tls_client = cpim_sip::driver::tls::TlsClientSettings {

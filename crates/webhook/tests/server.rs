@@ -58,6 +58,7 @@ async fn gateway_with(
             },
         ],
         users: Vec::new(),
+        any_domain: None,
     })
     .expect("valid map");
     let (mut broker, handle) = Broker::new(CoreConfig::default(), Arc::new(map));

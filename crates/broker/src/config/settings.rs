@@ -29,6 +29,12 @@ pub trait AdapterSettings: Send + Sync {
         Vec::new()
     }
 
+    /// Whether the adapter's users are at every domain no adapter claims (SIP
+    /// `remote_domains = ["*"]`); at most one adapter may say so. No by default.
+    fn reaches_any_domain(&self) -> bool {
+        false
+    }
+
     /// Every domain the adapter owns: its component domains, then its home domains.
     fn domains(&self) -> Vec<&Domain> {
         let mut all = self.component_domains();

@@ -441,6 +441,18 @@ impl Core {
         // it) is a forgery, whatever the origin. A sender of a domain no adapter owns is
         // a federated user of the origin's network.
         let sender = match self.router.resolve(origin, &inbound.from) {
+            Ok(r) if r.owner.as_str() != &**origin && !self.router.claims_domain(r.identity.domain()) => {
+                // Every domain no adapter claims belongs to one adapter (SIP
+                // `remote_domains = ["*"]`): a federated user of another network must be
+                // at a domain its adapter lists.
+                return Err(Rejected::new(
+                    Condition::Forbidden,
+                    format!(
+                        "{origin} may not send as {}: {} is none of its domains, and every domain no adapter lists is reached on `{}`; list it among `{origin}`'s domains",
+                        inbound.from, r.identity.domain(), r.owner
+                    ),
+                ));
+            }
             Ok(r) if r.owner.as_str() != &**origin => {
                 return Err(Rejected::new(
                     Condition::Forbidden,
@@ -721,6 +733,7 @@ pub(crate) mod tests {
                 },
             ],
             users: Vec::new(),
+            any_domain: None,
         })
         .unwrap();
         let mut c = Core::new(CoreConfig::default(), Arc::new(map));

@@ -97,7 +97,16 @@ impl Config {
                 address: user.address.clone(),
             })
             .collect();
-        MapConfig { adapters, users }
+        let any_domain = self
+            .adapters
+            .iter()
+            .find(|(_, adapter)| adapter.settings().reaches_any_domain())
+            .map(|(name, _)| name.clone());
+        MapConfig {
+            adapters,
+            users,
+            any_domain,
+        }
     }
 
     /// The address map of this configuration (validation has built it once already).
@@ -150,6 +159,20 @@ pub(crate) fn validate(config: &Config, earlier_findings: bool) -> Vec<Finding> 
             }
             Some(_) => {}
         }
+    }
+    let mut any_domain = config
+        .adapters
+        .iter()
+        .filter(|(_, adapter)| adapter.settings().reaches_any_domain());
+    if let (Some((first, _)), Some((second, _))) = (any_domain.next(), any_domain.next()) {
+        findings.push(Finding {
+            path: root.key("adapters").key(second).key("remote_domains"),
+            message: format!(
+                "adapters `{first}` and `{second}` both reach every other domain (`\"*\"` in `remote_domains`)"
+            ),
+            hint: "only one adapter can own the domains no adapter lists; keep `\"*\"` on one of them"
+                .to_owned(),
+        });
     }
     for (index, user) in config.users.iter().enumerate() {
         if !config.adapters.contains_key(&user.on) {

@@ -99,8 +99,9 @@ pub struct SipConfig {
     /// buffer holds is dropped by the kernel before the gateway can answer it.
     pub udp_buffer_bytes: usize,
     /// Foreign domains whose servers are found by RFC 3263 (NAPTR, SRV, A/AAAA) unless
-    /// an outbound proxy is configured; lowercase.
-    pub remote_domains: Vec<String>,
+    /// an outbound proxy is configured (with `"*"`, every domain no adapter claims), and
+    /// the domains denied.
+    pub remote: crate::trust::RemotePolicy,
     /// The DNS servers asked for them; the system's when empty.
     pub nameservers: Vec<SocketAddr>,
     /// Per remote domain (lowercase), the networks that may speak for it besides its
@@ -145,7 +146,7 @@ impl SipConfig {
             advertise: None,
             stream_limits: StreamLimits::default(),
             udp_buffer_bytes: DEFAULT_UDP_BUFFER_BYTES,
-            remote_domains: Vec::new(),
+            remote: crate::trust::RemotePolicy::default(),
             nameservers: Vec::new(),
             trusted_peers: Vec::new(),
             tls_client: tls::TlsClientSettings {
@@ -186,6 +187,8 @@ mod watchers;
 
 struct Endpoint {
     config: SipConfig,
+    /// The broker's address map now: which domains some adapter claims.
+    routes: cpim_broker::context::Routes,
     transports: Transports,
     submitter: Submitter,
     metrics: AdapterMetrics,
@@ -345,7 +348,7 @@ impl SipAdapter {
             winfo_peers: HashMap::new(),
             kept_watchers: Vec::new(),
         });
-        let locator = if config.remote_domains.is_empty() {
+        let locator = if !config.remote.reaches_remote() {
             None
         } else {
             Some(dns::Locator::new(&config.nameservers, seed).map_err(std::io::Error::other)?)
@@ -353,6 +356,7 @@ impl SipAdapter {
         let mut proxies = config.trusted_proxies.clone();
         proxies.extend(config.outbound_proxy.map(|p| p.addr.ip()));
         let core = Arc::new(Endpoint {
+            routes: context.routes.clone(),
             locator,
             proxies,
             transports,
@@ -650,42 +654,46 @@ impl Endpoint {
     /// Issue 16: a `From` at a remote domain is taken only from a peer trusted for it
     /// (`crate::trust`): 403 otherwise, and 503 + `Retry-After` while DNS cannot say.
     async fn may_speak_for(&self, view: &RequestView, peer: Peer) -> Result<(), Fault> {
-        if self.config.remote_domains.is_empty() {
-            return Ok(());
-        }
         let Ok(from) = cpim::address::SipUri::parse(&view.from.uri) else {
             return Ok(()); // not a SIP URI: the translation refuses it
         };
-        let host = from
-            .host()
-            .as_str()
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        if self.config.require_tls.contains(&host) {
+        let domain = match self.standing(from.host().as_str()) {
+            crate::trust::Standing::NotRemote => return Ok(()),
+            crate::trust::Standing::Denied(domain) => {
+                self.metrics.federation_error("untrusted_peer");
+                self.metrics.rejected(Condition::Forbidden);
+                tracing::info!(from = %view.from.uri, peer = %peer.addr, "refused: {domain} is denied (denied_domains)");
+                return Err(Fault::new(
+                    403,
+                    format!("Forbidden ({domain} is not accepted here)"),
+                ));
+            }
+            crate::trust::Standing::Remote(domain) => domain,
+        };
+        if self.config.require_tls.contains(&domain) {
             // Only a TLS certificate naming the domain counts (RFC 5922 §7.3).
-            if self.transports.certified_for(peer, &host) {
+            if self.transports.certified_for(peer, &domain) {
                 return Ok(());
             }
             self.metrics.federation_error("untrusted_peer");
             self.metrics.rejected(Condition::Forbidden);
-            tracing::info!(from = %view.from.uri, peer = %peer.addr, "refused: {host} requires a TLS peer certified for it");
+            tracing::info!(from = %view.from.uri, peer = %peer.addr, "refused: {domain} requires a TLS peer certified for it");
             return Err(Fault::new(
                 403,
                 format!(
-                    "Forbidden ({host} is accepted only over TLS from a peer certified for it)"
+                    "Forbidden ({domain} is accepted only over TLS from a peer certified for it)"
                 ),
             ));
         }
         let decision = crate::trust::decide(
-            from.host().as_str(),
+            &domain,
             peer.addr.ip(),
-            &self.config.remote_domains,
             &self.config.trusted_peers,
             &self.proxies,
         );
-        let crate::trust::Decision::AskDns { domain } = decision else {
+        if decision == crate::trust::Decision::Trusted {
             return Ok(());
-        };
+        }
         if self.transports.certified_for(peer, &domain) {
             return Ok(()); // RFC 5922 §7.3: its TLS certificate names the domain
         }

@@ -15,6 +15,13 @@ impl Endpoint {
         size: usize,
         may_wait: bool,
     ) -> Result<Target, DeliveryOutcome> {
+        let standing = self.standing(uri.host().as_str());
+        if let crate::trust::Standing::Denied(domain) = &standing {
+            return Err(failed(
+                Condition::Forbidden,
+                format!("{domain} is not reached from here (denied_domains)"),
+            ));
+        }
         let aor = aor_key(&Address::Sip(uri.clone()));
         let registered = if self.registrar_on() {
             let (now, host) = (self.now(), uri.host().as_str().to_owned());
@@ -52,7 +59,9 @@ impl Endpoint {
             }
         } else if let Some(proxy) = self.config.outbound_proxy {
             Target::plain(proxy)
-        } else if let Some(locator) = self.locator.as_ref().filter(|_| self.is_remote(uri)) {
+        } else if let (Some(locator), crate::trust::Standing::Remote(_)) =
+            (self.locator.as_ref(), &standing)
+        {
             let wanted = crate::locate::Wanted::of(uri);
             let tls_only = self.config.require_tls.contains(&wanted.host);
             let usable: Vec<Transport> = [Transport::Udp, Transport::Tcp, Transport::Tls]
@@ -130,13 +139,13 @@ impl Endpoint {
         Ok(target)
     }
 
-    /// Whether `uri` is at one of `remote_domains` (found by RFC 3263 in DNS).
-    pub(super) fn is_remote(&self, uri: &cpim::address::SipUri) -> bool {
-        let host = uri.host().as_str();
+    /// What the host of `uri` (or a `From`) is to the adapter: a remote domain found by
+    /// RFC 3263 in DNS, a denied one, or neither.
+    pub(super) fn standing(&self, host: &str) -> crate::trust::Standing {
+        let claimed = || self.routes.claims_domain(host);
         self.config
-            .remote_domains
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case(host))
+            .remote
+            .standing(host, self.config.remote.any && claimed())
     }
 
     /// The outcome for a message to `aor`, a user of a registrar domain with no binding.

@@ -38,9 +38,17 @@ impl Drop for Gateway {
     }
 }
 
+/// The map: SIP at `sip.test` and `extra_sip_domains`, where `"*"` makes SIP the
+/// adapter of every domain no adapter claims; the in-memory adapter at `mem.test`.
 fn map(extra_sip_domains: &[&str]) -> AddressMap {
     let mut home = vec![SIP_DOMAIN.to_owned()];
-    home.extend(extra_sip_domains.iter().map(|d| (*d).to_owned()));
+    let any = extra_sip_domains.contains(&"*");
+    home.extend(
+        extra_sip_domains
+            .iter()
+            .filter(|d| **d != "*")
+            .map(|d| (*d).to_owned()),
+    );
     AddressMap::new(MapConfig {
         adapters: vec![
             AdapterMapConfig {
@@ -59,6 +67,7 @@ fn map(extra_sip_domains: &[&str]) -> AddressMap {
             },
         ],
         users: Vec::new(),
+        any_domain: any.then(|| "sip".to_owned()),
     })
     .expect("valid map")
 }

@@ -31,6 +31,7 @@ pub(crate) fn gateway_map(alias: Option<&str>) -> cpim_broker::AddressMap {
             },
         ],
         users: Vec::new(),
+        any_domain: None,
     })
     .expect("valid map")
 }
