@@ -315,3 +315,132 @@ nameservers = ["{}"]
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// XMPP s2s: two Prosody servers federating on loopback, finding each other through
+/// dnsmasq (`_xmpp-server._tcp` SRV; lua-unbound asks only it) and authenticating by
+/// dialback. carol of the second server (`far.test`) writes to a SIP user through the
+/// gateway attached to the first; the SIP user's reply comes back to her across s2s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_of_a_federated_xmpp_server_talks_to_a_sip_user_through_the_gateway() {
+    use cpim_test_support::xmpp::{MessageExtras, Prosody, ProsodyOpts, XmppClient};
+    let dns_port = free_port();
+    let dns_addr = SocketAddr::from(([127, 0, 0, 1], dns_port));
+    let home = Prosody::start(ProsodyOpts {
+        s2s_dns: Some(dns_addr),
+        ..ProsodyOpts::default()
+    })
+    .await;
+    let far = Prosody::start(ProsodyOpts {
+        host: "far.test".into(),
+        components: vec![("unused.far.test".into(), "unused-secret".into())],
+        s2s_dns: Some(dns_addr),
+        ..ProsodyOpts::default()
+    })
+    .await;
+    let _dns = Dnsmasq::start(
+        dns_port,
+        &["xmpp.test", "far.test"],
+        60,
+        &format!(
+            "srv-host=_xmpp-server._tcp.xmpp.test,s2s.xmpp.test,{a},0,0\n\
+             srv-host=_xmpp-server._tcp.gw.xmpp.test,s2s.xmpp.test,{a},0,0\n\
+             srv-host=_xmpp-server._tcp.far.test,s2s.far.test,{b},0,0\n\
+             host-record=s2s.xmpp.test,127.0.0.1\n\
+             host-record=s2s.far.test,127.0.0.1",
+            a = home.s2s_port(),
+            b = far.s2s_port()
+        ),
+    );
+    far.register("carol", "carol-pass").await;
+    // The SIP side: a proxy socket that takes the gateway's MESSAGEs.
+    let phone = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let sip = free_port();
+    let dir = home.dir().join("gw");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = format!(
+        r#"[adapters.sip]
+type = "sip"
+domains = ["sip.test"]
+listen = [{{ transport = "udp", address = "127.0.0.1:{sip}" }}]
+outbound_proxy = "sip:{phone};transport=udp"
+
+[adapters.xmpp]
+type = "xmpp"
+server = "{server}"
+user_domains = ["xmpp.test", "far.test"]
+message_type = "chat"
+
+[[adapters.xmpp.components]]
+domain = "gw.xmpp.test"
+secret = "{secret}"
+"#,
+        phone = phone.local_addr().expect("addr"),
+        server = home.component_addr(),
+        secret = home.component_secret("gw.xmpp.test"),
+    );
+    let _gw = GatewayProcess::start(&dir, &config, &["component connected", "SIP listening"]);
+
+    let mut carol = XmppClient::connect(&far, "carol@far.test", "carol-pass").await;
+    carol
+        .send_message(
+            "bob\\40sip.test@gw.xmpp.test",
+            "hello across s2s",
+            MessageExtras::default(),
+        )
+        .await;
+    let mut buf = vec![0u8; 65_536];
+    let request = loop {
+        let (n, from) = tokio::time::timeout(Duration::from_secs(20), phone.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no MESSAGE at the SIP side;\nhome:\n{}\nfar:\n{}",
+                    home.log_tail(),
+                    far.log_tail()
+                )
+            })
+            .expect("recv");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("MESSAGE ") {
+            phone
+                .send_to(common::sip_reply(&text, 200, "").as_bytes(), from)
+                .await
+                .expect("send");
+            break text;
+        }
+    };
+    assert!(request.starts_with("MESSAGE sip:bob@sip.test"), "{request}");
+    assert!(
+        common::sip_header(&request, "From").is_some_and(|f| f.contains("sip:carol@far.test")),
+        "{request}"
+    );
+    assert!(
+        common::sip_body(&request).contains("hello across s2s"),
+        "{request}"
+    );
+
+    // Bob's reply, to the address he saw.
+    let reply_body = "hello back";
+    let reply = format!(
+        "MESSAGE sip:carol@far.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKs2s1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@sip.test>;tag=b1\r\nTo: <sip:carol@far.test>\r\n\
+         Call-ID: s2s-reply-1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n\
+         Content-Length: {len}\r\n\r\n{reply_body}",
+        me = phone.local_addr().expect("addr"),
+        len = reply_body.len()
+    );
+    phone
+        .send_to(reply.as_bytes(), ("127.0.0.1", sip))
+        .await
+        .expect("send");
+    let got = carol
+        .expect(
+            |e| e.is_chat_body() && e.get("body") == Some(reply_body),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(got.sender_bare(), Some("bob\\40sip.test@gw.xmpp.test"));
+    carol.close().await;
+}

@@ -59,6 +59,12 @@ pub struct ProsodyOpts {
     pub disabled_modules: Vec<String>,
     /// Raw Lua appended to the global section.
     pub extra_global: String,
+    /// The VirtualHost (`xmpp.test` unless set).
+    pub host: String,
+    /// Server-to-server: listen for s2s on a port of its own and find other servers
+    /// (`_xmpp-server._tcp` SRV, address records) through this DNS server only, with
+    /// dialback and without TLS. Off (s2s disabled) unless set.
+    pub s2s_dns: Option<SocketAddr>,
 }
 
 impl Default for ProsodyOpts {
@@ -68,6 +74,8 @@ impl Default for ProsodyOpts {
             extra_modules: Vec::new(),
             disabled_modules: Vec::new(),
             extra_global: String::new(),
+            host: DOMAIN.to_owned(),
+            s2s_dns: None,
         }
     }
 }
@@ -91,6 +99,9 @@ pub struct Prosody {
     console: PathBuf,
     c2s_port: u16,
     component_port: u16,
+    /// The s2s port, 0 without s2s.
+    s2s_port: u16,
+    host: String,
     components: Vec<(String, String)>,
     child: Option<Child>,
 }
@@ -107,6 +118,8 @@ impl Prosody {
             dir,
             c2s_port: 0,
             component_port: 0,
+            s2s_port: 0,
+            host: opts.host.clone(),
             components: opts.components.clone(),
             child: None,
         };
@@ -118,6 +131,12 @@ impl Prosody {
             p.component_port = free_port();
             while p.component_port == p.c2s_port {
                 p.component_port = free_port();
+            }
+            if opts.s2s_dns.is_some() {
+                p.s2s_port = free_port();
+                while [p.c2s_port, p.component_port].contains(&p.s2s_port) {
+                    p.s2s_port = free_port();
+                }
             }
             fs::write(&p.config, p.render_config(&opts)).expect("write prosody config");
             match p.spawn_and_wait().await {
@@ -139,6 +158,16 @@ impl Prosody {
 
     pub fn c2s_port(&self) -> u16 {
         self.c2s_port
+    }
+
+    /// The s2s port (0 without s2s).
+    pub fn s2s_port(&self) -> u16 {
+        self.s2s_port
+    }
+
+    /// The VirtualHost.
+    pub fn host(&self) -> &str {
+        &self.host
     }
 
     pub fn component_port(&self) -> u16 {
@@ -167,12 +196,12 @@ impl Prosody {
         &self.dir
     }
 
-    /// Creates `user@xmpp.test` (works whether Prosody runs or not).
+    /// Creates `user@` the VirtualHost (works whether Prosody runs or not).
     pub async fn register(&self, user: &str, password: &str) {
         let out = tokio::process::Command::new(PROSODYCTL)
             .arg("--config")
             .arg(&self.config)
-            .args(["register", user, DOMAIN, password])
+            .args(["register", user, &self.host, password])
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output();
@@ -182,7 +211,8 @@ impl Prosody {
             .expect("prosodyctl runs");
         assert!(
             out.status.success(),
-            "prosodyctl register {user}@{DOMAIN} failed ({}):\n{}{}",
+            "prosodyctl register {user}@{} failed ({}):\n{}{}",
+            self.host,
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -264,8 +294,10 @@ impl Prosody {
             if run.contains("Failed to open server port") {
                 return Err(format!("port taken\n{}", self.diagnostics()));
             }
+            let s2s = format!("Activated service 's2s' on [127.0.0.1]:{}", self.s2s_port);
             if run.contains(&c2s)
                 && run.contains(&comp)
+                && (self.s2s_port == 0 || run.contains(&s2s))
                 && tcp_open(self.c2s_addr()).await
                 && tcp_open(self.component_addr()).await
             {
@@ -293,7 +325,27 @@ impl Prosody {
         let path = |p: &Path| lua_str(&p.to_string_lossy());
         let mut enabled = vec!["roster", "saslauth", "disco", "ping"];
         enabled.extend(opts.extra_modules.iter().map(String::as_str));
-        let mut disabled = vec!["s2s", "s2s_auth_certs"];
+        let mut disabled = vec!["s2s_auth_certs"];
+        let s2s = match opts.s2s_dns {
+            None => {
+                disabled.push("s2s");
+                String::new()
+            }
+            Some(dns) => {
+                enabled.push("dialback");
+                // lua-unbound asks only this server (libunbound refuses localhost
+                // unless told, and answers `.test` itself as RFC 6761 says unless
+                // told), nothing from /etc/resolv.conf or /etc/hosts.
+                format!(
+                    "s2s_ports = {{ {port} }}\ns2s_interfaces = {{ \"127.0.0.1\" }}\n\
+                     s2s_secure_auth = false\n\
+                     unbound = {{ resolvconf = false; hoststxt = false; forward = {{ {fwd} }}; \
+                     options = {{ [\"do-not-query-localhost:\"] = \"no\"; [\"local-zone:\"] = \"test. transparent\" }} }}\n",
+                    port = self.s2s_port,
+                    fwd = lua_str(&format!("{}@{}", dns.ip(), dns.port())),
+                )
+            }
+        };
         disabled.extend(opts.disabled_modules.iter().map(String::as_str));
         let list = |v: &[&str]| v.iter().map(|m| lua_str(m)).collect::<Vec<_>>().join("; ");
         let mut c = format!(
@@ -309,8 +361,7 @@ local_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s} }}
 c2s_direct_tls_ports = {{ }}
 legacy_ssl_ports = {{ }}
-s2s_ports = {{ }}
-component_ports = {{ {comp} }}
+{s2s}component_ports = {{ {comp} }}
 component_interfaces = {{ "127.0.0.1" }}
 
 c2s_require_encryption = false
@@ -322,8 +373,14 @@ allow_registration = false
 modules_enabled = {{ {enabled} }}
 modules_disabled = {{ {disabled} }}
 {extra}
-VirtualHost "{DOMAIN}"
+VirtualHost {host}
 "#,
+            host = lua_str(&self.host),
+            s2s = if s2s.is_empty() {
+                "s2s_ports = { }\n".to_owned()
+            } else {
+                s2s
+            },
             pidfile = path(&self.dir.join("prosody.pid")),
             data = path(&self.dir.join("data")),
             certs = path(&self.dir.join("certs")),
