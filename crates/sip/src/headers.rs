@@ -370,6 +370,20 @@ impl Via {
     }
 }
 
+/// RFC 3325 §9.1: the SIP identity a `P-Asserted-Identity` header asserts — the
+/// first `sip:`/`sips:` entry of its values (a `tel:` entry may come with it), with
+/// its display name. `None` when no entry is a SIP URI.
+pub fn asserted_identity<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<NameAddr> {
+    values
+        .into_iter()
+        .flat_map(|value| split_top_level(value, ','))
+        .filter_map(|entry| NameAddr::parse("P-Asserted-Identity", entry).ok())
+        .find(|n| {
+            let uri = n.uri.to_ascii_lowercase();
+            uri.starts_with("sip:") || uri.starts_with("sips:")
+        })
+}
+
 /// Splits `value` on `sep` outside quoted strings and `<…>`.
 pub fn split_top_level(value: &str, sep: char) -> Vec<&str> {
     let mut out = Vec::new();
@@ -535,6 +549,37 @@ pub fn token_list(value: &str) -> Vec<String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn rfc3325_asserted_identity_is_the_first_sip_entry() {
+        type Asserted<'a> = Option<(&'a str, Option<&'a str>)>;
+        let cases: &[(&[&str], Asserted)] = &[
+            (
+                &["\"Cullen Jennings\" <sip:fluffy@cisco.com>"],
+                Some(("sip:fluffy@cisco.com", Some("Cullen Jennings"))),
+            ),
+            (&["tel:+14085264000"], None),
+            (
+                &["<tel:+14085264000>, <sips:fluffy@cisco.com>"],
+                Some(("sips:fluffy@cisco.com", None)),
+            ),
+            (
+                &["tel:+14085264000", "\"A, B\" <sip:ab@carrier.example>"],
+                Some(("sip:ab@carrier.example", Some("A, B"))),
+            ),
+            (&["<mailto:x@y.example>"], None),
+            (&[""], None),
+            (&[], None),
+        ];
+        for (values, expected) in cases {
+            let got = asserted_identity(values.iter().copied());
+            assert_eq!(
+                got.as_ref().map(|n| (n.uri.as_str(), n.display.as_deref())),
+                *expected,
+                "{values:?}"
+            );
+        }
+    }
 
     #[test]
     fn name_addr_forms() {

@@ -680,13 +680,6 @@ impl AdapterSettings for SipSettings {
                 "add `registrar_domains = [\"sip.example.com\"]`, or remove the accounts",
             );
         }
-        if !self.trusted_proxies.is_empty() && self.registrar_domains.is_empty() {
-            checks.fail(
-                path.key("trusted_proxies"),
-                format!("sip adapter `{name}` has `trusted_proxies` but no `registrar_domains`"),
-                "trusted proxies only skip the registrar's challenge: add `registrar_domains`, or remove them",
-            );
-        }
         for (index, account) in self.accounts.iter().enumerate() {
             if account.password.is_empty() {
                 checks.fail(

@@ -275,10 +275,21 @@ async fn a_remote_domain_dns_knows_nothing_of_fails_with_remote_server_not_found
 
 /// One MESSAGE from `client` to the gateway, `From: <from>`; the status it got.
 async fn message_from(client: &UdpSocket, gw: &support::Gateway, n: u32, from: &str) -> u16 {
+    message_with(client, gw, n, from, "").await
+}
+
+/// [`message_from`] with `extra` header lines.
+async fn message_with(
+    client: &UdpSocket,
+    gw: &support::Gateway,
+    n: u32,
+    from: &str,
+    extra: &str,
+) -> u16 {
     let body = "who am I";
     let request = format!(
         "MESSAGE sip:dora@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKfed{n}\r\n\
-         Max-Forwards: 70\r\nFrom: <{from}>;tag=f{n}\r\nTo: <sip:dora@mem.test>\r\n\
+         Max-Forwards: 70\r\nFrom: <{from}>;tag=f{n}\r\nTo: <sip:dora@mem.test>\r\n{extra}\
          Call-ID: fed{n}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
         client.local_addr().unwrap(),
         body.len()
@@ -352,6 +363,57 @@ async fn only_a_peer_trusted_for_a_remote_domain_may_send_as_its_users() {
     gw.mem.set_behavior(Behavior::Deliver);
     assert_eq!(message_from(&stranger, &gw, 5, &bob).await, 202);
     assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+}
+
+/// RFC 3325: a trusted proxy's `P-Asserted-Identity` names the sender (the `From` may
+/// be anonymous) and, the proxy being trusted, may be at a remote domain; from any
+/// other peer the header is ignored: the `From` is the sender and is checked as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3325_an_identity_asserted_by_a_trusted_proxy_is_the_sender_and_no_one_elses() {
+    let dns = Dnsmasq::start(
+        support::free_port(),
+        &[REMOTE],
+        60,
+        &format!(
+            "srv-host=_sip._udp.{REMOTE},edge.{REMOTE},5060,10,0\nhost-record=edge.{REMOTE},127.0.0.2"
+        ),
+    );
+    let nameserver = dns.addr;
+    let gw = support::gateway(&[REMOTE], |c| {
+        c.remote.listed = vec![REMOTE.into()];
+        c.nameservers = vec![nameserver];
+        c.trusted_proxies = vec!["127.0.0.3".parse().unwrap()];
+    })
+    .await;
+    gw.mem.set_behavior(Behavior::Deliver);
+    let proxy = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let bob = format!("sip:bob@{REMOTE}");
+    let asserted =
+        |uri: &str| format!("P-Asserted-Identity: \"Bob\" <{uri}>, <tel:+15551234567>\r\n");
+    let anonymous = "sip:anonymous@anonymous.invalid";
+    assert_eq!(
+        message_with(&proxy, &gw, 21, anonymous, &asserted(&bob)).await,
+        202
+    );
+    assert_eq!(
+        message_with(&stranger, &gw, 22, "sip:alice@sip.test", &asserted(&bob)).await,
+        202
+    );
+    // The stranger's own From at the remote domain is still its to prove.
+    assert_eq!(
+        message_with(&stranger, &gw, 23, &bob, &asserted("sip:alice@sip.test")).await,
+        403
+    );
+    assert_eq!(gw.mem.wait_for(2, Duration::from_secs(5)).await, 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let senders: Vec<String> = gw
+        .mem
+        .received()
+        .iter()
+        .map(|e| e.from.to_string())
+        .collect();
+    assert_eq!(senders, [bob.clone(), "sip:alice@sip.test".to_owned()]);
 }
 
 /// `remote_domains = ["*"]`: a domain no adapter claims is a SIP domain found in DNS

@@ -591,6 +591,25 @@ impl Endpoint {
                 return;
             }
         };
+        // RFC 3325 §9.1: a page-mode MESSAGE's P-Asserted-Identity from a trusted proxy
+        // (the outbound proxy, `trusted_proxies`) names its sender; from anyone else it
+        // is not trusted (§5) and the `From` stays the sender.
+        if view.method == "MESSAGE" && view.to.tag().is_none() {
+            if let Some(asserted) =
+                crate::headers::asserted_identity(view.all("P-Asserted-Identity"))
+            {
+                let ip = peer.addr.ip().to_canonical();
+                if self.proxies.iter().any(|p| p.to_canonical() == ip) {
+                    tracing::debug!(from = %view.from.uri, asserted = %asserted.uri, "RFC 3325: the trusted proxy's asserted identity is the sender");
+                    view.from.uri = asserted.uri;
+                    if asserted.display.is_some() {
+                        view.from.display = asserted.display;
+                    }
+                } else {
+                    tracing::debug!(peer = %peer.addr, asserted = %asserted.uri, "RFC 3325: P-Asserted-Identity from an untrusted peer ignored");
+                }
+            }
+        }
         // A request speaking for an account of the gateway's registrar domains must be
         // that account's (RFC 3261 §22.3); in-dialog requests belong to a dialog the
         // gateway set up with the registered contact.
