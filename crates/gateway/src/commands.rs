@@ -328,6 +328,9 @@ pub fn summary(config: &Config) -> String {
         let _ = write!(text, "  {name:width$}  type={kind:<7}  domains={domains}");
         let _ = write!(text, "  {}", adapter.settings().summary());
         text.push('\n');
+        for line in adapter.settings().trust() {
+            let _ = writeln!(text, "  {:width$}    {line}", "");
+        }
     }
     match config.address_map() {
         Ok(map) => routing_summary(&map, &mut text),

@@ -62,6 +62,9 @@ fn check_sample_config_succeeds_with_a_summary() {
         "app.localhost",
         "listen=http:127.0.0.1:8080",
         "apps=demo",
+        "senders: app demo (its token) as users of app.localhost only",
+        "senders: as the XMPP server authenticated them (c2s, or s2s for other servers' users); messages reach users of xmpp.localhost only",
+        "senders of sip.localhost: taken from the SIP network as they come",
     ] {
         assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
     }

@@ -313,6 +313,24 @@ nameservers = ["{}"]
         &explain("sip:bob@spam.test"),
         &["spam.test is denied (denied_domains): never reached, its users refused with 403"],
     );
+    // `check` shows the trust policy.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cpim-gateway"))
+        .args(["check", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    expect(
+        &out,
+        &[
+            "senders of sip.test: taken from the SIP network as they come",
+            &format!("remote domains: carrier.test, * (every domain no adapter claims) (RFC 3263 through {})", dns.addr),
+            "senders of a remote domain: a TLS peer certified for it, its SIP servers in DNS, the trusted proxies, its trusted_peers",
+            "trusted_peers of carrier.test: 192.0.2.0/24",
+            "denied domains: spam.test (never reached; their senders get 403)",
+        ],
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

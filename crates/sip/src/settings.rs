@@ -737,6 +737,94 @@ impl AdapterSettings for SipSettings {
         }
     }
 
+    fn trust(&self) -> Vec<String> {
+        let join = |domains: &[Domain]| {
+            domains
+                .iter()
+                .map(Domain::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut lines = Vec::new();
+        let registrar = if self.registrar_domains.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; accounts of {} must answer the registrar's challenge",
+                join(&self.registrar_domains)
+            )
+        };
+        lines.push(format!(
+            "senders of {}: taken from the SIP network as they come{registrar}",
+            join(&self.domains)
+        ));
+        let mut proxies: Vec<String> = self
+            .outbound_proxy
+            .iter()
+            .map(|p| format!("outbound_proxy {p}"))
+            .collect();
+        proxies.extend(self.trusted_proxies.iter().map(ToString::to_string));
+        if !proxies.is_empty() {
+            lines.push(format!(
+                "trusted proxies: {} (may speak for any domain; their P-Asserted-Identity names the sender)",
+                proxies.join(", ")
+            ));
+        }
+        if self.remote_domains.any || !self.remote_domains.listed.is_empty() {
+            let mut remote: Vec<String> = self
+                .remote_domains
+                .listed
+                .iter()
+                .map(|d| {
+                    let tls = self
+                        .require_tls
+                        .iter()
+                        .any(|t| t.as_str().eq_ignore_ascii_case(d.as_str()));
+                    if tls {
+                        format!("{} (TLS only)", d.as_str())
+                    } else {
+                        d.as_str().to_owned()
+                    }
+                })
+                .collect();
+            if self.remote_domains.any {
+                remote.push("* (every domain no adapter claims)".to_owned());
+            }
+            let resolver = if self.dns.nameservers.is_empty() {
+                "the system resolver".to_owned()
+            } else {
+                self.dns
+                    .nameservers
+                    .iter()
+                    .map(|n| n.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            lines.push(format!(
+                "remote domains: {} (RFC 3263 through {resolver})",
+                remote.join(", ")
+            ));
+            lines.push(
+                "senders of a remote domain: a TLS peer certified for it, its SIP servers in DNS, the trusted proxies, its trusted_peers (for a TLS-only domain, the TLS peer only); 403 otherwise"
+                    .to_owned(),
+            );
+            for (domain, networks) in &self.trusted_peers {
+                let networks: Vec<String> = networks.iter().map(ToString::to_string).collect();
+                lines.push(format!(
+                    "trusted_peers of {domain}: {}",
+                    networks.join(", ")
+                ));
+            }
+        }
+        if !self.denied_domains.is_empty() {
+            lines.push(format!(
+                "denied domains: {} (never reached; their senders get 403)",
+                join(&self.denied_domains)
+            ));
+        }
+        lines
+    }
+
     async fn build(
         &self,
         name: &str,

@@ -263,6 +263,24 @@ impl AdapterSettings for WebhookSettings {
         format!("listen=http:{}  apps={apps}", self.listen)
     }
 
+    fn trust(&self) -> Vec<String> {
+        self.apps
+            .iter()
+            .map(|app| {
+                let domains = app
+                    .domains
+                    .iter()
+                    .map(Domain::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                format!(
+                    "senders: app {} (its token) as users of {domains} only",
+                    app.name
+                )
+            })
+            .collect()
+    }
+
     async fn build(
         &self,
         name: &str,

@@ -173,6 +173,17 @@ impl AdapterSettings for XmppSettings {
         )
     }
 
+    fn trust(&self) -> Vec<String> {
+        vec![format!(
+            "senders: as the XMPP server authenticated them (c2s, or s2s for other servers' users); messages reach users of {} only (list a federated server's domain to reach its users)",
+            self.user_domains
+                .iter()
+                .map(Domain::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        )]
+    }
+
     async fn build(
         &self,
         name: &str,

@@ -51,6 +51,12 @@ pub trait AdapterSettings: Send + Sync {
     /// Never a secret.
     fn summary(&self) -> String;
 
+    /// Lines for `cpim-gateway check`: whom the adapter believes a sender is, and who
+    /// may speak for which domain. Never a secret. None by default.
+    fn trust(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Starts the adapter `name` with its broker `context`; files named in the settings
     /// are read relative to `base_dir` (the configuration file's directory).
     async fn build(
