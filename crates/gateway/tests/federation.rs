@@ -1,9 +1,10 @@
-//! Two `cpim-gateway run` processes federating over SIP (issue 16): each is the gateway
-//! of its own webhook app's domain (`appa.test`, `appb.test`) and lists the other's as a
-//! remote SIP domain; they find each other through dnsmasq (NAPTR `SIPS+D2T` →
-//! `_sips._tcp` SRV → A) and talk SIP over TLS with certificates from a test CA, each
-//! presenting its own as a client certificate (RFC 5922 §7.3) and checking the other's
-//! against the domain (§7.2).
+//! Federation with real peers (issue 16): two `cpim-gateway run` processes federating
+//! over SIP — one the gateway of an XMPP server's domain, the other of a webhook app's —
+//! finding each other through dnsmasq (NAPTR `SIPS+D2T` → `_sips._tcp` SRV → A) and
+//! talking SIP over TLS with certificates from a test CA, each presenting its own as a
+//! client certificate (RFC 5922 §7.3) and checking the other's against the domain
+//! (§7.2); `explain` and `check` of the federation settings; and XMPP s2s, a user of a
+//! second Prosody reaching SIP through the gateway of the first.
 
 #![allow(clippy::disallowed_methods)] // tests wait with deadlines
 
@@ -67,7 +68,7 @@ impl App {
 }
 
 /// One side's `gateway.toml`: SIP on UDP `udp` and TLS `tls`, its app `name` at
-/// `app<name>.test`, the other side's app domain as a remote SIP domain.
+/// `app<name>.test`, the other side's domain `remote` as a remote SIP domain.
 fn side(
     name: &str,
     remote: &str,
@@ -132,20 +133,24 @@ fn copy(from: &Path, to: &Path, files: &[&str]) {
     }
 }
 
-/// A message from side A's app user reaches side B's app user through the two
-/// gateways (found by DNS, over verified mutual TLS), the reply comes back the same
-/// way, and a peer that is not trusted for `appa.test` cannot send as its users to B.
+/// Side A is the gateway of an XMPP server (`xmpp.test`, alice on Prosody); side B of a
+/// webhook app (`appb.test`, carol). Each lists the other's domain as remote: alice's
+/// message reaches carol through the two gateways (found by DNS, over verified mutual
+/// TLS) and carol's reply comes back to alice; a remote domain whose server's
+/// certificate names another domain is refused and alice hears it; a peer that is not
+/// trusted for `xmpp.test` cannot send as its users to B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_find_each_other_in_dns_and_talk_over_verified_tls() {
+    use cpim_test_support::xmpp::{MessageExtras, Prosody, ProsodyOpts, XmppClient};
     let pki = temp_dir("pki");
     cpim_test_support::pki::make(
         &pki,
         &[
-            ("a", "URI:sip:appa.test,DNS:appa.test,IP:127.0.0.1"),
+            ("a", "URI:sip:xmpp.test,DNS:xmpp.test,IP:127.0.0.1"),
             ("b", "URI:sip:appb.test,DNS:appb.test,IP:127.0.0.1"),
         ],
     );
-    let (udp_a, tls_a, api_a) = (free_port(), free_port(), free_port());
+    let (udp_a, tls_a) = (free_port(), free_port());
     let (udp_b, tls_b, api_b) = (free_port(), free_port(), free_port());
     let records = |d: &str, port: u16| {
         format!(
@@ -154,58 +159,119 @@ async fn two_gateways_find_each_other_in_dns_and_talk_over_verified_tls() {
              host-record=edge.{d},127.0.0.1\n"
         )
     };
+    // wrong.test's server is B, whose certificate names appb.test only.
     let dns = Dnsmasq::start(
         free_port(),
-        &["appa.test", "appb.test"],
+        &["xmpp.test", "appb.test", "wrong.test"],
         60,
         &format!(
-            "{}{}",
-            records("appa.test", tls_a),
-            records("appb.test", tls_b)
+            "{}{}{}",
+            records("xmpp.test", tls_a),
+            records("appb.test", tls_b),
+            records("wrong.test", tls_b)
         ),
     );
-    let (app_a, hooks_a) = App::start().await;
+    let prosody = Prosody::start(ProsodyOpts::default()).await;
+    prosody.register("alice", "alice-pass").await;
     let (app_b, hooks_b) = App::start().await;
     let dir_a = temp_dir("a");
     let dir_b = temp_dir("b");
     copy(&pki, &dir_a, &["ca.pem", "a.pem", "a.key"]);
     copy(&pki, &dir_b, &["ca.pem", "b.pem", "b.key"]);
-    let ready = ["SIP listening", "webhook API listening"];
-    let _a = GatewayProcess::start(
-        &dir_a,
-        &side("a", "appb.test", udp_a, tls_a, api_a, hooks_a, dns.addr),
-        &ready,
+    let side_a = format!(
+        r#"[adapters.sip]
+type = "sip"
+domains = ["sipa.test"]
+listen = [
+  {{ transport = "udp", address = "127.0.0.1:{udp_a}" }},
+  {{ transport = "tls", address = "127.0.0.1:{tls_a}", certificate = "a.pem", private_key = "a.key" }},
+]
+remote_domains = ["appb.test", "wrong.test"]
+
+[adapters.sip.dns]
+nameservers = ["{dns}"]
+
+[adapters.sip.tls]
+ca_file = "ca.pem"
+certificate = "a.pem"
+private_key = "a.key"
+
+[adapters.xmpp]
+type = "xmpp"
+server = "{server}"
+user_domains = ["xmpp.test"]
+message_type = "chat"
+
+[[adapters.xmpp.components]]
+domain = "gw.xmpp.test"
+secret = "{secret}"
+"#,
+        dns = dns.addr,
+        server = prosody.component_addr(),
+        secret = prosody.component_secret("gw.xmpp.test"),
     );
+    let _a = GatewayProcess::start(&dir_a, &side_a, &["SIP listening", "component connected"]);
     let _b = GatewayProcess::start(
         &dir_b,
-        &side("b", "appa.test", udp_b, tls_b, api_b, hooks_b, dns.addr),
-        &ready,
+        &side("b", "xmpp.test", udp_b, tls_b, api_b, hooks_b, dns.addr),
+        &["SIP listening", "webhook API listening"],
     );
 
-    assert_eq!(
-        post(api_a, "alice@appa.test", "sip:carol@appb.test", "hello B").await,
-        "202"
-    );
+    let mut alice = XmppClient::connect(&prosody, "alice@xmpp.test", "alice-pass").await;
+    alice
+        .send_message(
+            "carol\\40appb.test@gw.xmpp.test",
+            "hello B",
+            MessageExtras::default(),
+        )
+        .await;
     wait_until("B's app has A's message", Duration::from_secs(20), || {
         !app_b.texts().is_empty()
     })
     .await;
     let (from, to, text) = app_b.texts()[0].clone();
     assert_eq!(text, "hello B");
-    assert!(from.contains("alice@appa.test"), "{from}");
+    assert!(from.contains("alice@xmpp.test"), "{from}");
     assert!(to.contains("carol@appb.test"), "{to}");
 
     assert_eq!(
-        post(api_b, "carol@appb.test", "sip:alice@appa.test", "hello A").await,
+        post(api_b, "carol@appb.test", "sip:alice@xmpp.test", "hello A").await,
         "202"
     );
-    wait_until("A's app has the reply", Duration::from_secs(20), || {
-        !app_a.texts().is_empty()
-    })
-    .await;
-    let (from, _, text) = app_a.texts()[0].clone();
-    assert_eq!(text, "hello A");
-    assert!(from.contains("carol@appb.test"), "{from}");
+    let reply = alice
+        .expect(
+            |e| e.is_chat_body() && e.get("body") == Some("hello A"),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(reply.sender_bare(), Some("carol\\40appb.test@gw.xmpp.test"));
+
+    // RFC 5922 §7.2: wrong.test's server presents appb.test's certificate: refused,
+    // and alice gets an error for her message.
+    alice
+        .send_message(
+            "dave\\40wrong.test@gw.xmpp.test",
+            "to the impostor",
+            MessageExtras::default(),
+        )
+        .await;
+    let error = alice
+        .expect(
+            |e| {
+                e.get("type") == Some("error")
+                    || e.xml().contains("type=\"error\"")
+                    || e.xml().contains("type='error'")
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        error
+            .get("from")
+            .is_some_and(|f| f.starts_with("dave\\40wrong.test@")),
+        "{error}"
+    );
+    assert_eq!(app_b.texts().len(), 1, "{:?}", app_b.texts());
 
     // A stranger (127.0.0.3: neither A's address in DNS nor certified) claiming A's
     // user gets 403 from B, and B's app hears nothing of it.
@@ -215,7 +281,7 @@ async fn two_gateways_find_each_other_in_dns_and_talk_over_verified_tls() {
     let body = "forged";
     let request = format!(
         "MESSAGE sip:carol@appb.test SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKforged\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:alice@appa.test>;tag=x\r\nTo: <sip:carol@appb.test>\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@xmpp.test>;tag=x\r\nTo: <sip:carol@appb.test>\r\n\
          Call-ID: forged\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
         stranger.local_addr().expect("addr"),
         body.len()
@@ -233,6 +299,7 @@ async fn two_gateways_find_each_other_in_dns_and_talk_over_verified_tls() {
     assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app_b.texts().len(), 1, "{:?}", app_b.texts());
+    alice.close().await;
     for d in [pki, dir_a, dir_b] {
         let _ = std::fs::remove_dir_all(d);
     }
