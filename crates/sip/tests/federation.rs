@@ -365,6 +365,63 @@ async fn only_a_peer_trusted_for_a_remote_domain_may_send_as_its_users() {
     assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
 }
 
+/// A trust lookup DNS does not answer never holds up the receive loop: a request
+/// from the gateway's own domain sent after one that waits for DNS is answered first;
+/// the waiting ones are answered 503 + Retry-After in their arrival order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_dns_delays_only_the_requests_that_need_it_and_they_get_503() {
+    // A name server that never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let nameserver = silent.local_addr().unwrap();
+    let gw = support::gateway(&[REMOTE], |c| {
+        c.remote.listed = vec![REMOTE.into()];
+        c.nameservers = vec![nameserver];
+    })
+    .await;
+    gw.mem.set_behavior(Behavior::Deliver);
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let request = |n: u32, from: &str| {
+        format!(
+            "MESSAGE sip:dora@mem.test SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKslow{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <{from}>;tag=s{n}\r\nTo: <sip:dora@mem.test>\r\n\
+             Call-ID: slow{n}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+            client.local_addr().unwrap()
+        )
+    };
+    let bob = format!("sip:bob@{REMOTE}");
+    for (n, from) in [
+        (1, bob.as_str()),
+        (2, "sip:alice@sip.test"),
+        (3, bob.as_str()),
+    ] {
+        client
+            .send_to(request(n, from).as_bytes(), gw.udp)
+            .await
+            .unwrap();
+    }
+    let mut answers = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    while answers.len() < 3 {
+        let (len, _) = tokio::time::timeout(Duration::from_secs(15), client.recv_from(&mut buf))
+            .await
+            .expect("every request answered")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..len]).into_owned();
+        let call_id = header_of(answer.as_bytes(), "Call-ID").unwrap_or_default();
+        let retry_after = header_of(answer.as_bytes(), "Retry-After");
+        answers.push((call_id, support::status_of(answer.as_bytes()), retry_after));
+    }
+    assert_eq!(
+        answers,
+        [
+            ("slow2".to_owned(), 202, None),
+            ("slow1".to_owned(), 503, Some("5".to_owned())),
+            ("slow3".to_owned(), 503, Some("5".to_owned())),
+        ]
+    );
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+}
+
 /// RFC 3325: a trusted proxy's `P-Asserted-Identity` names the sender (the `From` may
 /// be anonymous) and, the proxy being trusted, may be at a remote domain; from any
 /// other peer the header is ignored: the `From` is the sender and is checked as ever.

@@ -203,6 +203,24 @@ struct Endpoint {
     locator: Option<dns::Locator>,
     /// The trusted proxies and the outbound proxy: they may speak for every domain.
     proxies: Vec<std::net::IpAddr>,
+    /// Requests waiting for DNS to say who may speak for their `From` domain, per
+    /// domain in arrival order (the first one's task answers them all in turn).
+    trust_waiting: std::sync::Mutex<HashMap<String, std::collections::VecDeque<Waiting>>>,
+}
+
+/// A request waiting for a trust lookup.
+type Waiting = (RawMessage, RequestView, Peer);
+
+/// At most this many requests wait for the trust lookups of one domain; beyond it a
+/// request is answered 503 at once.
+const TRUST_WAITING_MAX: usize = 1024;
+
+/// What is known of a sender's right to its `From` before DNS is asked.
+enum Verdict {
+    Allowed,
+    Refused(Fault),
+    /// Only DNS can say: the remote domain, lowercase.
+    AskDns(String),
 }
 
 /// Where a request goes, and what is known of the transports it may take.
@@ -356,6 +374,7 @@ impl SipAdapter {
         let mut proxies = config.trusted_proxies.clone();
         proxies.extend(config.outbound_proxy.map(|p| p.addr.ip()));
         let core = Arc::new(Endpoint {
+            trust_waiting: std::sync::Mutex::new(HashMap::new()),
             routes: context.routes.clone(),
             locator,
             proxies,
@@ -637,11 +656,23 @@ impl Endpoint {
         if matches!(view.method.as_str(), "MESSAGE" | "PUBLISH" | "SUBSCRIBE")
             && view.to.tag().is_none()
         {
-            if let Err(fault) = self.may_speak_for(&view, peer).await {
-                self.reply(&m, peer, &fault, None).await;
-                return;
+            match self.may_speak_for(&view, peer) {
+                Verdict::Allowed => {}
+                Verdict::Refused(fault) => {
+                    self.reply(&m, peer, &fault, None).await;
+                    return;
+                }
+                Verdict::AskDns(domain) => {
+                    self.wait_for_trust(domain, (m, view, peer)).await;
+                    return;
+                }
             }
         }
+        self.dispatch(m, view, peer).await;
+    }
+
+    /// Answers a request that may be answered.
+    async fn dispatch(self: Arc<Self>, m: RawMessage, view: RequestView, peer: Peer) {
         match view.method.as_str() {
             "OPTIONS" => {
                 let allow = if self.registrar_on() {
@@ -671,18 +702,19 @@ impl Endpoint {
     }
 
     /// Issue 16: a `From` at a remote domain is taken only from a peer trusted for it
-    /// (`crate::trust`): 403 otherwise, and 503 + `Retry-After` while DNS cannot say.
-    async fn may_speak_for(&self, view: &RequestView, peer: Peer) -> Result<(), Fault> {
+    /// (`crate::trust`): 403 otherwise. What configuration and TLS decide is decided
+    /// here; what only DNS can say is [`Verdict::AskDns`].
+    fn may_speak_for(&self, view: &RequestView, peer: Peer) -> Verdict {
         let Ok(from) = cpim::address::SipUri::parse(&view.from.uri) else {
-            return Ok(()); // not a SIP URI: the translation refuses it
+            return Verdict::Allowed; // not a SIP URI: the translation refuses it
         };
         let domain = match self.standing(from.host().as_str()) {
-            crate::trust::Standing::NotRemote => return Ok(()),
+            crate::trust::Standing::NotRemote => return Verdict::Allowed,
             crate::trust::Standing::Denied(domain) => {
                 self.metrics.federation_error("untrusted_peer");
                 self.metrics.rejected(Condition::Forbidden);
                 tracing::info!(from = %view.from.uri, peer = %peer.addr, "refused: {domain} is denied (denied_domains)");
-                return Err(Fault::new(
+                return Verdict::Refused(Fault::new(
                     403,
                     format!("Forbidden ({domain} is not accepted here)"),
                 ));
@@ -692,12 +724,12 @@ impl Endpoint {
         if self.config.require_tls.contains(&domain) {
             // Only a TLS certificate naming the domain counts (RFC 5922 §7.3).
             if self.transports.certified_for(peer, &domain) {
-                return Ok(());
+                return Verdict::Allowed;
             }
             self.metrics.federation_error("untrusted_peer");
             self.metrics.rejected(Condition::Forbidden);
             tracing::info!(from = %view.from.uri, peer = %peer.addr, "refused: {domain} requires a TLS peer certified for it");
-            return Err(Fault::new(
+            return Verdict::Refused(Fault::new(
                 403,
                 format!(
                     "Forbidden ({domain} is accepted only over TLS from a peer certified for it)"
@@ -710,23 +742,89 @@ impl Endpoint {
             &self.config.trusted_peers,
             &self.proxies,
         );
-        if decision == crate::trust::Decision::Trusted {
-            return Ok(());
+        if decision == crate::trust::Decision::Trusted
+            || self.transports.certified_for(peer, &domain)
+            || self.locator.is_none()
+        {
+            // Trusted by configuration, or its TLS certificate names the domain
+            // (RFC 5922 §7.3).
+            return Verdict::Allowed;
         }
-        if self.transports.certified_for(peer, &domain) {
-            return Ok(()); // RFC 5922 §7.3: its TLS certificate names the domain
+        Verdict::AskDns(domain)
+    }
+
+    /// Queues `request` behind the other requests waiting for DNS about `domain`; the
+    /// first of them starts a task that asks DNS (cached answers come at once) and
+    /// answers them in arrival order, so that the receive loop never waits for DNS
+    /// and a sender's requests keep their order.
+    async fn wait_for_trust(self: &Arc<Self>, domain: String, request: Waiting) {
+        let (first, request) = {
+            let Ok(mut waiting) = self.trust_waiting.lock() else {
+                return;
+            };
+            match waiting.get_mut(&domain) {
+                Some(queue) if queue.len() >= TRUST_WAITING_MAX => (false, request),
+                Some(queue) => {
+                    queue.push_back(request);
+                    return;
+                }
+                None => {
+                    waiting.insert(domain.clone(), std::collections::VecDeque::new());
+                    (true, request)
+                }
+            }
+        };
+        if !first {
+            let (m, _, peer) = request;
+            self.metrics.rejected(Condition::ServiceUnavailable);
+            let fault = Fault::new(
+                503,
+                "Service Unavailable (too many requests wait to verify the sender's domain)",
+            )
+            .with_header("Retry-After", "5");
+            self.reply(&m, peer, &fault, None).await;
+            return;
         }
+        let endpoint = self.clone();
+        tokio::spawn(async move {
+            let mut next = Some(request);
+            while let Some((m, view, peer)) = next.take() {
+                match endpoint.among_servers_of(&domain, &view, peer).await {
+                    Ok(()) => endpoint.clone().dispatch(m, view, peer).await,
+                    Err(fault) => endpoint.reply(&m, peer, &fault, None).await,
+                }
+                next = match endpoint.trust_waiting.lock() {
+                    Ok(mut waiting) => {
+                        let queued = waiting.get_mut(&domain).and_then(|q| q.pop_front());
+                        if queued.is_none() {
+                            waiting.remove(&domain);
+                        }
+                        queued
+                    }
+                    Err(_) => None,
+                };
+            }
+        });
+    }
+
+    /// Whether `peer` is one of the SIP servers DNS names for `domain`: 403 if not,
+    /// 503 + `Retry-After` while DNS cannot say.
+    async fn among_servers_of(
+        &self,
+        domain: &str,
+        view: &RequestView,
+        peer: Peer,
+    ) -> Result<(), Fault> {
         let Some(locator) = &self.locator else {
             return Ok(());
         };
         // Answers are cached for their TTL; an uncached one is waited for at most
-        // TRUST_LOOKUP, since the request is answered (and the ones after it read) only
-        // then.
-        let servers = tokio::time::timeout(TRUST_LOOKUP, locator.servers_of(&domain))
+        // TRUST_LOOKUP.
+        let servers = tokio::time::timeout(TRUST_LOOKUP, locator.servers_of(domain))
             .await
             .unwrap_or_else(|_| {
                 Err(dns::LocateError::Lookup {
-                    name: domain.clone(),
+                    name: domain.to_owned(),
                     kind: "NAPTR/SRV/A",
                     reason: format!("no answer within {TRUST_LOOKUP:?}"),
                 })
@@ -744,6 +842,7 @@ impl Endpoint {
             }
             Err(e) => {
                 self.metrics.federation_error("dns");
+                self.metrics.rejected(Condition::ServiceUnavailable);
                 tracing::info!(from = %view.from.uri, error = %e, "cannot tell who may speak for {domain}");
                 Err(Fault::new(
                     503,
