@@ -64,7 +64,7 @@ fn check_sample_config_succeeds_with_a_summary() {
         "apps=demo",
         "senders: app demo (its token) as users of app.localhost only",
         "senders: as the XMPP server authenticated them (c2s, or s2s for other servers' users); messages reach users of xmpp.localhost only",
-        "senders of sip.localhost: taken from the SIP network as they come",
+        "senders of sip.localhost: anyone who reaches the listeners (set `outbound_proxy`, `trusted_proxies` or `trusted_peers` to restrict)",
     ] {
         assert!(out.contains(expected), "expected {expected:?} in:\n{out}");
     }

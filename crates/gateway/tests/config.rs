@@ -1264,7 +1264,7 @@ async fn remote_domains_are_sip_users_found_through_the_configured_nameservers()
     );
     assert_contains(
         &error(&peers("{ \"other.example\" = [\"192.0.2.1\"] }")),
-        &["names `other.example`, which is not one of its `remote_domains`"],
+        &["names `other.example`, which is none of its `domains` or `remote_domains`"],
     );
     assert_contains(
         &error(&peers("{ \"carrier.example\" = [\"192.0.2.0/40\"] }")),

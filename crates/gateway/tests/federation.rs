@@ -391,7 +391,7 @@ nameservers = ["{}"]
     expect(
         &out,
         &[
-            "senders of sip.test: taken from the SIP network as they come",
+            "senders of sip.test: anyone who reaches the listeners",
             &format!("remote domains: carrier.test, * (every domain no adapter claims) (RFC 3263 through {})", dns.addr),
             "senders of a remote domain: a TLS peer certified for it, its SIP servers in DNS, the trusted proxies, its trusted_peers",
             "trusted_peers of carrier.test: 192.0.2.0/24",

@@ -632,16 +632,19 @@ impl AdapterSettings for SipSettings {
             }
         }
         for domain in self.trusted_peers.keys() {
-            if !self
-                .remote_domains
-                .listed
-                .iter()
-                .any(|d| d.as_str().eq_ignore_ascii_case(domain))
-            {
+            let listed =
+                |list: &[Domain]| list.iter().any(|d| d.as_str().eq_ignore_ascii_case(domain));
+            if !listed(&self.remote_domains.listed) && !listed(&self.domains) {
                 checks.fail(
                     path.key("trusted_peers").key(domain),
-                    format!("`trusted_peers` of sip adapter `{name}` names `{domain}`, which is not one of its `remote_domains`"),
-                    "list the domain in `remote_domains`, or remove its entry",
+                    format!("`trusted_peers` of sip adapter `{name}` names `{domain}`, which is none of its `domains` or `remote_domains`"),
+                    "list the domain in `domains` or `remote_domains`, or remove its entry",
+                );
+            } else if listed(&self.registrar_domains) {
+                checks.fail(
+                    path.key("trusted_peers").key(domain),
+                    format!("`trusted_peers` of sip adapter `{name}` names `{domain}`, a registrar domain"),
+                    "the registrar's accounts prove who they are with their passwords; to skip the challenge for a proxy, use `trusted_proxies`",
                 );
             }
         }
@@ -746,18 +749,36 @@ impl AdapterSettings for SipSettings {
                 .join(",")
         };
         let mut lines = Vec::new();
-        let registrar = if self.registrar_domains.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; accounts of {} must answer the registrar's challenge",
-                join(&self.registrar_domains)
-            )
-        };
-        lines.push(format!(
-            "senders of {}: taken from the SIP network as they come{registrar}",
-            join(&self.domains)
-        ));
+        let guarded = !self.trusted_proxies.is_empty() || self.outbound_proxy.is_some();
+        for domain in &self.domains {
+            let is = |list: &[Domain]| {
+                list.iter()
+                    .any(|d| d.as_str().eq_ignore_ascii_case(domain.as_str()))
+            };
+            let peers = self
+                .trusted_peers
+                .iter()
+                .find(|(d, _)| d.eq_ignore_ascii_case(domain.as_str()))
+                .map(|(_, networks)| networks.iter().map(ToString::to_string).collect::<Vec<_>>());
+            let line = if is(&self.registrar_domains) {
+                format!("senders of {}: registered accounts, who answer the registrar's challenge (trusted proxies excepted)", domain.as_str())
+            } else if guarded || peers.is_some() {
+                let mut who = vec!["the proxies".to_owned()];
+                who.extend(peers.into_iter().flatten());
+                who.push("a TLS peer certified for it".to_owned());
+                format!(
+                    "senders of {}: only from {}; 403 otherwise",
+                    domain.as_str(),
+                    who.join(", ")
+                )
+            } else {
+                format!(
+                    "senders of {}: anyone who reaches the listeners (set `outbound_proxy`, `trusted_proxies` or `trusted_peers` to restrict)",
+                    domain.as_str()
+                )
+            };
+            lines.push(line);
+        }
         let mut proxies: Vec<String> = self
             .outbound_proxy
             .iter()

@@ -440,6 +440,9 @@ async fn rfc3325_an_identity_asserted_by_a_trusted_proxy_is_the_sender_and_no_on
         c.remote.listed = vec![REMOTE.into()];
         c.nameservers = vec![nameserver];
         c.trusted_proxies = vec!["127.0.0.3".parse().unwrap()];
+        // With a proxy configured the gateway's own domain is guarded: the stranger
+        // may send as its users because it is one of the domain's trusted peers.
+        c.trusted_peers = vec![("sip.test".into(), vec!["127.0.0.1".parse().unwrap()])];
     })
     .await;
     gw.mem.set_behavior(Behavior::Deliver);
@@ -471,6 +474,33 @@ async fn rfc3325_an_identity_asserted_by_a_trusted_proxy_is_the_sender_and_no_on
         .map(|e| e.from.to_string())
         .collect();
     assert_eq!(senders, [bob.clone(), "sip:alice@sip.test".to_owned()]);
+}
+
+/// The gateway's own domain, once a proxy or `trusted_peers` is configured for it, is
+/// taken only from those (or a TLS peer certified for it): anyone else claiming its
+/// users gets 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_domain_with_trusted_peers_is_taken_from_them_only() {
+    let gw = support::gateway(&[], |c| {
+        c.trusted_peers = vec![("sip.test".into(), vec!["127.0.0.2/32".parse().unwrap()])];
+    })
+    .await;
+    gw.mem.set_behavior(Behavior::Deliver);
+    let peer = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(
+        message_from(&peer, &gw, 41, "sip:alice@sip.test").await,
+        202
+    );
+    assert_eq!(
+        message_from(&stranger, &gw, 42, "sip:alice@sip.test").await,
+        403
+    );
+    assert_eq!(gw.mem.wait_for(1, Duration::from_secs(5)).await, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gw.mem.received().len(), 1);
+    let metrics = gw.broker.metrics().adapter("sip");
+    assert_eq!(metrics.federation_error_count("untrusted_peer"), 1);
 }
 
 /// `remote_domains = ["*"]`: a domain no adapter claims is a SIP domain found in DNS

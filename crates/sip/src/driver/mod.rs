@@ -203,6 +203,9 @@ struct Endpoint {
     locator: Option<dns::Locator>,
     /// The trusted proxies and the outbound proxy: they may speak for every domain.
     proxies: Vec<std::net::IpAddr>,
+    /// Own domains (lowercase, no registrar) whose users are taken only from the
+    /// proxies, the domain's `trusted_peers` or a TLS peer certified for it.
+    guarded_domains: Vec<String>,
     /// Requests waiting for DNS to say who may speak for their `From` domain, per
     /// domain in arrival order (the first one's task answers them all in turn).
     trust_waiting: std::sync::Mutex<HashMap<String, std::collections::VecDeque<Waiting>>>,
@@ -373,7 +376,22 @@ impl SipAdapter {
         };
         let mut proxies = config.trusted_proxies.clone();
         proxies.extend(config.outbound_proxy.map(|p| p.addr.ip()));
+        // The gateway's own domains whose senders must come from its proxies or their
+        // trusted_peers: every one without a registrar of its own, once either is set.
+        let guarded_domains = config
+            .domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .filter(|d| {
+                !config
+                    .registrar
+                    .iter()
+                    .any(|(r, _)| r.eq_ignore_ascii_case(d))
+            })
+            .filter(|d| !proxies.is_empty() || config.trusted_peers.iter().any(|(t, _)| t == d))
+            .collect();
         let core = Arc::new(Endpoint {
+            guarded_domains,
             trust_waiting: std::sync::Mutex::new(HashMap::new()),
             routes: context.routes.clone(),
             locator,
@@ -709,7 +727,9 @@ impl Endpoint {
             return Verdict::Allowed; // not a SIP URI: the translation refuses it
         };
         let domain = match self.standing(from.host().as_str()) {
-            crate::trust::Standing::NotRemote => return Verdict::Allowed,
+            crate::trust::Standing::NotRemote => {
+                return self.own_sender(view, peer, from.host().as_str())
+            }
             crate::trust::Standing::Denied(domain) => {
                 self.metrics.federation_error("untrusted_peer");
                 self.metrics.rejected(Condition::Forbidden);
@@ -751,6 +771,31 @@ impl Endpoint {
             return Verdict::Allowed;
         }
         Verdict::AskDns(domain)
+    }
+
+    /// A sender at one of the gateway's own domains: from anyone unless the domain is
+    /// guarded (a proxy or `trusted_peers` is configured), then only from a proxy, the
+    /// domain's trusted peers or a TLS peer certified for it.
+    fn own_sender(&self, view: &RequestView, peer: Peer, host: &str) -> Verdict {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if !self.guarded_domains.contains(&host)
+            || crate::trust::decide(
+                &host,
+                peer.addr.ip(),
+                &self.config.trusted_peers,
+                &self.proxies,
+            ) == crate::trust::Decision::Trusted
+            || self.transports.certified_for(peer, &host)
+        {
+            return Verdict::Allowed;
+        }
+        self.metrics.federation_error("untrusted_peer");
+        self.metrics.rejected(Condition::Forbidden);
+        tracing::info!(from = %view.from.uri, peer = %peer.addr, "refused: the peer is neither a proxy nor a trusted peer of {host}");
+        Verdict::Refused(Fault::new(
+            403,
+            format!("Forbidden ({} may not speak for {host})", peer.addr.ip()),
+        ))
     }
 
     /// Queues `request` behind the other requests waiting for DNS about `domain`; the
