@@ -349,8 +349,21 @@ async fn only_a_peer_trusted_for_a_remote_domain_may_send_as_its_users() {
         .map(|e| e.from.to_string())
         .collect();
     assert_eq!(senders, [bob.clone(), "sip:alice@sip.test".to_owned()]);
+    // Over TCP the same.
+    let mut stream = tokio::net::TcpStream::connect(gw.tcp).await.unwrap();
+    let body = "forged over tcp";
+    let request = format!(
+        "MESSAGE sip:dora@mem.test SIP/2.0\r\nVia: SIP/2.0/TCP {};branch=z9hG4bKfedtcp\r\n\
+         Max-Forwards: 70\r\nFrom: <{bob}>;tag=t1\r\nTo: <sip:dora@mem.test>\r\n\
+         Call-ID: fedtcp\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        stream.local_addr().unwrap(),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let answer = read_message(&mut stream).await;
+    assert_eq!(support::status_of(&answer), 403);
     let metrics = gw.broker.metrics().adapter("sip");
-    assert_eq!(metrics.federation_error_count("untrusted_peer"), 2);
+    assert_eq!(metrics.federation_error_count("untrusted_peer"), 3);
 
     // The same stranger, now in the domain's trusted_peers.
     let nameserver = dns.addr;
