@@ -67,17 +67,15 @@ impl App {
     }
 }
 
-/// One side's `gateway.toml`: SIP on UDP `udp` and TLS `tls`, its app `name` at
-/// `app<name>.test`, the other side's domain `remote` as a remote SIP domain.
-fn side(
-    name: &str,
-    remote: &str,
-    udp: u16,
-    tls: u16,
-    api: u16,
-    hooks: SocketAddr,
-    dns: SocketAddr,
-) -> String {
+/// The SIP part of one side's `gateway.toml`: SIP on UDP `udp` and TLS `tls` with the
+/// certificate `name.pem`, its own domain `sip<name>.test`, `remote` as remote domains
+/// found through `dns`.
+fn sip_side(name: &str, remote: &[&str], udp: u16, tls: u16, dns: SocketAddr) -> String {
+    let remote = remote
+        .iter()
+        .map(|d| format!("\"{d}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"[gateway]
 data_dir = "data"
@@ -89,7 +87,7 @@ listen = [
   {{ transport = "udp", address = "127.0.0.1:{udp}" }},
   {{ transport = "tls", address = "127.0.0.1:{tls}", certificate = "{name}.pem", private_key = "{name}.key" }},
 ]
-remote_domains = ["{remote}"]
+remote_domains = [{remote}]
 
 [adapters.sip.dns]
 nameservers = ["{dns}"]
@@ -98,7 +96,22 @@ nameservers = ["{dns}"]
 ca_file = "ca.pem"
 certificate = "{name}.pem"
 private_key = "{name}.key"
+"#
+    )
+}
 
+/// [`sip_side`] and a webhook app `name` at `app<name>.test` delivering to `hooks`.
+fn app_side(
+    name: &str,
+    remote: &str,
+    udp: u16,
+    tls: u16,
+    api: u16,
+    hooks: SocketAddr,
+    dns: SocketAddr,
+) -> String {
+    format!(
+        r#"{sip}
 [adapters.webhook]
 type = "webhook"
 listen = "127.0.0.1:{api}"
@@ -108,7 +121,8 @@ name = "{name}"
 domains = ["app{name}.test"]
 token = "{TOKEN}"
 url = "http://{hooks}/hooks"
-"#
+"#,
+        sip = sip_side(name, &[remote], udp, tls, dns)
     )
 }
 
@@ -179,23 +193,7 @@ async fn two_gateways_find_each_other_in_dns_and_talk_over_verified_tls() {
     copy(&pki, &dir_a, &["ca.pem", "a.pem", "a.key"]);
     copy(&pki, &dir_b, &["ca.pem", "b.pem", "b.key"]);
     let side_a = format!(
-        r#"[adapters.sip]
-type = "sip"
-domains = ["sipa.test"]
-listen = [
-  {{ transport = "udp", address = "127.0.0.1:{udp_a}" }},
-  {{ transport = "tls", address = "127.0.0.1:{tls_a}", certificate = "a.pem", private_key = "a.key" }},
-]
-remote_domains = ["appb.test", "wrong.test"]
-
-[adapters.sip.dns]
-nameservers = ["{dns}"]
-
-[adapters.sip.tls]
-ca_file = "ca.pem"
-certificate = "a.pem"
-private_key = "a.key"
-
+        r#"{sip}
 [adapters.xmpp]
 type = "xmpp"
 server = "{server}"
@@ -206,14 +204,14 @@ message_type = "chat"
 domain = "gw.xmpp.test"
 secret = "{secret}"
 "#,
-        dns = dns.addr,
+        sip = sip_side("a", &["appb.test", "wrong.test"], udp_a, tls_a, dns.addr),
         server = prosody.component_addr(),
         secret = prosody.component_secret("gw.xmpp.test"),
     );
     let _a = GatewayProcess::start(&dir_a, &side_a, &["SIP listening", "component connected"]);
     let _b = GatewayProcess::start(
         &dir_b,
-        &side("b", "xmpp.test", udp_b, tls_b, api_b, hooks_b, dns.addr),
+        &app_side("b", "xmpp.test", udp_b, tls_b, api_b, hooks_b, dns.addr),
         &["SIP listening", "webhook API listening"],
     );
 

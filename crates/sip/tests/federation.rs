@@ -303,6 +303,18 @@ async fn message_with(
     support::status_of(&buf[..len])
 }
 
+/// The senders of what reached the in-memory adapter, once `n` did (and nothing more
+/// came within 300 ms).
+async fn senders_of(gw: &support::Gateway, n: usize) -> Vec<String> {
+    assert_eq!(gw.mem.wait_for(n, Duration::from_secs(5)).await, n);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.mem
+        .received()
+        .iter()
+        .map(|e| e.from.to_string())
+        .collect()
+}
+
 /// Who may speak for a remote domain: one of its SIP servers as DNS names them (here
 /// 127.0.0.2, by SRV), or a network configured in `trusted_peers`. Anyone else claiming
 /// the domain gets 403, counted in `cpim_federation_errors_total{kind="untrusted_peer"}`,
@@ -340,15 +352,10 @@ async fn only_a_peer_trusted_for_a_remote_domain_may_send_as_its_users() {
         message_from(&stranger, &gw, 4, "sip:alice@sip.test").await,
         202
     );
-    assert_eq!(gw.mem.wait_for(2, Duration::from_secs(5)).await, 2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let senders: Vec<String> = gw
-        .mem
-        .received()
-        .iter()
-        .map(|e| e.from.to_string())
-        .collect();
-    assert_eq!(senders, [bob.clone(), "sip:alice@sip.test".to_owned()]);
+    assert_eq!(
+        senders_of(&gw, 2).await,
+        [bob.clone(), "sip:alice@sip.test".to_owned()]
+    );
     // Over TCP the same.
     let mut stream = tokio::net::TcpStream::connect(gw.tcp).await.unwrap();
     let body = "forged over tcp";
@@ -478,15 +485,10 @@ async fn rfc3325_an_identity_asserted_by_a_trusted_proxy_is_the_sender_and_no_on
         message_with(&stranger, &gw, 23, &bob, &asserted("sip:alice@sip.test")).await,
         403
     );
-    assert_eq!(gw.mem.wait_for(2, Duration::from_secs(5)).await, 2);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let senders: Vec<String> = gw
-        .mem
-        .received()
-        .iter()
-        .map(|e| e.from.to_string())
-        .collect();
-    assert_eq!(senders, [bob.clone(), "sip:alice@sip.test".to_owned()]);
+    assert_eq!(
+        senders_of(&gw, 2).await,
+        [bob.clone(), "sip:alice@sip.test".to_owned()]
+    );
 }
 
 /// The gateway's own domain, once a proxy or `trusted_peers` is configured for it, is
