@@ -600,11 +600,7 @@ impl AdapterSettings for SipSettings {
         }
         for (index, domain) in self.remote_domains.listed.iter().enumerate() {
             let at = path.key("remote_domains").index(index);
-            if self
-                .domains
-                .iter()
-                .any(|d| d.as_str().eq_ignore_ascii_case(domain.as_str()))
-            {
+            if lists(&self.domains, domain.as_str()) {
                 checks.fail(
                     at,
                     format!(
@@ -618,12 +614,7 @@ impl AdapterSettings for SipSettings {
             }
         }
         for (index, domain) in self.require_tls.iter().enumerate() {
-            if !self
-                .remote_domains
-                .listed
-                .iter()
-                .any(|d| d.as_str().eq_ignore_ascii_case(domain.as_str()))
-            {
+            if !lists(&self.remote_domains.listed, domain.as_str()) {
                 checks.fail(
                     path.key("require_tls").index(index),
                     format!("`require_tls` of sip adapter `{name}` names `{}`, which is not one of its `remote_domains`", domain.as_str()),
@@ -632,8 +623,7 @@ impl AdapterSettings for SipSettings {
             }
         }
         for domain in self.trusted_peers.keys() {
-            let listed =
-                |list: &[Domain]| list.iter().any(|d| d.as_str().eq_ignore_ascii_case(domain));
+            let listed = |list: &[Domain]| lists(list, domain);
             if !listed(&self.remote_domains.listed) && !listed(&self.domains) {
                 checks.fail(
                     path.key("trusted_peers").key(domain),
@@ -649,10 +639,7 @@ impl AdapterSettings for SipSettings {
             }
         }
         for (index, domain) in self.denied_domains.iter().enumerate() {
-            let listed = |list: &[Domain]| {
-                list.iter()
-                    .any(|d| d.as_str().eq_ignore_ascii_case(domain.as_str()))
-            };
+            let listed = |list: &[Domain]| lists(list, domain.as_str());
             if listed(&self.domains) || listed(&self.remote_domains.listed) {
                 checks.fail(
                     path.key("denied_domains").index(index),
@@ -751,10 +738,7 @@ impl AdapterSettings for SipSettings {
         let mut lines = Vec::new();
         let guarded = !self.trusted_proxies.is_empty() || self.outbound_proxy.is_some();
         for domain in &self.domains {
-            let is = |list: &[Domain]| {
-                list.iter()
-                    .any(|d| d.as_str().eq_ignore_ascii_case(domain.as_str()))
-            };
+            let is = |list: &[Domain]| lists(list, domain.as_str());
             let peers = self
                 .trusted_peers
                 .iter()
@@ -797,10 +781,7 @@ impl AdapterSettings for SipSettings {
                 .listed
                 .iter()
                 .map(|d| {
-                    let tls = self
-                        .require_tls
-                        .iter()
-                        .any(|t| t.as_str().eq_ignore_ascii_case(d.as_str()));
+                    let tls = lists(&self.require_tls, d.as_str());
                     if tls {
                         format!("{} (TLS only)", d.as_str())
                     } else {
@@ -857,6 +838,11 @@ impl AdapterSettings for SipSettings {
         let (adapter, _bound) = SipAdapter::start(config, context).await?;
         Ok(adapter)
     }
+}
+
+/// Whether `list` names `domain` (DNS names compare without case).
+fn lists(list: &[Domain], domain: &str) -> bool {
+    list.iter().any(|d| d.as_str().eq_ignore_ascii_case(domain))
 }
 
 /// Descriptors kept free of SIP stream connections for everything else: the admin and
