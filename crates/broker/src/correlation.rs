@@ -37,6 +37,13 @@ impl Correlations {
         }
     }
 
+    /// Gives back unused capacity (see [`crate::compact`]).
+    pub fn compact(&mut self) {
+        use crate::compact::Compact;
+        self.by_id.compact();
+        self.order.compact();
+    }
+
     /// How many messages are remembered.
     pub fn len(&self) -> usize {
         self.by_id.len()

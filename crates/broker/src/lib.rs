@@ -22,6 +22,7 @@
 
 pub mod adapter;
 pub mod backoff;
+pub mod compact;
 pub mod config;
 pub mod context;
 pub mod core;

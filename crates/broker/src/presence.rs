@@ -633,6 +633,13 @@ where
         self.shared.timers.first().map(|(at, _)| *at)
     }
 
+    /// Gives back the memory of a fan-out once its outputs are taken (see
+    /// [`crate::compact`]).
+    pub fn compact(&mut self) {
+        use crate::compact::Compact;
+        self.shared.outputs.compact();
+    }
+
     /// The next effect to carry out, oldest first.
     pub fn poll_output(&mut self) -> Option<Output<Id>> {
         self.shared.outputs.pop_front()

@@ -227,6 +227,8 @@ impl Broker {
                 self.dispatch(&done_tx, now());
             }
             self.publish_reports();
+            self.core.compact();
+            crate::compact::Compact::compact(&mut replies);
             if let Some(since) = stopping {
                 let drained = self.core.in_flight() == 0 && self.commit.is_none();
                 if drained || since.elapsed() >= self.drain_deadline {

@@ -786,6 +786,50 @@ pub(crate) mod tests {
         }
     }
 
+    /// Issue 15: a burst to many destinations (a presence fan-out) leaves the core's
+    /// tables sized for the burst unless they are compacted once it has drained.
+    #[test]
+    fn the_tables_of_a_drained_burst_are_given_back() {
+        let mut c = core_with(CoreConfig {
+            max_queued_total: 1_000_000,
+            ..CoreConfig::default()
+        });
+        let n = 20_000;
+        for i in 0..n {
+            c.accept(
+                T0,
+                "sip",
+                msg("x", "sip:bob@sip.test", &format!("u{i}@xmpp.test")),
+            )
+            .unwrap();
+        }
+        let mut sent = Vec::new();
+        while let Some(e) = c.poll_dispatch() {
+            sent.push(e.id);
+        }
+        assert_eq!(sent.len(), n);
+        let grown = (c.in_flight.capacity(), c.destinations.capacity());
+        assert!(grown.0 >= n && grown.1 >= n, "{grown:?}");
+        // Half delivered: still in use, nothing shrinks.
+        for id in sent.drain(..n / 2) {
+            c.complete(T0, id, DeliveryOutcome::Accepted);
+        }
+        assert!(!crate::compact::Compact::compact(&mut c.in_flight));
+        for id in sent.drain(..) {
+            c.complete(T0, id, DeliveryOutcome::Accepted);
+        }
+        c.compact();
+        assert!(c.in_flight.capacity() <= 2 * crate::compact::SLACK);
+        assert!(c.destinations.capacity() <= 2 * crate::compact::SLACK);
+        while c.poll_report().is_some() {}
+        c.compact();
+        assert!(c.reports.capacity() <= 2 * crate::compact::SLACK);
+        // And it still works.
+        c.accept(T0, "sip", msg("again", "sip:bob@sip.test", "u1@xmpp.test"))
+            .unwrap();
+        assert_eq!(drain(&mut c).len(), 1);
+    }
+
     #[test]
     fn routes_and_rewrites_addresses_for_the_destination() {
         let mut c = core();
