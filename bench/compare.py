@@ -11,7 +11,9 @@ sent, delivered, throughput, latency percentiles (the send time travels in the b
 the relay's CPU per delivered message (all its processes, from /proc), its memory
 (PSS of all its processes at the end of the rate), and
 for XMPP -> SIP the errors the XMPP sender got back. A last table gives the gateway's
-ratios to Kamailio. Everything runs on 127.0.0.1 with ports picked here; every process
+ratios to Kamailio. First, per rate, the baseline: the XMPP sender to the XMPP receiver
+through Prosody alone (no relay, "prosody-alone"; `--no-baseline` skips it), and a table
+of each relay's p99 latency over it. Everything runs on 127.0.0.1 with ports picked here; every process
 started here is stopped here.
 
     /usr/bin/python3 bench/compare.py                        # 8000 and 12000/s, 5 s each
@@ -278,6 +280,18 @@ def measure(relay, proc, recorder, total, start, send, label):
     return r
 
 
+def unexpected(errors):
+    """The responses SIPp did not expect (its calls failed on them), by status line."""
+    counts = {}
+    if os.path.exists(errors):
+        with open(errors, errors="replace") as f:
+            for line in f:
+                if line.startswith("SIP/2.0 "):
+                    status = line.split()[1]
+                    counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 def sip_to_xmpp(relay, proc, sip_port, rate, seconds, recorder, work):
     total = rate * seconds
     recorder.reset()
@@ -286,6 +300,7 @@ def sip_to_xmpp(relay, proc, sip_port, rate, seconds, recorder, work):
     else:
         user, domain = "recv", DOMAIN
     start = time.time()
+    errors = os.path.join(work, f"sipp-{relay}-{rate}-errors.log")
 
     def send():
         sipp = subprocess.run(
@@ -293,9 +308,10 @@ def sip_to_xmpp(relay, proc, sip_port, rate, seconds, recorder, work):
              "-t", "u1", "-i", "127.0.0.1", "-bind_local", "-nostdin",
              "-s", user, "-set", "to_domain", domain, "-set", "from_user", "load",
              "-set", "from_domain", "sip.test", "-r", str(rate), "-m", str(total),
-             "-l", str(max(1000, rate)), "-timeout", f"{seconds * 6 + 30}s", "-timeout_error"],
+             "-l", str(max(1000, rate)), "-timeout", f"{seconds * 6 + 30}s", "-timeout_error",
+             "-trace_err", "-error_file", errors],
             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return {"sipp_exit": sipp.returncode}
+        return {"sipp_exit": sipp.returncode, "sipp_unexpected": unexpected(errors)}
 
     r = measure(relay, proc, recorder, total, start, send, f"{relay}-sip-xmpp-{rate}")
     r.update({"path": "sip->xmpp", "rate": rate})
@@ -322,6 +338,20 @@ def xmpp_to_sip(relay, proc, rate, seconds, recorder, sender):
     with sender.lock:
         r["xmpp_errors"] = sender.errors
     r.update({"path": "xmpp->sip", "rate": rate})
+    return r
+
+
+def prosody_alone(prosody, rate, seconds, recorder, sender):
+    """The baseline: the XMPP sender to the XMPP receiver through Prosody, no relay."""
+    total = rate * seconds
+    recorder.reset()
+    start = time.time()
+
+    def send():
+        return {"send_seconds": round(sender.send_at(rate, seconds, lambda _k: f"recv@{DOMAIN}"), 2)}
+
+    r = measure("prosody-alone", prosody, recorder, total, start, send, f"prosody-alone-{rate}")
+    r.update({"path": "xmpp->xmpp", "rate": rate})
     return r
 
 
@@ -360,6 +390,8 @@ def main():
                     choices=["kamailio", "gateway-off", "gateway-on"])
     ap.add_argument("--paths", nargs="+", default=["sip->xmpp", "xmpp->sip"],
                     choices=["sip->xmpp", "xmpp->sip"])
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the baseline (XMPP sender to XMPP receiver through Prosody alone)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--profile", metavar="DIR",
                     help="record each gateway measurement with `perf record --call-graph dwarf` into DIR, "
@@ -392,6 +424,11 @@ def main():
         sender.start()
         uas = Uas(recorder)
         uas.start()
+        if not args.no_baseline:
+            for rate in args.rates:
+                r = prosody_alone(prosody, rate, args.seconds, recorder, sender)
+                results.append(r)
+                print(json.dumps(r), flush=True)
         for relay in args.relays:
             proc, sip_port = start_relay(relay, work, comp, uas.port)
             time.sleep(1.0)
@@ -407,12 +444,13 @@ def main():
             finally:
                 stop(proc)
         print()
-        print("| path | rate/s | relay | delivered | throughput/s | p50 ms | p99 ms | relay µs CPU/msg | relay PSS MiB after | XMPP errors |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| path | rate/s | relay | delivered | throughput/s | p50 ms | p99 ms | relay µs CPU/msg | relay PSS MiB after | XMPP errors | SIPp unexpected |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in sorted(results, key=lambda r: (r["path"], r["rate"], r["relay"])):
             print(f"| {r['path']} | {r['rate']} | {r['relay']} | {r['delivered_pct']} % | {r['throughput_per_s']} | "
                   f"{r['p50_ms']} | {r['p99_ms']} | {r['cpu_us_per_msg']} | {r['pss_mib']} | "
-                  f"{r.get('xmpp_errors', '')} |")
+                  f"{r.get('xmpp_errors', '')} | "
+                  f"{' '.join(f'{k}: {v}' for k, v in sorted(r.get('sipp_unexpected', {}).items()))} |")
         by = {(r["relay"], r["path"], r["rate"]): r for r in results}
         if "kamailio" in args.relays:
             print()
@@ -427,6 +465,16 @@ def main():
                         t = g["throughput_per_s"] / max(k["throughput_per_s"], 1)
                         c = g["cpu_us_per_msg"] / max(k["cpu_us_per_msg"], 1e-9)
                         print(f"| {path} | {rate} | {relay} | {t:.2f} | {c:.2f} |")
+        base = {r["rate"]: r for r in results if r["relay"] == "prosody-alone"}
+        if base:
+            print()
+            print("| path | rate/s | relay | p99 ms | Prosody alone p99 ms | added p99 ms |")
+            print("|---|---|---|---|---|---|")
+            for r in sorted(results, key=lambda r: (r["path"], r["rate"], r["relay"])):
+                b = base.get(r["rate"])
+                if b and r["relay"] != "prosody-alone":
+                    print(f"| {r['path']} | {r['rate']} | {r['relay']} | {r['p99_ms']} | {b['p99_ms']} | "
+                          f"{r['p99_ms'] - b['p99_ms']:.1f} |")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"cpus": os.cpu_count(), "results": results}, f, indent=2)
