@@ -25,40 +25,25 @@ fn oversized(len: usize, capacity: usize) -> Option<usize> {
     (capacity > SLACK && capacity / 4 > len).then(|| (len * 2).max(SLACK / 2))
 }
 
-impl<T> Compact for Vec<T> {
-    fn compact(&mut self) -> bool {
-        oversized(self.len(), self.capacity()).is_some_and(|to| {
-            self.shrink_to(to);
-            true
-        })
-    }
+/// The same policy for every collection with `len`, `capacity` and `shrink_to`.
+macro_rules! compact_by_shrinking {
+    ($($ty:ty => [$($bounds:tt)*]),* $(,)?) => {$(
+        impl<$($bounds)*> Compact for $ty {
+            fn compact(&mut self) -> bool {
+                oversized(self.len(), self.capacity()).is_some_and(|to| {
+                    self.shrink_to(to);
+                    true
+                })
+            }
+        }
+    )*};
 }
 
-impl<T> Compact for VecDeque<T> {
-    fn compact(&mut self) -> bool {
-        oversized(self.len(), self.capacity()).is_some_and(|to| {
-            self.shrink_to(to);
-            true
-        })
-    }
-}
-
-impl<T: Ord> Compact for BinaryHeap<T> {
-    fn compact(&mut self) -> bool {
-        oversized(self.len(), self.capacity()).is_some_and(|to| {
-            self.shrink_to(to);
-            true
-        })
-    }
-}
-
-impl<K: Eq + Hash, V, S: BuildHasher> Compact for HashMap<K, V, S> {
-    fn compact(&mut self) -> bool {
-        oversized(self.len(), self.capacity()).is_some_and(|to| {
-            self.shrink_to(to);
-            true
-        })
-    }
+compact_by_shrinking! {
+    Vec<T> => [T],
+    VecDeque<T> => [T],
+    BinaryHeap<T> => [T: Ord],
+    HashMap<K, V, S> => [K: Eq + Hash, V, S: BuildHasher],
 }
 
 #[cfg(test)]
